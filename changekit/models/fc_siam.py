@@ -1,0 +1,156 @@
+"""FC-Siam-diff (Daudt, Le Saux & Boulch, ICIP 2018), as open-cd builds ``fc_siam_diff_256x256_40k_levircd``.
+
+A four-level U-Net encoder shared by both dates; the decoder is fed, at every level, the absolute
+difference of the two dates' skip features. open-cd wraps it in ``DIEncoderDecoder`` with an
+``FCNHead(num_convs=0)`` whose only parameters are the final 1×1 ``conv_seg`` (after Dropout2d 0.1).
+
+Our module keeps open-cd's state-dict layout (``backbone.conv11…``, ``decode_head.conv_seg``), so open-cd
+checkpoints load as they are. Unlike open-cd, the decoder-side convolutions of the reference are
+``ConvTranspose2d`` with stride 1: we keep them (the weight layout is ``(in, out, k, k)``) so that the
+numbers match exactly.
+
+Inputs of any size from 16×16 up work: after each 2×2 max-pool (floor) the up-sampled map is padded on the
+right/bottom by edge replication to the skip map's size, as in the reference.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from changekit.models.registry import register_model
+
+__all__ = ["FCSiamDiff", "FCSiamDiffBackbone", "fc_siam_diff"]
+
+
+def _pad_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Replicate-pad ``x`` on the right and bottom to ``ref``'s spatial size."""
+    dh, dw = ref.shape[-2] - x.shape[-2], ref.shape[-1] - x.shape[-1]
+    if dh == 0 and dw == 0:
+        return x
+    return F.pad(x, (0, dw, 0, dh), mode="replicate")
+
+
+class FCSiamDiffBackbone(nn.Module):
+    """Encoder (conv11…conv43) shared by the dates and the difference decoder (upconv4…conv11d).
+
+    Attribute names follow open-cd's ``FC_Siam_diff`` so that its keys map one to one.
+    The encoder levels have 2, 2, 3, 3 convolutions of ``c, 2c, 4c, 8c`` channels (``c = base_channel``).
+    """
+
+    # (level, number of convs) of the encoder; the decoder mirrors it
+    _LEVELS = ((1, 2), (2, 2), (3, 3), (4, 3))
+
+    def __init__(self, in_channels: int = 3, base_channel: int = 16, dropout: float = 0.2) -> None:
+        super().__init__()
+        c = [base_channel * 2**i for i in range(5)]
+        self.in_channels = in_channels
+        self.out_channels = c[0]
+
+        # encoder: conv{l}{j} + bn{l}{j} (+ Dropout2d), j = 1..n
+        prev = in_channels
+        for level, n in self._LEVELS:
+            width = c[level - 1]
+            for j in range(1, n + 1):
+                setattr(self, f"conv{level}{j}", nn.Conv2d(prev, width, 3, padding=1))
+                setattr(self, f"bn{level}{j}", nn.BatchNorm2d(width))
+                setattr(self, f"do{level}{j}", nn.Dropout2d(dropout))
+                prev = width
+
+        # decoder: upconv{l} (stride-2 transposed conv), then conv{l}{j}d for j = n..1;
+        # the first takes [upsampled, |skip1 - skip2|] (2× width), the last one narrows to the next level
+        for level, n in reversed(self._LEVELS):
+            width = c[level - 1]
+            self.add_module(
+                f"upconv{level}", nn.ConvTranspose2d(width, width, 3, padding=1, stride=2, output_padding=1)
+            )
+            for j in range(n, 0, -1):
+                cin = 2 * width if j == n else width
+                cout = c[level - 2] if (j == 1 and level > 1) else width
+                setattr(self, f"conv{level}{j}d", nn.ConvTranspose2d(cin, cout, 3, padding=1))
+                if not (level == 1 and j == 1):  # conv11d is the plain output layer
+                    setattr(self, f"bn{level}{j}d", nn.BatchNorm2d(cout))
+                    setattr(self, f"do{level}{j}d", nn.Dropout2d(dropout))
+
+    def _block(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        conv, bn, do = getattr(self, f"conv{name}"), getattr(self, f"bn{name}"), getattr(self, f"do{name}")
+        return do(F.relu(bn(conv(x))))
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Return the last feature map of each encoder level (before its max-pool)."""
+        skips = []
+        for level, n in self._LEVELS:
+            if skips:
+                x = F.max_pool2d(x, kernel_size=2, stride=2)
+            for j in range(1, n + 1):
+                x = self._block(f"{level}{j}", x)
+            skips.append(x)
+        return skips
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        if min(x1.shape[-2:]) < 16:
+            raise ValueError(
+                f"FC-Siam-diff needs inputs of at least 16×16 pixels (four 2×2 poolings), got {tuple(x1.shape[-2:])}"
+            )
+        s1, s2 = self.encode(x1), self.encode(x2)
+        # open-cd up-samples the second date's pooled deepest map (both dates share every weight,
+        # but the deepest pooled map enters the decoder from date 2 only)
+        x = F.max_pool2d(s2[-1], kernel_size=2, stride=2)
+        for (level, n), a, b in zip(reversed(self._LEVELS), reversed(s1), reversed(s2)):
+            up = _pad_to(getattr(self, f"upconv{level}")(x), a)
+            x = torch.cat([up, torch.abs(a - b)], dim=1)
+            for j in range(n, 0, -1):
+                if level == 1 and j == 1:
+                    x = self.conv11d(x)
+                else:
+                    x = self._block(f"{level}{j}d", x)
+        return x
+
+
+class _ClsHead(nn.Module):
+    """mmseg ``FCNHead(num_convs=0, concat_input=False)``: Dropout2d then a 1×1 ``conv_seg``."""
+
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout2d(dropout)
+        self.conv_seg = nn.Conv2d(in_channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_seg(self.dropout(x))
+
+
+class FCSiamDiff(nn.Module):
+    """FC-Siam-diff change detector: ``forward(t1, t2)`` → logits (B, num_classes, H, W)."""
+
+    def __init__(self, num_classes: int = 2, in_channels: int = 3, base_channel: int = 16) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.backbone = FCSiamDiffBackbone(in_channels, base_channel)
+        self.decode_head = _ClsHead(self.backbone.out_channels, num_classes)
+
+    def forward_decoder(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+        return self.decode_head(self.backbone(t1, t2))
+
+    def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+        out = self.forward_decoder(t1, t2)
+        if out.shape[-2:] != t1.shape[-2:]:  # never for this architecture; kept for the contract
+            out = F.interpolate(out, size=t1.shape[-2:], mode="bilinear", align_corners=False)
+        return out
+
+
+@register_model
+def fc_siam_diff(
+    num_classes: int = 2, in_channels: int = 3, base_channel: int = 16, pretrained: str | None = None
+) -> FCSiamDiff:
+    """FC-Siam-diff as open-cd's ``fc_siam_diff_256x256_40k_levircd`` (1.35 M parameters).
+
+    ``pretrained``: optional path of a changekit or open-cd checkpoint of this model, loaded strictly.
+    """
+    model = FCSiamDiff(num_classes=num_classes, in_channels=in_channels, base_channel=base_channel)
+    if pretrained:
+        from changekit.checkpoints import load_weights
+
+        load_weights(model, pretrained)
+    return model
