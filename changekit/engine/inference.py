@@ -1,0 +1,90 @@
+"""Whole-image and sliding-window inference (mmseg ``whole_inference`` / ``slide_inference``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from changekit.errors import ConfigError
+
+__all__ = ["predict_logits", "slide_windows", "describe_eval_mode"]
+
+
+def _pair(v: int | Sequence[int] | None, name: str) -> tuple[int, int]:
+    if v is None:
+        raise ConfigError(f"slide inference needs '{name}' (e.g. {name}: [512, 512])")
+    if isinstance(v, int):
+        return v, v
+    v = tuple(int(x) for x in v)
+    if len(v) != 2 or min(v) <= 0:
+        raise ConfigError(f"'{name}' must be a positive int or [h, w], got {v}")
+    return v  # type: ignore[return-value]
+
+
+def slide_windows(h: int, w: int, window: tuple[int, int], stride: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """Windows ``(y1, y2, x1, x2)`` exactly as mmseg's ``slide_inference`` places them.
+
+    ``h_grids = max(H - wh + sh - 1, 0) // sh + 1``; each window starts at ``i * stride``, the last one is
+    clamped to the image border; an image smaller than the window is covered by one window (the whole image).
+    """
+    (wh, ww), (sh, sw) = window, stride
+    h_grids = max(h - wh + sh - 1, 0) // sh + 1
+    w_grids = max(w - ww + sw - 1, 0) // sw + 1
+    out = []
+    for hi in range(h_grids):
+        for wi in range(w_grids):
+            y1, x1 = hi * sh, wi * sw
+            y2, x2 = min(y1 + wh, h), min(x1 + ww, w)
+            y1, x1 = max(y2 - wh, 0), max(x2 - ww, 0)
+            out.append((y1, y2, x1, x2))
+    return out
+
+
+def _run(model: nn.Module, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+    logits = model(t1, t2)
+    if logits.shape[-2:] != t1.shape[-2:]:
+        logits = F.interpolate(logits, size=t1.shape[-2:], mode="bilinear", align_corners=False)
+    return logits
+
+
+def predict_logits(
+    model: nn.Module,
+    t1: torch.Tensor,
+    t2: torch.Tensor,
+    mode: str = "whole",
+    window: int | Sequence[int] | None = None,
+    stride: int | Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Logits (B, K, H, W) for a batch of image pairs.
+
+    ``mode='whole'`` runs the model once on the full images. ``mode='slide'`` runs it on windows of size
+    ``window`` placed every ``stride`` pixels (see :func:`slide_windows`) and averages the overlapping
+    logits with a count matrix, as open-cd's ``test_cfg=dict(mode='slide', crop_size=..., stride=...)``.
+    """
+    if mode == "whole":
+        return _run(model, t1, t2)
+    if mode != "slide":
+        raise ConfigError(f"evaluation mode must be 'whole' or 'slide', got {mode!r}")
+    window, stride = _pair(window, "window"), _pair(stride, "stride")
+    b, _, h, w = t1.shape
+    preds: torch.Tensor | None = None
+    count = t1.new_zeros((1, 1, h, w))
+    for y1, y2, x1, x2 in slide_windows(h, w, window, stride):
+        out = _run(model, t1[:, :, y1:y2, x1:x2], t2[:, :, y1:y2, x1:x2])
+        if preds is None:
+            preds = out.new_zeros((b, out.shape[1], h, w))
+        preds[:, :, y1:y2, x1:x2] += out
+        count[:, :, y1:y2, x1:x2] += 1
+    assert preds is not None
+    return preds / count.to(preds.dtype)
+
+
+def describe_eval_mode(mode: str = "whole", window=None, stride=None) -> str:
+    """Human-readable evaluation mode, printed with every result table."""
+    if mode == "slide":
+        (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
+        return f"slide (window {wh}x{ww}, stride {sh}x{sw}, logits averaged)"
+    return "whole (full image, one pass)"

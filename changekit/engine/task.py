@@ -1,0 +1,290 @@
+"""``ChangeDetectionTask``: a LightningModule that trains and evaluates any registered change model."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn as nn
+
+from changekit.errors import ConfigError
+from changekit.engine.inference import describe_eval_mode, predict_logits
+from changekit.engine.losses import ChangeLoss
+from changekit.engine.optim import build_optimizer, build_param_groups, build_scheduler
+
+__all__ = ["ChangeDetectionTask", "load_checkpoint_model", "build_task_model"]
+
+EVAL_KEYS = {"mode", "window", "stride"}
+OPTIM_KEYS = {"type", "lr", "weight_decay", "betas", "momentum", "nesterov", "eps"}
+
+
+def _check_eval(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    cfg = dict(cfg or {"mode": "whole"})
+    unknown = set(cfg) - EVAL_KEYS
+    if unknown:
+        raise ConfigError(f"model.eval: unknown keys {sorted(unknown)}; use mode (whole|slide), window, stride")
+    cfg.setdefault("mode", "whole")
+    describe_eval_mode(cfg["mode"], cfg.get("window"), cfg.get("stride"))  # validates
+    if cfg["mode"] not in ("whole", "slide"):
+        raise ConfigError(f"model.eval.mode must be 'whole' or 'slide', got {cfg['mode']!r}")
+    return cfg
+
+
+def build_task_model(arch: str, arch_args: Mapping[str, Any] | None, num_classes: int) -> nn.Module:
+    """Build ``arch`` from the registry, passing ``num_classes`` when the factory accepts it."""
+    from changekit import build_model
+    from changekit.models.registry import _REGISTRY, _discover
+
+    kwargs = dict(arch_args or {})
+    _discover()
+    factory = _REGISTRY.get(arch)
+    if factory is not None and "num_classes" not in kwargs:
+        params = inspect.signature(factory).parameters
+        if "num_classes" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            kwargs["num_classes"] = num_classes
+    try:
+        model = build_model({"arch": arch, "arch_args": kwargs})
+    except KeyError as e:
+        raise ConfigError(f"model.arch: {e.args[0]}") from None
+    got = getattr(model, "num_classes", num_classes)
+    if got != num_classes:
+        raise ConfigError(f"model {arch!r} predicts {got} classes but model.num_classes is {num_classes}")
+    return model
+
+
+class ChangeDetectionTask(pl.LightningModule):
+    """Train/evaluate a change model built from the registry.
+
+    Args:
+        arch: registered model name (``changekit models`` lists them), e.g. ``fc_siam_diff``.
+        arch_args: keyword arguments of the model factory (``in_channels``, backbone weights...).
+        weights: optional weight file loaded strictly with :func:`changekit.load_weights` (ours or open-cd's).
+        num_classes: number of output classes (2 for binary change).
+        ignore_index: label value excluded from loss and metrics.
+        loss: ``{ce: 1.0, dice: 0.0, avg_non_ignore: false, class_weight: null}``; the CE mean is over all
+            pixels as in mmseg (``avg_non_ignore: false``).
+        optimizer: ``{type: adamw|sgd, lr, weight_decay, betas | momentum, nesterov, eps}``.
+        param_groups: ``[{pattern, lr_mult, decay_mult}]``, longest matching pattern wins (mmengine custom_keys).
+        no_decay_norm: weight decay 0 for parameters whose name contains ``norm`` (and that match no group).
+        schedule: ``{warmup_iters, warmup_start_factor, max_iters, power, min_lr}``: linear warm-up then poly,
+            by iteration; ``max_iters`` defaults to the trainer's number of optimiser steps.
+        grad_clip: clip the global gradient L2 norm to this value (None: off).
+        eval: ``{mode: whole|slide, window: [h, w], stride: [h, w]}`` used by validate/test/predict.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        arch_args: dict[str, Any] | None = None,
+        weights: str | None = None,
+        num_classes: int = 2,
+        ignore_index: int = 255,
+        loss: dict[str, Any] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        param_groups: list[dict[str, Any]] | None = None,
+        no_decay_norm: bool = False,
+        schedule: dict[str, Any] | None = None,
+        grad_clip: float | None = None,
+        eval: dict[str, Any] | None = None,  # noqa: A002 - the config key users write
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.eval_cfg = _check_eval(eval)
+        optimizer = dict(optimizer or {})
+        unknown = set(optimizer) - OPTIM_KEYS
+        if unknown:
+            raise ConfigError(f"model.optimizer: unknown keys {sorted(unknown)}; use {sorted(OPTIM_KEYS)}")
+        self.optim_cfg = optimizer
+        self.model = build_task_model(arch, arch_args, num_classes)
+        if weights:
+            from changekit import load_weights
+
+            load_weights(self.model, weights)
+        self.criterion = ChangeLoss(loss or {"ce": 1.0}, ignore_index=ignore_index)
+
+        from changekit.metrics import ConfusionMatrix
+
+        self.val_cm = ConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
+        self.test_cm = ConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
+        self.results: dict[str, dict[str, Any]] = {}  # stage -> last computed metrics
+        self.print_tables = True
+
+    # ------------------------------------------------------------------ forward / inference
+    def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+        return self.model(t1, t2)
+
+    def predict_logits(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+        c = self.eval_cfg
+        return predict_logits(self.model, t1, t2, c["mode"], c.get("window"), c.get("stride"))
+
+    @property
+    def eval_mode_description(self) -> str:
+        c = self.eval_cfg
+        return describe_eval_mode(c["mode"], c.get("window"), c.get("stride"))
+
+    # ------------------------------------------------------------------ training
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        bands = getattr(dm, "in_channels", None)
+        own = getattr(self.model, "in_channels", None)
+        if bands is not None and own is not None and int(bands) != int(own):
+            raise ConfigError(
+                f"the data have {bands} bands per date but model {self.hparams.arch!r} expects {own}; "
+                f"set model.arch_args.in_channels: {bands} (or data.bands)"
+            )
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        logits = self.model(batch["t1"], batch["t2"])
+        loss, parts = self.criterion(logits, batch["label"])
+        bs = batch["t1"].shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        if len(parts) > 1:
+            for k, v in parts.items():
+                self.log(f"train/loss_{k}", v, on_step=True, on_epoch=False, batch_size=bs)
+        return loss
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if self.hparams.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=float(self.hparams.grad_clip), gradient_clip_algorithm="norm")
+        elif gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm)
+
+    def configure_optimizers(self):
+        cfg = self.optim_cfg
+        lr = float(cfg.get("lr", 1e-4))
+        groups = build_param_groups(
+            self.model.named_parameters(),
+            lr=lr,
+            weight_decay=float(cfg.get("weight_decay", 1e-4)),
+            param_groups=self.hparams.param_groups,
+            no_decay_norm=bool(self.hparams.no_decay_norm),
+        )
+        opt = build_optimizer(groups, {**cfg, "lr": lr})
+        max_iters = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        sched = build_scheduler(opt, self.hparams.schedule, max_iters)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    # ------------------------------------------------------------------ evaluation
+    def _eval_step(self, batch: Mapping[str, Any], cm, prefix: str) -> None:
+        logits = self.predict_logits(batch["t1"], batch["t2"])
+        label = batch["label"]
+        if logits.shape[-2:] != label.shape[-2:]:
+            logits = nn.functional.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
+        loss, _ = self.criterion(logits, label)
+        self.log(f"{prefix}/loss", loss, on_step=False, on_epoch=True, batch_size=label.shape[0], sync_dist=True)
+        cm.update(logits.argmax(1), label)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, self.val_cm, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, self.test_cm, "test")
+
+    def _eval_epoch_end(self, cm, prefix: str) -> None:
+        metrics = cm.compute()  # synchronised over processes by torchmetrics
+        cm.reset()
+        from changekit.metrics import SUMMARY_KEYS
+
+        scalars = {k: float(metrics[k]) for k in SUMMARY_KEYS if k in metrics}
+        self.log_dict({f"{prefix}/{k}": v for k, v in scalars.items()}, on_step=False, on_epoch=True, sync_dist=False)
+        self.results[prefix] = {**metrics, "eval_mode": self.eval_mode_description}
+        if self.print_tables and not self.trainer.sanity_checking and self.trainer.is_global_zero:
+            from changekit.metrics import format_metrics_table
+
+            title = f"{prefix} (step {self.global_step})"
+            print(f"\n{title}\n" + format_metrics_table(metrics, self.eval_mode_description), flush=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end(self.val_cm, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end(self.test_cm, "test")
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> dict[str, Any]:
+        logits = self.predict_logits(batch["t1"], batch["t2"])
+        out: dict[str, Any] = {"name": list(batch["name"]), "pred": logits.argmax(1).to(torch.uint8).cpu()}
+        if "label" in batch:
+            out["label"] = batch["label"].cpu()
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_info(self) -> dict[str, Any]:
+        """What a checkpoint needs to rebuild the model and its input normalisation without the config."""
+        hp = self.hparams
+        info: dict[str, Any] = {
+            "arch": hp.arch,
+            "arch_args": dict(hp.arch_args or {}),
+            "num_classes": int(hp.num_classes),
+            "ignore_index": int(hp.ignore_index),
+            "in_channels": getattr(self.model, "in_channels", None),
+            "eval": dict(self.eval_cfg),
+        }
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "normalisation_info"):
+            info.update(dm.normalisation_info())
+        return info
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["changekit"] = _plain(self.checkpoint_info())
+
+
+def _plain(obj: Any) -> Any:
+    """Lists/dicts/scalars only, so that ``torch.load(weights_only=True)`` reads the checkpoint."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if torch.is_tensor(obj):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model stored in a changekit training checkpoint, in eval mode.
+
+    Returns ``(model, info)`` where ``info`` holds ``arch``, ``arch_args``, ``num_classes``, ``ignore_index``,
+    ``in_channels``, ``mean``, ``std``, ``bands`` (None where the checkpoint does not record them) and
+    ``eval`` (``{mode, window, stride}``). The file is read safely (``weights_only``) and loaded strictly.
+    """
+    from changekit.checkpoints import CheckpointError, extract_state_dict, read_checkpoint
+
+    from changekit import load_weights
+
+    ckpt = read_checkpoint(path)
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"{path}: not a changekit checkpoint (expected a dict with 'state_dict')")
+    info = dict(ckpt.get("changekit") or {})
+    hp = ckpt.get("hyper_parameters") or {}
+    if not info:
+        if "arch" not in hp:
+            raise CheckpointError(
+                f"{path}: no model configuration inside (not written by `changekit fit`); "
+                "build the model with changekit.build_model and use changekit.load_weights instead"
+            )
+        info = {
+            "arch": hp["arch"],
+            "arch_args": dict(hp.get("arch_args") or {}),
+            "num_classes": int(hp.get("num_classes", 2)),
+            "ignore_index": int(hp.get("ignore_index", 255)),
+            "eval": dict(hp.get("eval") or {"mode": "whole"}),
+        }
+        dhp = ckpt.get("datamodule_hyper_parameters") or {}
+        for key in ("mean", "std", "bands"):
+            info[key] = dhp.get(f"resolved_{key}", dhp.get(key))
+    for key in ("mean", "std", "bands", "in_channels"):
+        info.setdefault(key, None)
+    info.setdefault("eval", {"mode": "whole"})
+    model = build_task_model(info["arch"], info.get("arch_args"), int(info.get("num_classes", 2)))
+    load_weights(model, extract_state_dict(ckpt, str(path)))
+    if info.get("in_channels") is None:
+        info["in_channels"] = getattr(model, "in_channels", None)
+    model.eval()
+    return model, info
