@@ -1,0 +1,246 @@
+"""CLIPFormer's text-guided CSWin decoder ("VLGT", ``CSwinTextDecode`` in the released code).
+
+Four UNet-like upsampling stages. Each stage upsamples its input ×2 (nearest, 3×3 conv, GroupNorm 32, ReLU)
+to ``channels/2``, then runs one block:
+
+* cross-attention from every image token to the four text tokens (background/foreground of both dates,
+  each projected to ``channels/2``): ``x += Dropout(Linear(softmax(q kᵀ/√d_k) v))`` with q from the
+  image, k and v from the text (``d_k = channels/4``, ``d_v = channels``);
+* cross-shaped-window self-attention: half of the channels attend inside vertical stripes (full height ×
+  ``split_size``), the other half inside horizontal stripes, each with LePE (a depthwise 3×3 conv on V added
+  to the attention output); the normalised input is added back before the output projection (as released);
+  then an MLP (ratio 4, GELU); both residuals go through DropPath;
+
+a 1×1 conv + ReLU, and concatenation with the skip (1×1 conv + ReLU to ``channels/2``) followed by a 3×3
+conv + ReLU back to ``channels``. Inputs are ``[e1 (1/4), e2 (1/8), e3 (1/16), e4 (1/32), e5 (1/2)]``; the
+stages produce 1/16, 1/8, 1/4 and 1/2 maps; the classifier (Dropout2d + 1×1 conv) gives logits at 1/2.
+
+Module names follow the released code (``layer1..4``, ``up.blk.low_rank_bilinear.WQ``, ``attns``, ``get_v``,
+``linearA/B``, ``conv_seg``) so that its checkpoints map one to one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath
+
+__all__ = ["CSwinTextHead", "CSwinTextBlock", "LePEAttention"]
+
+
+class LePEAttention(nn.Module):
+    """Self-attention inside stripes of one orientation with locally-enhanced positional encoding.
+
+    ``idx=0``: vertical stripes (``H × split_size``); ``idx=1``: horizontal stripes (``split_size × W``).
+    Maps whose stripe dimension is not a multiple of ``split_size`` are zero-padded symmetrically (the padded
+    positions take part in attention, as in the released code) and cropped back.
+    """
+
+    def __init__(self, dim: int, idx: int, split_size: int, num_heads: int, attn_drop: float = 0.0) -> None:
+        super().__init__()
+        if idx not in (0, 1):
+            raise ValueError(f"idx must be 0 (vertical stripes) or 1 (horizontal stripes), got {idx}")
+        self.dim, self.idx, self.split_size, self.num_heads = dim, idx, split_size, num_heads
+        self.attn_drop = attn_drop
+        self.get_v = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
+
+    def _windows(self, x: torch.Tensor, hs: int, ws: int) -> torch.Tensor:
+        """(B, C, H, W) → (B·nW, C, hs, ws)."""
+        b, c, h, w = x.shape
+        x = x.view(b, c, h // hs, hs, w // ws, ws).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(-1, c, hs, ws)
+
+    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
+        """``qkv`` (B, 3, C, H, W) → (B, H·W, C)."""
+        b, _, c, h, w = qkv.shape
+        hs, ws = (h, self.split_size) if self.idx == 0 else (self.split_size, w)
+        ph, pw = (hs - h % hs) % hs, (ws - w % ws) % ws
+        top, left = ph // 2, pw // 2
+        if ph or pw:
+            qkv = F.pad(qkv, (left, pw - left, top, ph - top))
+        hp, wp = h + ph, w + pw
+        heads, hd = self.num_heads, c // self.num_heads
+        q, k, v = (self._windows(qkv[:, i], hs, ws) for i in range(3))  # (B·nW, C, hs, ws)
+        lepe = self.get_v(v)
+
+        def heads_first(t: torch.Tensor) -> torch.Tensor:  # (B·nW, C, hs, ws) → (B·nW, heads, hs·ws, hd)
+            return t.reshape(t.shape[0], heads, hd, hs * ws).transpose(2, 3)
+
+        out = F.scaled_dot_product_attention(
+            heads_first(q), heads_first(k), heads_first(v), dropout_p=self.attn_drop if self.training else 0.0
+        )
+        out = out + heads_first(lepe)
+        # (B·nW, heads, hs·ws, hd) → (B, H, W, C)
+        out = out.transpose(2, 3).reshape(b, hp // hs, wp // ws, c, hs, ws)
+        out = out.permute(0, 1, 4, 2, 5, 3).reshape(b, hp, wp, c)
+        out = out[:, top : top + h, left : left + w]
+        return out.reshape(b, h * w, c)
+
+
+class LowRankBilinearAttention(nn.Module):
+    """Image tokens (queries) attend to text tokens (keys and values)."""
+
+    def __init__(self, d_model: int = 128, d_k: int = 64, d_v: int = 256) -> None:
+        super().__init__()
+        self.WQ = nn.Linear(d_model, d_k)
+        self.WK = nn.Linear(d_model, d_k)
+        self.WV = nn.Linear(d_model, d_v)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(self.WQ(x), self.WK(text), self.WV(text))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class CSwinTextBlock(nn.Module):
+    """Text cross-attention followed by a CSWin block (``CrossShapedGLAttention`` in the released code)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        split_size: int,
+        mlp_ratio: float = 4.0,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.1,
+        d_k: int | None = None,
+        d_v: int | None = None,
+    ) -> None:
+        super().__init__()
+        if num_heads % 2 or (dim // 2) % (num_heads // 2):
+            raise ValueError(f"CSWin block: num_heads ({num_heads}) must be even and divide dim/2 ({dim // 2}) in halves")
+        d_k = d_k or dim // 2
+        d_v = d_v or dim * 2
+        self.dim = dim
+        self.low_rank_bilinear = LowRankBilinearAttention(dim, d_k, d_v)
+        self.proj = nn.Linear(d_v, dim)
+        self.proj_drop = nn.Dropout(drop)
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.attns = nn.ModuleList(
+            [LePEAttention(dim // 2, idx=i, split_size=split_size, num_heads=num_heads // 2, attn_drop=attn_drop) for i in range(2)]
+        )
+        self.projattn = nn.Linear(dim, dim)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int], text: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, H·W, C) image tokens, ``text`` (B, T, C) → (B, H·W, C)."""
+        x = x + self.proj_drop(self.proj(self.low_rank_bilinear(x, text)))
+        b, n, c = x.shape
+        h, w = hw
+        img = self.norm1(x)
+        qkv = self.qkv(img).reshape(b, h, w, 3, c).permute(0, 3, 4, 1, 2)  # (B, 3, C, H, W)
+        half = c // 2
+        att = torch.cat([self.attns[0](qkv[:, :, :half]), self.attns[1](qkv[:, :, half:])], dim=2)
+        x = x + self.drop_path(self.projattn(att + img))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class _UpConv(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.up = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(cin, cout, kernel_size=3, padding=1),
+            nn.GroupNorm(num_groups=min(32, cout), num_channels=cout),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(x)
+
+
+class _UpBlock(nn.Module):
+    """``CSwinDecoder``: up ×2 → tokens → text/CSWin block → 1×1 conv + ReLU."""
+
+    def __init__(self, channels: int, num_heads: int, split_size: int, drop_path: float) -> None:
+        super().__init__()
+        inner = channels // 2
+        self.up = _UpConv(channels, inner)
+        self.blk = CSwinTextBlock(inner, num_heads, split_size, drop_path=drop_path, d_k=inner // 2, d_v=channels)
+        self.conv_relu = nn.Sequential(nn.Conv2d(inner, inner, kernel_size=1), nn.ReLU())
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        x = self.up(x)
+        if size is not None and tuple(x.shape[-2:]) != tuple(size):  # inputs not a multiple of 32
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        b, c, h, w = x.shape
+        t = self.blk(x.flatten(2).transpose(1, 2), (h, w), text)
+        return self.conv_relu(t.transpose(1, 2).reshape(b, c, h, w))
+
+
+class CSwinStage(nn.Module):
+    """``CSwin_Decoder``: upsampled, text-attended ``x1`` concatenated with the projected skip ``x2``."""
+
+    def __init__(self, channels: int, num_heads: int, split_size: int, drop_path: float = 0.1) -> None:
+        super().__init__()
+        self.up = _UpBlock(channels, num_heads, split_size, drop_path)
+        self.conv2 = nn.Sequential(nn.Conv2d(channels, channels // 2, kernel_size=1), nn.ReLU())
+        self.conv_relu = nn.Sequential(nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.ReLU(inplace=True))
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        x1 = self.up(x1, text, size=tuple(x2.shape[-2:]))
+        return self.conv_relu(torch.cat([self.conv2(x2), x1], dim=1))
+
+
+class CSwinTextHead(nn.Module):
+    """The four-stage text-guided decoder; ``forward(inputs, text_a, text_b)`` → logits at 1/2 resolution.
+
+    Args:
+        channels: width of the five inputs (256).
+        num_classes: output classes (2).
+        text_dim: width of the text embeddings (512).
+        num_heads, split_size: CSWin heads / stripe width of stages 2–4 (8, 4).
+        first_heads, first_split: the same for stage 1 (2, 1), as released.
+        dropout_ratio: Dropout2d before the classifier (0.1).
+        drop_path: stochastic depth inside the blocks (0.1).
+    """
+
+    def __init__(
+        self,
+        channels: int = 256,
+        num_classes: int = 2,
+        text_dim: int = 512,
+        num_heads: int = 8,
+        split_size: int = 4,
+        first_heads: int = 2,
+        first_split: int = 1,
+        dropout_ratio: float = 0.1,
+        drop_path: float = 0.1,
+    ) -> None:
+        super().__init__()
+        inner = channels // 2
+        self.channels, self.num_classes = channels, num_classes
+        self.layer1 = CSwinStage(channels, first_heads, first_split, drop_path)
+        self.layer2 = CSwinStage(channels, num_heads, split_size, drop_path)
+        self.layer3 = CSwinStage(channels, num_heads, split_size, drop_path)
+        self.layer4 = CSwinStage(channels, num_heads, split_size, drop_path)
+        self.linearA = nn.Sequential(nn.Linear(text_dim, inner), nn.LayerNorm(inner))
+        self.linearB = nn.Sequential(nn.Linear(text_dim, inner), nn.LayerNorm(inner))
+        self.dropout = nn.Dropout2d(dropout_ratio) if dropout_ratio > 0 else nn.Identity()
+        self.conv_seg = nn.Conv2d(channels, num_classes, kernel_size=1)
+
+    def forward(self, inputs: Sequence[torch.Tensor], text_a: torch.Tensor, text_b: torch.Tensor) -> torch.Tensor:
+        e1, e2, e3, e4, e5 = inputs
+        text = torch.cat([self.linearA(text_a), self.linearB(text_b)], dim=1)
+        d = self.layer1(e4, e3, text)
+        d = self.layer2(d, e2, text)
+        d = self.layer3(d, e1, text)
+        d = self.layer4(d, e5, text)
+        return self.conv_seg(self.dropout(d))
