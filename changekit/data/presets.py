@@ -1,0 +1,174 @@
+"""Dataset presets: the official layouts, suffixes, label encodings, splits, statistics and evaluation modes
+of the change-detection benchmarks (open-cd conventions, ``opencd/datasets/*.py``).
+
+A config picks one by name::
+
+    data:
+      dataset: levir-cd        # a preset name (or "folder" for your own layout)
+      root: data/LEVIR-CD
+      # any ChangeDataset argument overrides the preset: dirs, suffixes, list_file, label_encoding,
+      # bands, in_channels, mean, std, ...
+
+``build_dataset(preset, root, split, **overrides)`` / ``dataset_from_config(data_cfg, split)`` return the dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from changekit.errors import ConfigError
+
+__all__ = ["DatasetPreset", "PRESETS", "get_preset", "list_presets", "build_dataset", "dataset_from_config"]
+
+
+@dataclass(frozen=True)
+class DatasetPreset:
+    name: str
+    description: str
+    dirs: tuple[str, str, str] = ("A", "B", "label")
+    suffixes: Any = ".png"  # one suffix, or (date1, date2, label); each a str, list of alternatives, or None
+    split_dir: str | None = "{split}"
+    list_file: str | None = None
+    label_encoding: str = "0-255"
+    ignore_value: int | None = None
+    num_classes: int = 2
+    in_channels: int | None = 3
+    splits: tuple[str, ...] = ("train", "val", "test")
+    mean: Any = "imagenet"
+    std: Any = None
+    image_size: tuple[int, int] | None = None  # native tile size (informative)
+    crop_size: int | None = 256  # training crop of the reference configs
+    eval: dict = field(default_factory=lambda: {"mode": "whole"})
+    dataset_class: str = "ChangeDataset"
+    layout: str = ""  # human-readable layout (docs, check-dataset)
+    extra: dict = field(default_factory=dict)  # dataset_class-specific keyword arguments
+
+    def dataset_kwargs(self) -> dict[str, Any]:
+        kw = dict(dirs=self.dirs, suffixes=self.suffixes, split_dir=self.split_dir, list_file=self.list_file,
+                  label_encoding=self.label_encoding, ignore_value=self.ignore_value,
+                  num_classes=self.num_classes, in_channels=self.in_channels, mean=self.mean, std=self.std)
+        kw.update(self.extra)
+        return kw
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_SLIDE_1024 = {"mode": "slide", "crop_size": 512, "stride": 256}
+
+PRESETS: dict[str, DatasetPreset] = {
+    p.name: p
+    for p in [
+        DatasetPreset(
+            "levir-cd", "LEVIR-CD (Chen & Shi 2020): 637 pairs of 1024x1024 Google Earth RGB, 0.5 m; 445/64/128.",
+            image_size=(1024, 1024), crop_size=512, eval=_SLIDE_1024,
+            layout="{train,val,test}/{A,B,label}/<name>.png; labels 0/255"),
+        DatasetPreset(
+            "levir-cd-plus", "LEVIR-CD+: 985 pairs of 1024x1024 RGB; train/test only (637/348).",
+            splits=("train", "test"), image_size=(1024, 1024), crop_size=512, eval=_SLIDE_1024,
+            layout="{train,test}/{A,B,label}/<name>.png; labels 0/255"),
+        DatasetPreset(
+            "s2looking", "S2Looking (Shen et al. 2021): 5000 side-looking satellite pairs 1024x1024; 3500/1000/500.",
+            dirs=("Image1", "Image2", "label"), image_size=(1024, 1024), crop_size=512, eval=_SLIDE_1024,
+            layout="{train,val,test}/{Image1,Image2,label}/<name>.png; labels 0/255"),
+        DatasetPreset(
+            "whu-cd", "WHU-CD, open-cd's 256x256 tiles: one folder of tiles, splits from list files.",
+            split_dir=None, list_file="list/{split}.txt", suffixes=("", "", ""),
+            image_size=(256, 256), crop_size=256, extra={},
+            layout="{A,B,label}/<tile>.png + list/{train,val,test}.txt (names with extension)"),
+        DatasetPreset(
+            "whu-cd-whole", "WHU-CD whole images (one large GeoTIFF pair per split; cut with `changekit tile`).",
+            suffixes=(".tif", ".tif", ".tif"), splits=("train", "test"), crop_size=512,
+            eval={"mode": "slide", "crop_size": 512, "stride": 256},
+            layout="{train,test}/{A,B,label}/<name>.tif; labels 0/255"),
+        DatasetPreset(
+            "cdd", "CDD (Lebedev et al. 2018; open-cd calls it SVCD): 256x256 seasonal-change JPGs; 10000/3000/3000.",
+            dirs=("A", "B", "OUT"), suffixes=".jpg", image_size=(256, 256), crop_size=256,
+            layout="{train,val,test}/{A,B,OUT}/<name>.jpg; labels 0/255 JPG (thresholded at 128)"),
+        DatasetPreset(
+            "sysu-cd", "SYSU-CD (Shi et al. 2021): 20000 pairs 256x256, 0.5 m; 12000/4000/4000.",
+            dirs=("time1", "time2", "label"), image_size=(256, 256), crop_size=256,
+            layout="{train,val,test}/{time1,time2,label}/<name>.png; labels 0/255"),
+        DatasetPreset(
+            "dsifn", "DSIFN-CD (Zhang et al. 2020): 512x512 tiles of 6 Chinese cities; masks already 0/1.",
+            dirs=("t1", "t2", "mask"), suffixes=(".jpg", ".jpg", [".png", ".tif"]), label_encoding="0-1",
+            ignore_value=None, image_size=(512, 512), crop_size=256,
+            layout="{train,val,test}/{t1,t2,mask}/<name>.jpg; masks 0/1 .png (test: .tif)"),
+        DatasetPreset(
+            "clcd", "CLCD (Liu et al. 2022): cropland change, 600 pairs 512x512, Gaofen-2; 360/120/120.",
+            dirs=("time1", "time2", "label"), image_size=(512, 512), crop_size=512,
+            layout="{train,val,test}/{time1,time2,label}/<name>.png; labels 0/255"),
+        DatasetPreset(
+            "bandon", "BANDON (Pang et al. 2023): off-nadir building change, cities x dates, with building labels.",
+            dirs=("imgs", "imgs", "labels"), suffixes=(".jpg", ".jpg", ".png"), label_encoding="0-1",
+            ignore_value=255, crop_size=512, eval=_SLIDE_1024, dataset_class="BandonDataset",
+            layout="{split}/imgs/<city>/<t>/<name>.jpg; {split}/labels_unch0ch1ig255/<city>/<tA>VS<tB>/<name>.png "
+                   "(train: 0/1/255-ignore) or {split}/labels/... (val/test: 0/255); "
+                   "building_labels/<city>/<t>/<name>.png (0 bg, 1 roof, 2 facade)"),
+        DatasetPreset(
+            "folder", "Your own data: {split}/{A,B,label}/<name>.<any image ext> (any band count); "
+            "override dirs, suffixes, split_dir, list_file, label_encoding, bands, mean/std.",
+            suffixes=None, label_encoding="binary", ignore_value=255, in_channels=None, crop_size=None,
+            layout="{split}/{A,B,label}/<name>.<png|jpg|tif>; labels 0/255 or 0/1 (auto)"),
+    ]
+}
+
+_ALIASES = {"levir": "levir-cd", "levircd": "levir-cd", "levir-cd+": "levir-cd-plus", "levircd-plus": "levir-cd-plus",
+            "s2l": "s2looking", "whu": "whu-cd", "whu-cd-256": "whu-cd", "svcd": "cdd", "sysu": "sysu-cd",
+            "custom": "folder"}
+
+
+def list_presets() -> list[str]:
+    return list(PRESETS)
+
+
+def get_preset(name: str) -> DatasetPreset:
+    key = _ALIASES.get(name.lower(), name.lower()) if isinstance(name, str) else name
+    if key not in PRESETS:
+        raise ConfigError(f"unknown dataset preset {name!r}; known: {', '.join(PRESETS)} "
+                          "(use 'folder' with dirs/suffixes for your own layout).")
+    return PRESETS[key]
+
+
+def build_dataset(preset: str | DatasetPreset, root: str | os.PathLike, split: str | None = "train",
+                  **overrides: Any):
+    """A dataset of ``preset`` at ``root`` for ``split``; keyword overrides (any ChangeDataset argument)
+    win over the preset's values (e.g. ``transforms=``, ``labels=False``, ``bands=[3, 2, 1]``)."""
+    from changekit.data import datasets as ds_mod
+
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    kw = p.dataset_kwargs()
+    kw.update(overrides)
+    cls = getattr(ds_mod, p.dataset_class)
+    return cls(root, split, preset=p.name, **kw)
+
+
+_CFG_KEYS_NOT_DATASET = {"dataset", "root", "batch_size", "num_workers", "crop_size", "cat_max_ratio", "augment",
+                         "size_divisor", "splits", "eval", "train_split", "val_split", "test_split", "predict_split"}
+
+
+def dataset_from_config(data: dict[str, Any], split: str | None, transforms=None, **overrides: Any):
+    """``data: {dataset: <preset>, root: ..., <ChangeDataset overrides>}`` -> dataset for ``split``.
+    Loader/augmentation keys (batch_size, crop_size, augment, ...) are ignored here."""
+    if "root" not in data:
+        raise ConfigError("data.root is missing: set it to the dataset folder.")
+    name = data.get("dataset", "folder")
+    kw = {k: v for k, v in data.items() if k not in _CFG_KEYS_NOT_DATASET}
+    for k in ("dirs", "suffixes", "bands"):
+        if isinstance(kw.get(k), list):
+            kw[k] = tuple(kw[k]) if k != "bands" else list(kw[k])
+    kw.update(overrides)
+    if transforms is not None:
+        kw["transforms"] = transforms
+    try:
+        return build_dataset(name, data["root"], split, **kw)
+    except TypeError as e:
+        raise ConfigError(f"data config: {e}. Allowed keys: the ChangeDataset arguments "
+                          "(dirs, suffixes, split_dir, list_file, label_encoding, ignore_value, bands, ...).") from e
+
+
+def preset_with(name: str, **changes: Any) -> DatasetPreset:
+    """A copy of a preset with some fields changed (e.g. ``mean='clip'`` for BAN)."""
+    return replace(get_preset(name), **changes)

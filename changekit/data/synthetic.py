@@ -1,0 +1,327 @@
+"""Synthetic bi-temporal scenes, deterministic by seed.
+
+A scene is defined on global pixel coordinates, so any window of it can be rendered on its own: that is
+how :func:`write_geotiff_pair` writes scenes thousands of pixels across tile by tile with little memory,
+and how date 2 gets its misregistration (rendered at a window shifted by up to 1 px).
+
+Content: textured ground (soil/grass value noise), roads along a cell grid, tree patches, buildings
+(10-40 px, several roof colours with a ridge) with cast shadows. Changes: buildings that appear (only in
+date 2) or vanish (only in date 1); the label is their footprint (1 = changed). Nuisances on unchanged
+ground: per-date illumination gain/offset and colour cast, seasonal shift of vegetation colour, a sun
+direction per date (shadows of unchanged buildings move), misregistration of date 2 (<= 1 px), sensor noise.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from changekit.data.io import atomic_path, write_png
+
+__all__ = ["make_pair", "write_dataset", "write_geotiff_pair", "render_window", "SceneParams", "scene_params"]
+
+CELL = 64  # building/road grid (px)
+_ROOFS = np.array([[172, 172, 178], [168, 84, 62], [82, 112, 165], [214, 212, 204], [96, 96, 104],
+                   [190, 150, 110]], np.float32)
+_SOIL = np.array([152, 132, 102], np.float32)
+_GRASS = np.array([96, 122, 72], np.float32)
+_DRY = np.array([150, 140, 90], np.float32)  # late-season grass
+_TREE = np.array([48, 80, 44], np.float32)
+_TREE_AUTUMN = np.array([110, 92, 50], np.float32)
+_ROAD = np.array([118, 118, 116], np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- hashing
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on uint64 arrays."""
+    x = x.astype(np.uint64, copy=True)
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def _hash01(seed: int, salt: int, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        k = (np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(salt * 0x632BE59BD9B4E019 & (2**64 - 1)))
+        h = _mix(np.asarray(iy, np.int64).astype(np.uint64) * np.uint64(0xD1B54A32D192ED03)
+                 ^ _mix(np.asarray(ix, np.int64).astype(np.uint64) + k))
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def _value_noise(seed: int, salt: int, y0: int, x0: int, h: int, w: int, scale: float) -> np.ndarray:
+    """Smooth value noise in [0, 1) on the window, continuous across windows."""
+    ys = (y0 + np.arange(h)) / scale
+    xs = (x0 + np.arange(w)) / scale
+    iy, ix = np.floor(ys).astype(np.int64), np.floor(xs).astype(np.int64)
+    fy, fx = ys - iy, xs - ix
+    fy, fx = fy * fy * (3 - 2 * fy), fx * fx * (3 - 2 * fx)
+    ly = np.arange(iy.min(), iy.max() + 2)
+    lx = np.arange(ix.min(), ix.max() + 2)
+    lat = _hash01(seed, salt, ly[:, None], lx[None, :]).astype(np.float32)
+    ry, rx = iy - ly[0], ix - lx[0]
+    top = lat[ry][:, rx] * (1 - fx) + lat[ry][:, rx + 1] * fx
+    bot = lat[ry + 1][:, rx] * (1 - fx) + lat[ry + 1][:, rx + 1] * fx
+    return (top * (1 - fy)[:, None] + bot * fy[:, None]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- scene
+@dataclass(frozen=True)
+class DateParams:
+    gain: float
+    offset: float
+    cast: tuple[float, float, float]
+    season: float  # 0 = green, 1 = dry/autumn
+    sun: tuple[int, int]  # shadow offset (dy, dx) in px
+    noise: float
+    shift: tuple[int, int]  # misregistration (dy, dx) of this date's window
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    seed: int
+    dates: tuple[DateParams, DateParams]
+    p_building: float = 0.75
+    p_new: float = 0.2
+    p_gone: float = 0.12
+
+
+def scene_params(seed: int) -> SceneParams:
+    """Per-scene (per-pair) nuisance parameters drawn from ``seed``."""
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 7])
+    dates = []
+    for d in range(2):
+        sun_len = int(rng.integers(3, 7))
+        ang = rng.uniform(0, 2 * np.pi)
+        dates.append(DateParams(
+            gain=float(rng.uniform(0.8, 1.2)),
+            offset=float(rng.uniform(-12, 12)),
+            cast=tuple(float(c) for c in rng.uniform(0.93, 1.07, 3)),
+            season=float(rng.uniform(0.0, 0.35) if d == 0 else rng.uniform(0.0, 0.7)),
+            sun=(int(round(sun_len * np.sin(ang))), int(round(sun_len * np.cos(ang)))),
+            noise=float(rng.uniform(2.0, 6.0)),
+            shift=(0, 0) if d == 0 else (int(rng.integers(-1, 2)), int(rng.integers(-1, 2))),
+        ))
+    return SceneParams(int(seed), (dates[0], dates[1]))
+
+
+def _cell_buildings(sp: SceneParams, cy: int, cx: int) -> list[tuple[int, int, int, int, int, int]]:
+    """Buildings of one grid cell: (y, x, h, w, roof index, state) with state 0 both dates, 1 new, 2 gone."""
+    rng = np.random.default_rng([sp.seed & 0xFFFFFFFF, 11, cy & 0xFFFFFFFF, cx & 0xFFFFFFFF])
+    out = []
+    if rng.random() > sp.p_building:
+        return out
+    n = 1 if rng.random() < 0.65 else 2
+    for _ in range(n):
+        h, w = int(rng.integers(10, 41)), int(rng.integers(10, 41))
+        if n == 2:
+            h, w = min(h, 26), min(w, 26)
+        y = cy * CELL + int(rng.integers(7, max(8, CELL - 7 - h)))
+        x = cx * CELL + int(rng.integers(7, max(8, CELL - 7 - w)))
+        u = rng.random()
+        state = 1 if u < sp.p_new else (2 if u < sp.p_new + sp.p_gone else 0)
+        out.append((y, x, h, w, int(rng.integers(len(_ROOFS))), state))
+    return out
+
+
+def _buildings_in(sp: SceneParams, y0: int, x0: int, h: int, w: int, margin: int = 8):
+    cys = range((y0 - margin) // CELL, (y0 + h + margin) // CELL + 1)
+    cxs = range((x0 - margin) // CELL, (x0 + w + margin) // CELL + 1)
+    return [b for cy in cys for cx in cxs for b in _cell_buildings(sp, cy, cx)]
+
+
+def _road_mask(sp: SceneParams, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+    """Roads centred on some cell-grid lines (buildings keep 7 px from cell edges)."""
+    ys, xs = y0 + np.arange(h), x0 + np.arange(w)
+
+    def lines(coord: np.ndarray, salt: int) -> np.ndarray:
+        k = np.round(coord / CELL).astype(np.int64)
+        on = _hash01(sp.seed, salt, k, np.zeros_like(k)) < 0.35
+        half = 2 + (_hash01(sp.seed, salt + 1, k, np.zeros_like(k)) * 3).astype(np.int64)  # 2..4 px
+        return on & (np.abs(coord - k * CELL) <= half)
+
+    return lines(ys, 101)[:, None] | lines(xs, 103)[None, :]
+
+
+def _fill(mask_or_img: np.ndarray, y: int, x: int, h: int, w: int, y0: int, x0: int, value) -> None:
+    H, W = mask_or_img.shape[:2]
+    a, b = max(y - y0, 0), min(y + h - y0, H)
+    c, d = max(x - x0, 0), min(x + w - x0, W)
+    if a < b and c < d:
+        mask_or_img[a:b, c:d] = value
+
+
+def render_window(sp: SceneParams, date: int, y0: int, x0: int, h: int, w: int,
+                  noise_seed: int | None = None) -> np.ndarray:
+    """Render date ``date`` (0/1) of the scene on the window; float32 (h, w, 3) in 0..255 (unclipped)."""
+    dp = sp.dates[date]
+    y0, x0 = y0 + dp.shift[0], x0 + dp.shift[1]
+    s = sp.seed
+    # ground: soil/grass mix + fine texture
+    n1 = _value_noise(s, 1, y0, x0, h, w, 48.0)
+    n3 = _value_noise(s, 3, y0, x0, h, w, 5.0)
+    grass = _GRASS * (1 - dp.season) + _DRY * dp.season
+    m = np.clip((n1 - 0.35) * 3.0, 0, 1)[..., None]
+    img = _SOIL * (1 - m) + grass * m
+    img = img + (n3[..., None] - 0.5) * 28.0
+    # trees
+    n2 = _value_noise(s, 2, y0, x0, h, w, 20.0)
+    tree = n2 > 0.7
+    if tree.any():
+        tcol = _TREE * (1 - dp.season * 0.6) + _TREE_AUTUMN * dp.season * 0.6
+        tex = (_value_noise(s, 4, y0, x0, h, w, 2.5)[..., None] - 0.5) * 40.0
+        img = np.where(tree[..., None], tcol + tex, img)
+    # roads
+    road = _road_mask(sp, y0, x0, h, w)
+    img = np.where(road[..., None], _ROAD + (n3[..., None] - 0.5) * 10.0, img)
+    img = img.astype(np.float32)
+    # buildings of this date: shadows first, then roofs
+    present = (0, 2) if date == 0 else (0, 1)  # state 1 = new (date 2 only), 2 = gone (date 1 only)
+    blds = [b for b in _buildings_in(sp, y0, x0, h, w) if b[5] in present]
+    shade = np.ones((h, w), np.float32)
+    sdy, sdx = dp.sun
+    for (by, bx, bh, bw, _, _) in blds:
+        _fill(shade, by + sdy, bx + sdx, bh, bw, y0, x0, 0.55)
+    img *= shade[..., None]
+    for (by, bx, bh, bw, ri, _) in blds:
+        roof = _ROOFS[ri]
+        _fill(img, by, bx, bh, bw, y0, x0, roof)
+        if bh >= bw:  # ridge along the longer side: one half a little darker
+            _fill(img, by, bx, bh, bw // 2, y0, x0, roof * 0.88)
+        else:
+            _fill(img, by, bx, bh // 2, bw, y0, x0, roof * 0.88)
+    # per-date radiometry + noise
+    img = img * dp.gain * np.asarray(dp.cast, np.float32) + dp.offset
+    rng = np.random.default_rng([s & 0xFFFFFFFF, 17, date, (noise_seed or 0) & 0xFFFFFFFF])
+    img += rng.standard_normal((h, w, 1), dtype=np.float32) * dp.noise
+    return img
+
+
+def render_label(sp: SceneParams, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+    """Change label (uint8 0/1) of the window on date 1's grid."""
+    lab = np.zeros((h, w), np.uint8)
+    for (by, bx, bh, bw, _, state) in _buildings_in(sp, y0, x0, h, w):
+        if state:
+            _fill(lab, by, bx, bh, bw, y0, x0, 1)
+    return lab
+
+
+def _to_u8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def make_pair(size: int | Sequence[int] = (256, 256), seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One synthetic pair: ``(t1 uint8 HxWx3, t2 uint8 HxWx3, label uint8 HxW in {0,1})``."""
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    sp = scene_params(seed)
+    t1 = _to_u8(render_window(sp, 0, 0, 0, h, w))
+    t2 = _to_u8(render_window(sp, 1, 0, 0, h, w))
+    return t1, t2, render_label(sp, 0, 0, h, w)
+
+
+def _sample_seed(seed: int, split_index: int, i: int) -> int:
+    return int(_mix(np.array([(seed & 0xFFFFFFFF) * 1_000_003 + split_index * 10_000_019 + i], np.uint64))[0] >> np.uint64(33))
+
+
+def write_dataset(root: str | os.PathLike, n_train: int = 200, n_val: int = 40, n_test: int = 40,
+                  size: int | Sequence[int] = (256, 256), seed: int = 0, progress=None) -> Path:
+    """Write ``root/{train,val,test}/{A,B,label}/<name>.png`` (labels 0/255); returns ``root``.
+    Names are ``<split>_<index:05d>``. Files are written atomically."""
+    root = Path(root)
+    for si, (split, n) in enumerate((("train", n_train), ("val", n_val), ("test", n_test))):
+        if n <= 0:
+            continue
+        for d in ("A", "B", "label"):
+            (root / split / d).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            t1, t2, lab = make_pair(size, _sample_seed(seed, si, i))
+            name = f"{split}_{i:05d}.png"
+            write_png(root / split / "A" / name, t1)
+            write_png(root / split / "B" / name, t2)
+            write_png(root / split / "label" / name, lab * 255)
+            if progress is not None:
+                progress(split, i)
+    return root
+
+
+def write_geotiff_pair(
+    t1_path: str | os.PathLike,
+    t2_path: str | os.PathLike,
+    label_path: str | os.PathLike | None = None,
+    size: int | Sequence[int] = (2048, 2048),
+    seed: int = 0,
+    crs: str = "EPSG:32631",
+    transform=((500000.0, 5000000.0), 0.5),
+    nodata: float | None = None,
+    tile: int = 512,
+    bands: int = 3,
+) -> None:
+    """Write a synthetic scene pair as GeoTIFFs with CRS and geotransform (uint8, ``bands`` bands:
+    RGB, then NIR-like extra bands), and optionally its change label (uint8 0/1, same grid).
+
+    ``transform``: ``((x_origin, y_origin), pixel_size)`` of the top-left corner (pixel_size a number or
+    (x, y)), or a ``rasterio.Affine``. Generated and written ``tile`` rows/cols at a time (memory ~ a few
+    tiles), so scenes of several thousand pixels take seconds. With ``nodata`` set, the images never hold
+    that value (it is nudged by one) and the profile carries it. Files appear atomically.
+    """
+    import rasterio
+    from rasterio.transform import Affine, from_origin
+    from rasterio.windows import Window
+
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if isinstance(transform, Affine):
+        aff = transform
+    else:
+        (ox, oy), px = transform
+        pxx, pxy = (px, px) if np.isscalar(px) else px
+        aff = from_origin(ox, oy, pxx, pxy)
+    sp = scene_params(seed)
+    prof = dict(driver="GTiff", height=h, width=w, dtype="uint8", crs=crs, transform=aff, tiled=True,
+                blockxsize=256, blockysize=256, compress="deflate")
+    img_prof = dict(prof, count=bands, **({"nodata": nodata} if nodata is not None else {}))
+    if h < 256 or w < 256:
+        img_prof.pop("tiled"), img_prof.pop("blockxsize"), img_prof.pop("blockysize")
+        prof.pop("tiled"), prof.pop("blockxsize"), prof.pop("blockysize")
+    paths = [Path(t1_path), Path(t2_path)] + ([Path(label_path)] if label_path is not None else [])
+    ctxs = [atomic_path(p) for p in paths]
+    tmps = [c.__enter__() for c in ctxs]
+    try:
+        dss = [rasterio.open(tmps[0], "w", **img_prof), rasterio.open(tmps[1], "w", **img_prof)]
+        if label_path is not None:
+            dss.append(rasterio.open(tmps[2], "w", **dict(prof, count=1)))
+        try:
+            for ty in range(0, h, tile):
+                for tx in range(0, w, tile):
+                    th, tw = min(tile, h - ty), min(tile, w - tx)
+                    win = Window(tx, ty, tw, th)
+                    nseed = ty * 100_003 + tx
+                    for d in (0, 1):
+                        img = render_window(sp, d, ty, tx, th, tw, noise_seed=nseed)
+                        u8 = _to_u8(img)
+                        if bands > 3:
+                            veg = np.clip(u8[..., 1].astype(np.float32) * 1.6 - u8[..., 0] * 0.4 + 30, 0, 255)
+                            extra = [np.clip(veg * (1 - 0.08 * k), 0, 255).astype(np.uint8) for k in range(bands - 3)]
+                            u8 = np.concatenate([u8] + [e[..., None] for e in extra], axis=2)
+                        else:
+                            u8 = u8[..., :bands]
+                        if nodata is not None and 0 <= nodata <= 255:
+                            u8[u8 == int(nodata)] = int(nodata) + (1 if nodata < 255 else -1)
+                        dss[d].write(np.moveaxis(u8, -1, 0), window=win)
+                    if label_path is not None:
+                        dss[2].write(render_label(sp, ty, tx, th, tw)[None], window=win)
+        finally:
+            for ds in dss:
+                ds.close()
+    except BaseException as e:
+        for c in ctxs:
+            c.__exit__(type(e), e, None)
+        raise
+    for c in ctxs:
+        c.__exit__(None, None, None)

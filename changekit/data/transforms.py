@@ -1,0 +1,416 @@
+"""Paired (bi-temporal) transforms, as open-cd's ``MultiImg*`` pipeline.
+
+Every transform is a callable on a sample dict: ``t1``/``t2`` float32 numpy (H, W, C) in stored units,
+``label`` (and any other ``label*`` key) int64 numpy (H, W), ``name``. Geometry is drawn once and applied to
+both dates and every label; photometric changes are drawn independently per date. :class:`ToTensor` ends
+the pipeline (CHW float32 / HW int64 tensors). Randomness comes from torch's global generator, so it is
+seeded per DataLoader worker by torch and reproducible with ``torch.manual_seed``.
+
+:func:`build_transforms` builds the standard train / eval pipelines.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from changekit.errors import ConfigError, DataError
+
+__all__ = [
+    "STATS",
+    "resolve_stats",
+    "Compose",
+    "RandomRotate",
+    "RandomCrop",
+    "RandomFlip",
+    "PhotoMetricDistortion",
+    "ExchangeTime",
+    "Normalize",
+    "Pad",
+    "ToTensor",
+    "build_transforms",
+    "DEFAULT_AUGMENT",
+]
+
+#: Normalisation statistics in 0..255 units (RGB).
+STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+    "clip": ((122.7709, 116.7460, 104.0937), (68.5005, 66.6322, 70.3232)),
+}
+
+IMAGE_KEYS = ("t1", "t2")
+
+Sample = dict[str, Any]
+
+
+def _rand() -> float:
+    return float(torch.rand(()))
+
+
+def _uniform(a: float, b: float) -> float:
+    return a + (b - a) * _rand()
+
+
+def _randint(lo: int, hi: int) -> int:
+    """Integer in [lo, hi) (numpy convention)."""
+    return int(torch.randint(lo, hi, ()))
+
+
+def _label_keys(s: Sample) -> list[str]:
+    return [k for k, v in s.items() if k.startswith("label") and isinstance(v, np.ndarray)]
+
+
+def resolve_stats(mean: str | Sequence[float] | None, std: Sequence[float] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``"imagenet"``/``"clip"`` or explicit per-band lists -> (mean, std) float32 arrays; None -> None."""
+    if mean is None:
+        return None
+    if isinstance(mean, str):
+        if mean not in STATS:
+            raise ConfigError(f"mean={mean!r}: unknown statistics preset; use one of {sorted(STATS)} or per-band lists.")
+        m, s = STATS[mean]
+        if std is not None and not isinstance(std, str):
+            s = std
+        return np.asarray(m, np.float32), np.asarray(s, np.float32)
+    if isinstance(std, str):
+        std = STATS[std][1]
+    if std is None:
+        raise ConfigError("mean given as a list needs std as a list of the same length.")
+    m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    if m.shape != s.shape or m.ndim != 1:
+        raise ConfigError(f"mean ({len(m)} values) and std ({len(s)} values) must be per-band lists of equal length.")
+    if np.any(s <= 0):
+        raise ConfigError(f"std={s.tolist()} must be positive.")
+    return m, s
+
+
+class Compose:
+    def __init__(self, transforms: Sequence[Callable[[Sample], Sample]]):
+        self.transforms = list(transforms)
+
+    def __call__(self, s: Sample) -> Sample:
+        for t in self.transforms:
+            s = t(s)
+        return s
+
+    def __repr__(self) -> str:
+        return "Compose(\n  " + ",\n  ".join(map(repr, self.transforms)) + "\n)"
+
+
+class RandomRotate:
+    """Rotate by an angle uniform in [-degree, degree] with probability ``prob`` (about the image centre,
+    same size). Images bilinear, padded with ``pad_val``; labels nearest, padded with ``seg_pad_val``."""
+
+    def __init__(self, prob: float = 0.5, degree: float = 180.0, pad_val: float = 0.0, seg_pad_val: int = 255):
+        self.prob, self.degree, self.pad_val, self.seg_pad_val = prob, float(degree), pad_val, seg_pad_val
+
+    @staticmethod
+    def rotate(arr: np.ndarray, angle: float, nearest: bool, fill: float) -> np.ndarray:
+        from torchvision.transforms.v2 import functional as F
+        from torchvision.transforms import InterpolationMode
+
+        hw = arr.ndim == 2
+        t = torch.from_numpy(np.ascontiguousarray(arr[None] if hw else arr.transpose(2, 0, 1))).float()
+        mode = InterpolationMode.NEAREST if nearest else InterpolationMode.BILINEAR
+        r = F.rotate(t, angle, interpolation=mode, expand=False, fill=float(fill)).numpy()
+        return r[0] if hw else r.transpose(1, 2, 0)
+
+    def __call__(self, s: Sample) -> Sample:
+        if _rand() >= self.prob:
+            return s
+        angle = _uniform(-self.degree, self.degree)
+        s = dict(s)
+        for k in IMAGE_KEYS:
+            s[k] = np.ascontiguousarray(self.rotate(s[k], angle, False, self.pad_val), dtype=np.float32)
+        for k in _label_keys(s):
+            s[k] = self.rotate(s[k], angle, True, self.seg_pad_val).round().astype(np.int64)
+        return s
+
+    def __repr__(self) -> str:
+        return f"RandomRotate(prob={self.prob}, degree={self.degree})"
+
+
+class RandomCrop:
+    """mmseg ``RandomCrop``: a random (h, w) window; with ``cat_max_ratio < 1`` redraw up to 10 times until
+    no single class (``ignore_index`` excluded) covers more than that share of the crop. Images smaller
+    than the crop are cropped to their own size (padding comes later)."""
+
+    def __init__(self, crop_size: int | Sequence[int], cat_max_ratio: float = 1.0, ignore_index: int = 255):
+        self.crop_size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+        if len(self.crop_size) != 2 or min(self.crop_size) <= 0:
+            raise ConfigError(f"crop_size={crop_size!r} must be a positive int or (h, w).")
+        self.cat_max_ratio, self.ignore_index = cat_max_ratio, ignore_index
+
+    def _bbox(self, h: int, w: int) -> tuple[int, int, int, int]:
+        ch, cw = self.crop_size
+        y = _randint(0, max(h - ch, 0) + 1)
+        x = _randint(0, max(w - cw, 0) + 1)
+        return y, min(y + ch, h), x, min(x + cw, w)
+
+    def __call__(self, s: Sample) -> Sample:
+        h, w = s["t1"].shape[:2]
+        box = self._bbox(h, w)
+        if self.cat_max_ratio < 1.0 and isinstance(s.get("label"), np.ndarray):
+            for _ in range(10):
+                y0, y1, x0, x1 = box
+                labels, cnt = np.unique(s["label"][y0:y1, x0:x1], return_counts=True)
+                cnt = cnt[labels != self.ignore_index]
+                if len(cnt) > 1 and cnt.max() / cnt.sum() < self.cat_max_ratio:
+                    break
+                box = self._bbox(h, w)
+        y0, y1, x0, x1 = box
+        s = dict(s)
+        for k in list(IMAGE_KEYS) + _label_keys(s):
+            s[k] = np.ascontiguousarray(s[k][y0:y1, x0:x1])
+        return s
+
+    def __repr__(self) -> str:
+        return f"RandomCrop(crop_size={self.crop_size}, cat_max_ratio={self.cat_max_ratio})"
+
+
+class RandomFlip:
+    def __init__(self, prob: float = 0.5, direction: str = "horizontal"):
+        if direction not in ("horizontal", "vertical"):
+            raise ConfigError(f"flip direction {direction!r} must be 'horizontal' or 'vertical'.")
+        self.prob, self.direction = prob, direction
+
+    def __call__(self, s: Sample) -> Sample:
+        if _rand() >= self.prob:
+            return s
+        ax = 1 if self.direction == "horizontal" else 0
+        s = dict(s)
+        for k in list(IMAGE_KEYS) + _label_keys(s):
+            s[k] = np.ascontiguousarray(np.flip(s[k], axis=ax))
+        return s
+
+    def __repr__(self) -> str:
+        return f"RandomFlip(prob={self.prob}, direction={self.direction!r})"
+
+
+def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    """float RGB (any scale) -> H in degrees [0, 360), S in [0, 1], V in RGB units."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    maxc = rgb.max(-1)
+    minc = rgb.min(-1)
+    delta = maxc - minc
+    s = np.where(maxc > 0, delta / np.where(maxc > 0, maxc, 1), 0)
+    safe = np.where(delta > 0, delta, 1)
+    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+    h = np.where(maxc == r, bc - gc, np.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = np.where(delta > 0, (h / 6.0) % 1.0, 0.0) * 360.0
+    return np.stack([h, s, maxc], -1).astype(np.float32)
+
+
+def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    h, s, v = hsv[..., 0] / 60.0, hsv[..., 1], hsv[..., 2]
+    i = np.floor(h).astype(np.int64) % 6
+    f = h - np.floor(h)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    r = np.choose(i, [v, q, p, p, t, v])
+    g = np.choose(i, [t, v, v, q, p, p])
+    b = np.choose(i, [p, p, t, v, v, q])
+    return np.stack([r, g, b], -1).astype(np.float32)
+
+
+class PhotoMetricDistortion:
+    """mmseg ``PhotoMetricDistortion``, drawn independently for each date.
+
+    Brightness (+uniform(-delta, delta)), contrast (x uniform(lower, upper)) applied first or last at random,
+    saturation (S x uniform) and hue (H + randint(-hue_delta, hue_delta) on OpenCV's 0..180 scale), each with
+    p=0.5. Only 3-band images get the HSV operations; other band counts get brightness/contrast only.
+    Values are clipped to ``value_range`` (None: no clipping).
+    """
+
+    def __init__(self, brightness_delta: float = 10, contrast_range: Sequence[float] = (0.8, 1.2),
+                 saturation_range: Sequence[float] = (0.8, 1.2), hue_delta: int = 10,
+                 value_range: Sequence[float] | None = (0.0, 255.0), prob: float = 0.5):
+        self.brightness_delta = brightness_delta
+        self.contrast_lower, self.contrast_upper = contrast_range
+        self.saturation_lower, self.saturation_upper = saturation_range
+        self.hue_delta, self.value_range, self.prob = hue_delta, value_range, prob
+
+    def _clip(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(x, *self.value_range) if self.value_range is not None else x
+
+    def distort(self, img: np.ndarray) -> np.ndarray:
+        img = img.astype(np.float32, copy=True)
+        if _rand() < self.prob:
+            img = self._clip(img + _uniform(-self.brightness_delta, self.brightness_delta))
+        contrast_first = _randint(0, 2) == 1
+        if contrast_first and _rand() < self.prob:
+            img = self._clip(img * _uniform(self.contrast_lower, self.contrast_upper))
+        if img.shape[2] == 3:
+            do_sat, do_hue = _rand() < self.prob, False
+            sat = _uniform(self.saturation_lower, self.saturation_upper) if do_sat else 1.0
+            do_hue = _rand() < self.prob
+            hue = _randint(-self.hue_delta, self.hue_delta) * 2.0 if do_hue else 0.0  # 0..180 scale -> degrees
+            if do_sat or do_hue:
+                hsv = rgb_to_hsv(img)
+                hsv[..., 1] = np.clip(hsv[..., 1] * sat, 0, 1)
+                hsv[..., 0] = (hsv[..., 0] + hue) % 360.0
+                img = self._clip(hsv_to_rgb(hsv))
+        if not contrast_first and _rand() < self.prob:
+            img = self._clip(img * _uniform(self.contrast_lower, self.contrast_upper))
+        return img
+
+    def __call__(self, s: Sample) -> Sample:
+        s = dict(s)
+        for k in IMAGE_KEYS:
+            s[k] = self.distort(s[k])
+        return s
+
+    def __repr__(self) -> str:
+        return (f"PhotoMetricDistortion(brightness_delta={self.brightness_delta}, contrast=({self.contrast_lower}, "
+                f"{self.contrast_upper}), saturation=({self.saturation_lower}, {self.saturation_upper}), "
+                f"hue_delta={self.hue_delta})")
+
+
+class ExchangeTime:
+    """Swap the two dates with probability ``prob`` (binary change labels are symmetric;
+    ``label_sem1``/``label_sem2`` are swapped with them)."""
+
+    def __init__(self, prob: float = 0.5):
+        self.prob = prob
+
+    def __call__(self, s: Sample) -> Sample:
+        if _rand() >= self.prob:
+            return s
+        s = dict(s)
+        s["t1"], s["t2"] = s["t2"], s["t1"]
+        if "label_sem1" in s and "label_sem2" in s:
+            s["label_sem1"], s["label_sem2"] = s["label_sem2"], s["label_sem1"]
+        return s
+
+    def __repr__(self) -> str:
+        return f"ExchangeTime(prob={self.prob})"
+
+
+class Normalize:
+    """(x - mean) / std per band; the statistics must have one value per band."""
+
+    def __init__(self, mean: str | Sequence[float] = "imagenet", std: Sequence[float] | None = None):
+        stats = resolve_stats(mean, std)
+        if stats is None:
+            raise ConfigError("Normalize needs mean/std.")
+        self.mean, self.std = stats
+
+    def __call__(self, s: Sample) -> Sample:
+        s = dict(s)
+        for k in IMAGE_KEYS:
+            c = s[k].shape[2]
+            if c != len(self.mean):
+                raise DataError(f"{s.get('name', '<sample>')}: image has {c} band(s) but mean/std have "
+                                f"{len(self.mean)} values. Give per-band mean/std for all {c} bands "
+                                "(`changekit stats` computes them) or select bands with `bands:`.")
+            s[k] = ((s[k] - self.mean) / self.std).astype(np.float32)
+        return s
+
+    def __repr__(self) -> str:
+        return f"Normalize(mean={self.mean.tolist()}, std={self.std.tolist()})"
+
+
+class Pad:
+    """Pad bottom/right to a multiple of ``size_divisor`` and/or at least ``size`` (h, w);
+    images with ``pad_val``, labels with ``seg_pad_val`` (ignore)."""
+
+    def __init__(self, size_divisor: int | None = 32, size: int | Sequence[int] | None = None,
+                 pad_val: float = 0.0, seg_pad_val: int = 255):
+        self.size_divisor = size_divisor
+        self.size = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
+        self.pad_val, self.seg_pad_val = pad_val, seg_pad_val
+
+    def __call__(self, s: Sample) -> Sample:
+        h, w = s["t1"].shape[:2]
+        th, tw = h, w
+        if self.size is not None:
+            th, tw = max(th, self.size[0]), max(tw, self.size[1])
+        if self.size_divisor:
+            d = self.size_divisor
+            th, tw = math.ceil(th / d) * d, math.ceil(tw / d) * d
+        if (th, tw) == (h, w):
+            return s
+        s = dict(s)
+        for k in IMAGE_KEYS:
+            s[k] = np.pad(s[k], ((0, th - h), (0, tw - w), (0, 0)), constant_values=self.pad_val)
+        for k in _label_keys(s):
+            s[k] = np.pad(s[k], ((0, th - h), (0, tw - w)), constant_values=self.seg_pad_val)
+        return s
+
+    def __repr__(self) -> str:
+        return f"Pad(size_divisor={self.size_divisor}, size={self.size})"
+
+
+class ToTensor:
+    """numpy HWC float32 / HW int -> torch CHW float32 / HW int64."""
+
+    def __call__(self, s: Sample) -> Sample:
+        from changekit.data.datasets import to_tensor_item
+
+        return to_tensor_item(s)
+
+    def __repr__(self) -> str:
+        return "ToTensor()"
+
+
+#: open-cd / BAN training augmentation (exchange-time is commented out there, so 0 here).
+DEFAULT_AUGMENT: dict[str, Any] = {
+    "rotate": {"prob": 0.5, "degree": 180},
+    "hflip": 0.5,
+    "vflip": 0.5,
+    "photometric": True,
+    "exchange": 0.0,
+}
+
+
+def build_transforms(
+    train: bool = True,
+    crop_size: int | Sequence[int] | None = None,
+    cat_max_ratio: float = 1.0,
+    augment: dict[str, Any] | None = None,
+    mean: str | Sequence[float] | None = "imagenet",
+    std: Sequence[float] | None = None,
+    size_divisor: int | None = 32,
+    ignore_index: int = 255,
+) -> Compose:
+    """The standard pipelines.
+
+    train: rotate -> crop(crop_size, cat_max_ratio) -> h/v flips -> photometric (per date) -> exchange
+    -> normalise -> pad (to crop_size, then to a multiple of size_divisor) -> tensors.
+    eval: normalise -> pad (size_divisor; ``None`` keeps the size) -> tensors.
+
+    ``augment`` overrides :data:`DEFAULT_AUGMENT` key by key; a falsy value switches an op off. Keys:
+    ``rotate`` ({prob, degree} or False), ``hflip``/``vflip`` (prob), ``photometric`` (True, False or
+    PhotoMetricDistortion kwargs), ``exchange`` (prob). ``mean=None`` skips normalisation.
+    """
+    ts: list[Callable] = []
+    if train:
+        aug = dict(DEFAULT_AUGMENT)
+        if augment:
+            unknown = set(augment) - set(DEFAULT_AUGMENT)
+            if unknown:
+                raise ConfigError(f"augment: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULT_AUGMENT)}.")
+            aug.update(augment)
+        rot = aug["rotate"]
+        if rot:
+            rot = {} if rot is True else dict(rot)
+            ts.append(RandomRotate(prob=rot.get("prob", 0.5), degree=rot.get("degree", 180), seg_pad_val=ignore_index))
+        if crop_size:
+            ts.append(RandomCrop(crop_size, cat_max_ratio, ignore_index))
+        if aug["hflip"]:
+            ts.append(RandomFlip(float(aug["hflip"]), "horizontal"))
+        if aug["vflip"]:
+            ts.append(RandomFlip(float(aug["vflip"]), "vertical"))
+        if aug["photometric"]:
+            kw = {} if aug["photometric"] is True else dict(aug["photometric"])
+            ts.append(PhotoMetricDistortion(**kw))
+        if aug["exchange"]:
+            ts.append(ExchangeTime(float(aug["exchange"])))
+    if mean is not None:
+        ts.append(Normalize(mean, std))
+    if (train and crop_size) or size_divisor:
+        ts.append(Pad(size_divisor, size=crop_size if train else None, seg_pad_val=ignore_index))
+    ts.append(ToTensor())
+    return Compose(ts)
