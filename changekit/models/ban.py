@@ -1,0 +1,255 @@
+"""BAN: Bi-Temporal Adapter Network (Li et al., "A New Learning Paradigm for Foundation Model-based Remote
+Sensing Change Detection", TGRS 2024), as open-cd 1.1.0 builds it.
+
+A frozen foundation model (FM, a CLIP / RemoteCLIP / IN-21k ViT, or any timm ViT) encodes a resized copy of
+each date; a small trainable Bi-Temporal Adapter Branch (Bi-TAB: MiT-b0/b1/b2 or ResNet-18 V1c) encodes the
+full-resolution crop, and after each fused stage a bridging module aligns the FM features to the stage
+(``conv_clips``), selects from them by cross-attention (``clip_attns``) and injects them; the fused map feeds
+the next stage. The decoder (``BAN_MLPDecoder`` for MiT, ``BAN_BITHead`` for ResNet) compares the two dates.
+
+Module tree (open-cd names below ``decode_head``, so BAN checkpoints load unchanged there)::
+
+    image_encoder            FrozenViT (timm ViT in .model; open-cd's mmseg keys are mapped by
+                             convert_opencd_state_dict)
+    decode_head.side_adapter_network.{side_encoder, conv_clips, clip_attns}
+    decode_head.mask_decoder
+
+``forward(t1, t2)`` returns logits at input resolution; ``forward_decoder`` the decoder's own output
+(1/4 resolution for MiT, full for BiT). Inputs may be any size (non-square too): the FM always sees its own
+resolution (bilinear, no antialias), the Bi-TAB the crop as given (MiT needs sides divisible by 32 for the
+1/4-resolution maps to line up exactly as in the reference; other sizes work like open-cd's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from changekit.errors import ConfigError
+from changekit.models.foundation.loaders import load_fm_weights, opencd_vit_to_timm
+from changekit.models.foundation.vit import FrozenViT, build_fm
+from changekit.models.heads.ban_heads import BAN_BITHead, BAN_MLPDecoder, BridgeLayer, align_module
+from changekit.models.registry import register_model
+
+__all__ = ["BAN", "BitemporalAdapterBranch", "BitemporalAdapterHead", "ban", "build_bitab"]
+
+
+class BitemporalAdapterBranch(nn.Module):
+    """The Bi-TAB encoder with a bridging module after each fused stage (open-cd ``BitemporalAdapterBranch``)."""
+
+    def __init__(self, side_encoder: nn.Module, encoder_type: str, fm_channels: int, fusion_index: Sequence[int],
+                 stage_channels: Sequence[int], stage_heads: Sequence[int]):
+        super().__init__()
+        if encoder_type not in ("mit", "resnet"):
+            raise ValueError(f"unsupported Bi-TAB encoder type {encoder_type!r}")
+        self.side_encoder = side_encoder
+        self.encoder_type = encoder_type
+        self.fusion_index = tuple(int(i) for i in fusion_index)
+        self.conv_clips = nn.ModuleList(align_module(fm_channels, stage_channels[i]) for i in self.fusion_index)
+        self.clip_attns = nn.ModuleList(BridgeLayer(stage_channels[i], stage_heads[i]) for i in self.fusion_index)
+        for seq in self.conv_clips:  # caffe2_xavier_init, as open-cd's init_weights
+            nn.init.kaiming_uniform_(seq[1].conv.weight, a=1, mode="fan_in", nonlinearity="leaky_relu")
+            nn.init.zeros_(seq[1].conv.bias)
+
+    def fuse(self, k: int, x: torch.Tensor, fm_feature: torch.Tensor) -> torch.Tensor:
+        return self.clip_attns[k](x, self.conv_clips[k](fm_feature))
+
+    def forward(self, x: torch.Tensor, fm_features: Sequence[torch.Tensor]):
+        enc = self.side_encoder
+        k = 0
+        if self.encoder_type == "mit":
+            outs = []
+            for i in range(enc.num_stages):
+                x = enc.forward_stage(i, x)
+                if i in self.fusion_index:
+                    x = self.fuse(k, x, fm_features[k])
+                    k += 1
+                outs.append(x)
+            return outs
+        x = enc.maxpool(enc.stem(x))
+        n = sum(1 for name, _ in enc.named_children() if name.startswith("layer"))
+        for i in range(n):
+            x = getattr(enc, f"layer{i + 1}")(x)
+            if i in self.fusion_index:
+                x = self.fuse(k, x, fm_features[k])
+                k += 1
+        return x
+
+
+class BitemporalAdapterHead(nn.Module):
+    """``decode_head``: the Siamese Bi-TAB (shared weights) and the change decoder."""
+
+    def __init__(self, side_adapter_network: BitemporalAdapterBranch, mask_decoder: nn.Module):
+        super().__init__()
+        self.side_adapter_network = side_adapter_network
+        self.mask_decoder = mask_decoder
+
+    def forward(self, img_from: torch.Tensor, img_to: torch.Tensor, fm_from: Sequence[torch.Tensor],
+                fm_to: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.mask_decoder(self.side_adapter_network(img_from, fm_from), self.side_adapter_network(img_to, fm_to))
+
+
+class BAN(nn.Module):
+    def __init__(self, image_encoder: FrozenViT, decode_head: BitemporalAdapterHead, num_classes: int = 2):
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.decode_head = decode_head
+        self.num_classes = num_classes
+        self.in_channels = 3
+
+    def extract_fm(self, t1: torch.Tensor, t2: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """FM features of both dates, computed as one batch (frozen, no autograd)."""
+        b = t1.shape[0]
+        feats = self.image_encoder(torch.cat([t1, t2], dim=0))
+        return [f[:b] for f in feats], [f[b:] for f in feats]
+
+    def forward_decoder(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+        if t1.shape != t2.shape:
+            raise ValueError(f"the two dates differ in shape: {tuple(t1.shape)} vs {tuple(t2.shape)}")
+        f1, f2 = self.extract_fm(t1, t2)
+        return self.decode_head(t1, t2, f1, f2)
+
+    def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+        out = self.forward_decoder(t1, t2)
+        if out.shape[-2:] != t1.shape[-2:]:
+            out = F.interpolate(out, size=t1.shape[-2:], mode="bilinear", align_corners=False)
+        return out
+
+    def trainable_parameters(self):
+        return (p for p in self.parameters() if p.requires_grad)
+
+    def convert_opencd_state_dict(self, sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """open-cd BAN keys -> ours: ``image_encoder.<mmseg ViT>`` becomes ``image_encoder.model.<timm ViT>``."""
+        sd = dict(sd)
+        if not any(k.startswith("image_encoder.layers.") or k.startswith("image_encoder.ln_pre.") for k in sd):
+            raise KeyError("no open-cd image_encoder keys")
+        enc = {k: v for k, v in sd.items() if k.startswith("image_encoder.")}
+        mapped, ignored = opencd_vit_to_timm(enc)
+        if ignored:
+            raise KeyError(f"unrecognised image_encoder keys: {ignored[:5]}")
+        out = {k: v for k, v in sd.items() if not k.startswith("image_encoder.")}
+        out.update({f"image_encoder.model.{k}": v for k, v in mapped.items()})
+        return out
+
+
+# --------------------------------------------------------------------------------------------- builders
+_MIT_HEADS = (1, 2, 5, 8)
+
+
+def build_bitab(bitab: str, fm_channels: int, weights: str | Path | None = None) -> tuple[BitemporalAdapterBranch, nn.Module]:
+    """The Bi-TAB (encoder + bridges) and its decoder for ``mit-b0|b1|b2`` or ``bit`` (ResNet-18 V1c)."""
+    if bitab.startswith("mit-"):
+        from changekit.models.backbones.mit import mit
+
+        enc = mit(bitab[4:], drop_path_rate=0.1, pretrained=weights)
+        chans = list(enc.out_channels)
+        branch = BitemporalAdapterBranch(enc, "mit", fm_channels, (1, 2, 3), chans, _MIT_HEADS)
+        return branch, BAN_MLPDecoder(chans, channels=128, num_classes=2, dropout_ratio=0.1)
+    if bitab in ("bit", "r18"):
+        from changekit.models.backbones.resnet import ResNetV1c
+
+        enc = ResNetV1c(depth=18, num_stages=3, strides=(1, 2, 1), dilations=(1, 1, 1), out_indices=(2,))
+        if weights:
+            from changekit.models.backbones import resnet as _r
+
+            loader = getattr(_r, "load_resnet_pretrained", None)
+            if loader is None:
+                raise ConfigError("ResNet ImageNet weights cannot be loaded by this changekit version")
+            loader(enc, weights)
+        chans = [64 * 2**i for i in range(4)]
+        branch = BitemporalAdapterBranch(enc, "resnet", fm_channels, (0, 1, 2), chans, (1, 2, 4, 8))
+        return branch, BAN_BITHead(in_channels=256, channels=32, embed_dims=64, enc_depth=1, dec_depth=8, num_heads=8,
+                                   token_len=4, pre_upsample=2, upsample_size=4)
+    raise ConfigError(f"unknown BAN Bi-TAB {bitab!r}; choose mit-b0, mit-b1, mit-b2 or bit")
+
+
+def _init_decoder(m: nn.Module) -> None:
+    """mmcv ConvModule init (He-normal fan-out for ReLU convs, unit BN) for the decoder's ConvModules."""
+    from changekit.models.heads.ban_heads import ConvModule
+
+    for mod in m.modules():
+        if isinstance(mod, ConvModule):
+            nn.init.kaiming_normal_(mod.conv.weight, mode="fan_out", nonlinearity="relu")
+            if mod.conv.bias is not None:
+                nn.init.zeros_(mod.conv.bias)
+            if hasattr(mod, "bn"):
+                nn.init.ones_(mod.bn.weight)
+                nn.init.zeros_(mod.bn.bias)
+
+
+def ban(fm: str = "clip_vit-b16", bitab: str = "mit-b0", *, num_classes: int = 2, in_channels: int = 3,
+        fm_weights: str | Path | Mapping[str, torch.Tensor] | None = None, bitab_weights: str | Path | None = None,
+        weights: str | Path | None = None, pretrained: str | Path | None = None,
+        fm_out_indices: Sequence[int] | None = None, fm_img_size: int | None = None, fm_num_layers: int | None = None,
+        fm_cache_dir: str | Path | None = None, fm_init: str = "random", **fm_kwargs: Any) -> BAN:
+    """Build a BAN model.
+
+    fm: a preset (``clip_vit-b16``, ``clip_vit-l14-336``, ``remoteclip_vit-b32``, ``remoteclip_vit-l14``,
+        ``georsclip_vit-b32``, ``georsclip_vit-l14-336``, ``in21k_vit-b16``, ``in21k_vit-l16``) or ``timm:<name>``.
+    bitab: ``mit-b0``, ``mit-b1``, ``mit-b2`` or ``bit`` (ResNet-18 V1c with the BiT head).
+    fm_weights: FM weights in an official format (see :mod:`changekit.models.foundation.loaders`) or a hub spec.
+    bitab_weights: ImageNet weights for the Bi-TAB encoder (a file, or ``"imagenet"`` to download).
+    weights / pretrained: a whole BAN checkpoint (changekit or open-cd layout), loaded strictly.
+    fm_init: ``"random"`` or ``"empty"`` (no initialisation; only when every FM weight is loaded right after).
+    """
+    if num_classes != 2:
+        raise ConfigError("BAN's decoders are built for binary change (num_classes=2)")
+    if in_channels != 3:
+        raise ConfigError(f"BAN's foundation model takes RGB images; in_channels={in_channels} is not supported")
+    full = weights or pretrained
+    lazy = fm_weights is not None or full is not None or fm_init == "empty"
+    if fm.startswith("timm:"):
+        image_encoder = build_fm(fm, out_indices=fm_out_indices, img_size=fm_img_size, cache_dir=fm_cache_dir, **fm_kwargs)
+    else:
+        image_encoder = build_fm(fm, out_indices=fm_out_indices, img_size=fm_img_size, num_layers=fm_num_layers,
+                                 cache_dir=fm_cache_dir, device="meta" if lazy else None, **fm_kwargs)
+        if lazy:
+            image_encoder.to_empty(device="cpu")
+    if fm_weights is not None:
+        load_fm_weights(image_encoder, fm_weights)
+    branch, decoder = build_bitab(bitab, image_encoder.embed_dim, bitab_weights)
+    _init_decoder(decoder)
+    model = BAN(image_encoder, BitemporalAdapterHead(branch, decoder), num_classes=num_classes)
+    if full is not None:
+        from changekit.checkpoints import load_weights
+
+        load_weights(model, full)
+    return model
+
+
+def _factory(name: str, fm: str, bitab: str) -> None:
+    def make(**kwargs: Any) -> BAN:
+        return ban(fm, bitab, **kwargs)
+
+    make.__name__ = make.__qualname__ = name.replace("-", "_")
+    make.__doc__ = f"BAN with the frozen {fm} foundation model and the {bitab} Bi-TAB (open-cd config {name})."
+    register_model(make, name=name)
+
+
+for _fm_name, _fm in (("vit-b16-clip", "clip_vit-b16"), ("vit-l14-clip", "clip_vit-l14-336")):
+    for _b in ("mit-b0", "mit-b1", "mit-b2", "bit"):
+        _factory(f"ban_{_fm_name}_{_b}", _fm, _b)
+for _fm_name, _fm in (("vit-b32-remoteclip", "remoteclip_vit-b32"), ("vit-l14-remoteclip", "remoteclip_vit-l14"),
+                      ("vit-b32-georsclip", "georsclip_vit-b32"), ("vit-l14-georsclip", "georsclip_vit-l14-336"),
+                      ("vit-b16-in21k", "in21k_vit-b16"), ("vit-l16-in21k", "in21k_vit-l16")):
+    _factory(f"ban_{_fm_name}_mit-b0", _fm, "mit-b0")
+_factory("ban_vit-b16-in21k_mit-b2", "in21k_vit-b16", "mit-b2")
+
+
+@register_model(name="ban")
+def ban_generic(**kwargs: Any) -> BAN:
+    """BAN with any FM (``fm='timm:vit_small_patch14_dinov2'``...) and Bi-TAB (``bitab='mit-b0'``)."""
+    return ban(**kwargs)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return total, sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
