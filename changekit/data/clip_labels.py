@@ -1,0 +1,354 @@
+"""``changekit clip-labels``: per-image CLIP zero-shot class lists for CLIPFormer's foreground prompts.
+
+CLIPFormer (like ChangeCLIP) writes the classes CLIP sees in each image into that image's foreground prompt.
+This command runs CLIP zero-shot classification over the 56-class remote-sensing vocabulary of ChangeCLIP's
+``clip_func.py`` (prompts are the bare class names, as there) for every image of one or more folders and caches
+the ranking as JSON next to each folder::
+
+    changekit clip-labels data/LEVIR-CD256 --clip-weights pretrain/ViT-B-16.pt
+    # -> data/LEVIR-CD256/train/A_clipcls.json, train/B_clipcls.json, val/..., test/...
+
+A folder holding images is labelled itself; a folder without images is searched for sub-folders that hold
+some. The JSON maps each image's file stem to its classes, most probable first, with their probabilities::
+
+    {"format": "changekit-clip-labels/1", "model": "...", "vocabulary": [...], "template": "{}",
+     "images": {"train_1": [["building", 0.41], ["dense residential", 0.22], ...], ...}}
+
+:func:`read_clip_classes` reads it back as ``{stem: [class, ...]}`` (optionally the top k) for
+``CLIPFormer.forward(t1, t2, classes_a, classes_b)``. Existing files are reused when they cover every image
+with the same model and vocabulary (``--overwrite`` recomputes).
+
+CLIP weights: ``--clip-weights`` takes OpenAI's TorchScript checkpoints (``ViT-B-16.pt``, ``RN50.pt``) or an
+open_clip state dict (``.pt``/``.bin``/``.safetensors``); ``--clip-model`` an open_clip hub name
+(``ViT-B-16:openai``), which needs the network. **Fallback**: with ``--fallback`` (no weights available) every
+image gets the fixed list :data:`changekit.models.clipformer.FALLBACK_CLASSES`, the same list the model uses
+when it is given no classes; results then rest on the learnable context alone, not on per-image semantics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from changekit.errors import ChangekitError, DataError
+
+__all__ = [
+    "main",
+    "build_clip",
+    "ClipZeroShot",
+    "label_folder",
+    "find_image_folders",
+    "output_path",
+    "read_clip_classes",
+    "FORMAT",
+]
+
+FORMAT = "changekit-clip-labels/1"
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+# --------------------------------------------------------------------------------------------- CLIP model
+def build_clip(source: str | Path | Mapping[str, torch.Tensor], quick_gelu: bool = True):
+    """An open_clip ``CLIP`` (float32, eval) built from a CLIP state dict or hub name, its shape read from the weights.
+
+    Heads are ``width / 64`` as in all OpenAI / open_clip ViT and ResNet CLIPs.
+    """
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    from changekit.checkpoints import CheckpointError
+    from changekit.models.text.clip_text import clip_state_dict
+
+    sd = clip_state_dict(source)
+    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+    if "text.token_embedding.weight" in sd:  # CustomTextCLIP layout -> plain layout
+        sd = {(k[len("text."):] if k.startswith("text.") else k): v for k, v in sd.items()}
+    name = "state dict" if isinstance(source, Mapping) else str(source)
+    need = ("token_embedding.weight", "positional_embedding", "text_projection", "ln_final.weight", "logit_scale")
+    missing = [k for k in need if k not in sd]
+    if missing or not any(k.startswith("visual.") for k in sd):
+        raise CheckpointError(
+            f"{name}: not a full CLIP checkpoint (image and text towers); missing {missing or ['visual.*']}. "
+            "clip-labels needs both towers: OpenAI's ViT-B-16.pt or an open_clip ViT-B-16 state dict."
+        )
+    if "visual.proj" in sd:  # ViT image tower
+        width = sd["visual.conv1.weight"].shape[0]
+        layers = len([k for k in sd if k.startswith("visual.transformer.resblocks.") and k.endswith(".attn.in_proj_weight")])
+        patch = sd["visual.conv1.weight"].shape[-1]
+        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision = CLIPVisionCfg(layers=layers, width=width, patch_size=patch, image_size=patch * grid, head_width=64)
+    elif "visual.attnpool.positional_embedding" in sd:  # ModifiedResNet image tower (RN50...)
+        counts = tuple(len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{b}.")}) for b in (1, 2, 3, 4))
+        width = sd["visual.layer1.0.conv1.weight"].shape[0]
+        grid = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
+        vision = CLIPVisionCfg(layers=counts, width=width, image_size=grid * 32, head_width=64)
+    else:
+        raise CheckpointError(f"{name}: unknown CLIP image tower (neither ViT 'visual.proj' nor ResNet 'visual.attnpool')")
+    tw = sd["ln_final.weight"].shape[0]
+    text = CLIPTextCfg(
+        context_length=sd["positional_embedding"].shape[0],
+        vocab_size=sd["token_embedding.weight"].shape[0],
+        width=tw,
+        heads=max(1, tw // 64),
+        layers=len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")}),
+    )
+    model = CLIP(sd["text_projection"].shape[1], vision_cfg=vision, text_cfg=text, quick_gelu=quick_gelu)
+    for k in ("input_resolution", "context_length", "vocab_size"):
+        sd.pop(k, None)
+    own = model.state_dict()
+    unexpected = sorted(set(sd) - set(own))
+    missing = sorted(set(own) - set(sd))
+    shapes = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if unexpected or missing or shapes:
+        raise CheckpointError(
+            f"{name}: CLIP weights do not fit the inferred architecture: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, shape mismatches {shapes[:5]}"
+        )
+    model.load_state_dict(sd, strict=True)
+    return model.float().eval()
+
+
+class ClipZeroShot:
+    """Zero-shot classification of RGB images over a class vocabulary (CLIP's ``logits_per_image`` softmax)."""
+
+    def __init__(self, model, vocabulary: Sequence[str], template: str = "{}", device: str | torch.device = "cpu") -> None:
+        from changekit.models.text.clip_text import tokenize
+
+        self.model = model.to(device)
+        self.device = torch.device(device)
+        self.vocabulary = list(vocabulary)
+        vis = model.visual
+        size = getattr(vis, "image_size", 224)
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        ctx = int(model.positional_embedding.shape[0]) if hasattr(model, "positional_embedding") else 77
+        tokens = tokenize([template.format(c) for c in self.vocabulary], ctx).to(self.device)
+        with torch.no_grad():
+            self.text = F.normalize(model.encode_text(tokens).float(), dim=-1)
+            self.scale = float(model.logit_scale.exp())
+
+    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) array in 0..255 → CLIP input (3, S, S): resize shorter side (bicubic), centre crop, normalise."""
+        x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None] / 255.0
+        h, w = x.shape[-2:]
+        s = self.image_size
+        scale = s / min(h, w)
+        nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
+        x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp_(0, 1)
+        top, left = (nh - s) // 2, (nw - s) // 2
+        x = x[..., top : top + s, left : left + s]
+        mean = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
+        return ((x - mean) / std)[0]
+
+    @torch.no_grad()
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        img = F.normalize(self.model.encode_image(batch.to(self.device)).float(), dim=-1)
+        return (self.scale * img @ self.text.T).softmax(dim=-1).cpu()
+
+    def rank(self, images: Sequence[np.ndarray], top_k: int | None = None) -> list[list[tuple[str, float]]]:
+        probs = self.probabilities(torch.stack([self.preprocess(im) for im in images]))
+        out = []
+        for p in probs:
+            order = torch.argsort(p, descending=True)[: top_k or len(self.vocabulary)]
+            out.append([(self.vocabulary[i], round(float(p[i]), 6)) for i in order.tolist()])
+        return out
+
+
+# --------------------------------------------------------------------------------------------- folders and files
+def _image_exts() -> tuple[str, ...]:
+    from changekit.data.io import IMAGE_EXTS
+
+    return tuple(IMAGE_EXTS)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    exts = _image_exts()
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
+
+
+def find_image_folders(root: str | Path) -> list[Path]:
+    """``root`` itself if it holds images, else every folder below it that does (sorted)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder; give an image folder (e.g. data/LEVIR-CD256/train/A) or a dataset root")
+    if _images_in(root):
+        return [root]
+    found = sorted(d for d in root.rglob("*") if d.is_dir() and _images_in(d))
+    if not found:
+        raise DataError(f"{root}: no images ({', '.join(_image_exts())}) in it or below it")
+    return found
+
+
+def output_path(folder: str | Path) -> Path:
+    """Where the class lists of ``folder`` are cached: ``<folder>_clipcls.json`` beside it."""
+    folder = Path(folder)
+    return folder.parent / f"{folder.name}_clipcls.json"
+
+
+def _to_rgb8(arr: np.ndarray, path: Path, bands: Sequence[int] | None) -> np.ndarray:
+    if bands is not None:
+        arr = arr[:, :, list(bands)]
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    if arr.shape[2] < 3:
+        raise DataError(f"{path}: {arr.shape[2]} bands; CLIP needs RGB (pass --bands R G B)")
+    arr = arr[:, :, :3]
+    if float(arr.max(initial=0)) > 255.0:  # >8-bit imagery: 2-98 % stretch to 0..255
+        lo, hi = np.percentile(arr, 2), np.percentile(arr, 98)
+        arr = (arr - lo) / max(hi - lo, 1e-6) * 255.0
+    return np.clip(arr, 0, 255)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def label_folder(
+    folder: str | Path,
+    classifier: ClipZeroShot | None,
+    model_name: str,
+    out: str | Path | None = None,
+    top_k: int | None = None,
+    batch_size: int = 16,
+    bands: Sequence[int] | None = None,
+    template: str = "{}",
+    overwrite: bool = False,
+    log=print,
+) -> Path:
+    """Label every image of ``folder`` (``classifier=None``: the fixed fallback list) and write the JSON."""
+    from changekit.data.io import read_image
+    from changekit.models.clipformer import FALLBACK_CLASSES, RS_CLASSES_56
+
+    folder = Path(folder)
+    out = Path(out) if out else output_path(folder)
+    images = _images_in(folder)
+    if not images:
+        raise DataError(f"{folder}: no images to label")
+    vocabulary = list(classifier.vocabulary) if classifier is not None else list(RS_CLASSES_56)
+    if out.is_file() and not overwrite:
+        try:
+            old = json.loads(out.read_text())
+            if (
+                old.get("format") == FORMAT
+                and old.get("model") == model_name
+                and old.get("vocabulary") == vocabulary
+                and old.get("template") == template
+                and set(old.get("images", {})) >= {p.stem for p in images}
+            ):
+                log(f"{out}: up to date ({len(images)} images)")
+                return out
+        except (OSError, ValueError):
+            pass  # unreadable cache: recompute
+    result: dict[str, list[list[Any]]] = {}
+    if classifier is None:
+        for p in images:
+            result[p.stem] = [[c, None] for c in FALLBACK_CLASSES]
+    else:
+        for i in range(0, len(images), batch_size):
+            chunk = images[i : i + batch_size]
+            arrays = [_to_rgb8(read_image(p), p, bands) for p in chunk]
+            for p, ranking in zip(chunk, classifier.rank(arrays, top_k)):
+                result[p.stem] = [[c, s] for c, s in ranking]
+            log(f"{folder}: {min(i + batch_size, len(images))}/{len(images)}")
+    data = {
+        "format": FORMAT,
+        "model": model_name,
+        "vocabulary": vocabulary,
+        "template": template,
+        "top_k": top_k,
+        "images": result,
+    }
+    _write_json_atomic(out, data)
+    log(f"wrote {out} ({len(result)} images)")
+    return out
+
+
+def read_clip_classes(path: str | Path, top_k: int | None = None) -> dict[str, list[str]]:
+    """``{stem: [class, ...]}`` from a clip-labels JSON (or the image folder it belongs to), most probable first."""
+    path = Path(path)
+    if path.is_dir():
+        path = output_path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no CLIP class lists; run `changekit clip-labels {path.parent}` first")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise DataError(f"{path}: not valid JSON ({e}); re-run `changekit clip-labels --overwrite`") from e
+    if data.get("format") != FORMAT or not isinstance(data.get("images"), dict):
+        raise DataError(f"{path}: not a changekit clip-labels file (format {data.get('format')!r})")
+    return {stem: [c for c, _ in ranking][:top_k] for stem, ranking in data["images"].items()}
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    from changekit.models.clipformer import FALLBACK_CLASSES, RS_CLASSES_56
+
+    p = argparse.ArgumentParser(
+        prog="changekit clip-labels",
+        description="CLIP zero-shot class lists per image (56-class remote-sensing vocabulary) for CLIPFormer prompts.",
+        epilog=f"Without CLIP weights use --fallback: every image gets the fixed list {', '.join(FALLBACK_CLASSES)}.",
+    )
+    p.add_argument("folders", nargs="+", help="image folders, or dataset roots searched for image folders")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--clip-weights", help="OpenAI CLIP TorchScript file (ViT-B-16.pt) or open_clip state dict")
+    src.add_argument("--clip-model", help="open_clip hub name, e.g. ViT-B-16:openai (downloads; needs the network)")
+    src.add_argument("--fallback", action="store_true", help="no CLIP: write the fixed fallback class list for every image")
+    p.add_argument("--out", help="output JSON (only with a single image folder); default <folder>_clipcls.json")
+    p.add_argument("--top-k", type=int, default=None, help="keep the k most probable classes (default: all, ranked)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--bands", type=int, nargs=3, default=None, help="0-based R G B band indices for multi-band images")
+    p.add_argument("--template", default="{}", help="text prompt per class (default: the bare name, as ChangeCLIP)")
+    p.add_argument("--no-quick-gelu", action="store_true", help="GELU text/image MLPs (non-OpenAI open_clip weights)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true", help="recompute even when an up-to-date JSON exists")
+    args = p.parse_args(list(argv) if argv is not None else None)
+    if "{}" not in args.template:
+        raise ChangekitError(f"--template {args.template!r} must contain '{{}}' where the class name goes")
+    if args.top_k is not None and args.top_k < 1:
+        raise ChangekitError("--top-k must be at least 1")
+
+    folders = [f for root in args.folders for f in find_image_folders(root)]
+    if args.out and len(folders) != 1:
+        raise ChangekitError(f"--out needs exactly one image folder, found {len(folders)}: {', '.join(map(str, folders[:4]))}")
+
+    if args.fallback:
+        classifier, name = None, "fallback"
+    else:
+        source = args.clip_weights or args.clip_model
+        if args.clip_weights and not Path(args.clip_weights).is_file():
+            raise ChangekitError(
+                f"--clip-weights {args.clip_weights}: no such file. Give OpenAI's ViT-B-16.pt or an open_clip state dict; "
+                "without CLIP weights use --fallback (a fixed class list for every image)."
+            )
+        if args.clip_model:
+            from changekit.models.text.clip_text import is_hub_name
+
+            if not is_hub_name(args.clip_model) and not args.clip_model.startswith("hf-hub:"):
+                raise ChangekitError(f"--clip-model {args.clip_model!r}: give an open_clip name like ViT-B-16:openai")
+        model = build_clip(source, quick_gelu=not args.no_quick_gelu)
+        classifier = ClipZeroShot(model, RS_CLASSES_56, args.template, args.device)
+        name = str(Path(source).name if args.clip_weights else source)
+    for folder in folders:
+        label_folder(
+            folder, classifier, name, out=args.out, top_k=args.top_k, batch_size=args.batch_size,
+            bands=args.bands, template=args.template, overwrite=args.overwrite,
+            log=lambda m: print(m, file=sys.stderr),
+        )
+    return 0
