@@ -22,7 +22,7 @@ import numpy as np
 
 from changekit.data.io import atomic_path, write_png
 
-__all__ = ["make_pair", "write_dataset", "write_geotiff_pair", "render_window", "SceneParams", "scene_params"]
+__all__ = ["make_pair", "write_dataset", "write_geotiff_pair", "render_window", "render_pair_window", "render_label", "SceneParams", "scene_params"]
 
 CELL = 64  # building/road grid (px)
 _ROOFS = np.array([[172, 172, 178], [168, 84, 62], [82, 112, 165], [214, 212, 204], [96, 96, 104],
@@ -57,19 +57,18 @@ def _hash01(seed: int, salt: int, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
 
 
 def _value_noise(seed: int, salt: int, y0: int, x0: int, h: int, w: int, scale: float) -> np.ndarray:
-    """Smooth value noise in [0, 1) on the window, continuous across windows."""
+    """Smooth value noise in [0, 1) on the window, continuous across windows (separable interpolation)."""
     ys = (y0 + np.arange(h)) / scale
     xs = (x0 + np.arange(w)) / scale
     iy, ix = np.floor(ys).astype(np.int64), np.floor(xs).astype(np.int64)
-    fy, fx = ys - iy, xs - ix
+    fy, fx = (ys - iy).astype(np.float32), (xs - ix).astype(np.float32)
     fy, fx = fy * fy * (3 - 2 * fy), fx * fx * (3 - 2 * fx)
     ly = np.arange(iy.min(), iy.max() + 2)
     lx = np.arange(ix.min(), ix.max() + 2)
     lat = _hash01(seed, salt, ly[:, None], lx[None, :]).astype(np.float32)
     ry, rx = iy - ly[0], ix - lx[0]
-    top = lat[ry][:, rx] * (1 - fx) + lat[ry][:, rx + 1] * fx
-    bot = lat[ry + 1][:, rx] * (1 - fx) + lat[ry + 1][:, rx + 1] * fx
-    return (top * (1 - fy)[:, None] + bot * fy[:, None]).astype(np.float32)
+    rows = lat[:, rx] * (1 - fx) + lat[:, rx + 1] * fx  # (ny, w)
+    return rows[ry] * (1 - fy)[:, None] + rows[ry + 1] * fy[:, None]
 
 
 # ---------------------------------------------------------------------------------------------- scene
@@ -158,33 +157,37 @@ def _fill(mask_or_img: np.ndarray, y: int, x: int, h: int, w: int, y0: int, x0: 
         mask_or_img[a:b, c:d] = value
 
 
-def render_window(sp: SceneParams, date: int, y0: int, x0: int, h: int, w: int,
-                  noise_seed: int | None = None) -> np.ndarray:
-    """Render date ``date`` (0/1) of the scene on the window; float32 (h, w, 3) in 0..255 (unclipped)."""
-    dp = sp.dates[date]
-    y0, x0 = y0 + dp.shift[0], x0 + dp.shift[1]
+def _static_layers(sp: SceneParams, y0: int, x0: int, h: int, w: int) -> dict[str, np.ndarray]:
+    """Date-independent layers of the window (noise fields, trees, roads)."""
     s = sp.seed
-    # ground: soil/grass mix + fine texture
-    n1 = _value_noise(s, 1, y0, x0, h, w, 48.0)
-    n3 = _value_noise(s, 3, y0, x0, h, w, 5.0)
+    return {
+        "n1": _value_noise(s, 1, y0, x0, h, w, 48.0),
+        "n3": _value_noise(s, 3, y0, x0, h, w, 5.0) - 0.5,
+        "tree": _value_noise(s, 2, y0, x0, h, w, 20.0) > 0.7,
+        "n4": _value_noise(s, 4, y0, x0, h, w, 2.5) - 0.5,
+        "road": _road_mask(sp, y0, x0, h, w),
+    }
+
+
+def _compose(sp: SceneParams, date: int, L: dict[str, np.ndarray], y0: int, x0: int, h: int, w: int,
+             ly0: int, lx0: int, noise_seed: int, buildings: list | None = None) -> np.ndarray:
+    """Date ``date`` on window (y0, x0, h, w), taking static layers ``L`` computed from (ly0, lx0)."""
+    dp = sp.dates[date]
+    sl = (slice(y0 - ly0, y0 - ly0 + h), slice(x0 - lx0, x0 - lx0 + w))
+    n1, n3, tree, n4, road = (L[k][sl] for k in ("n1", "n3", "tree", "n4", "road"))
     grass = _GRASS * (1 - dp.season) + _DRY * dp.season
     m = np.clip((n1 - 0.35) * 3.0, 0, 1)[..., None]
-    img = _SOIL * (1 - m) + grass * m
-    img = img + (n3[..., None] - 0.5) * 28.0
-    # trees
-    n2 = _value_noise(s, 2, y0, x0, h, w, 20.0)
-    tree = n2 > 0.7
-    if tree.any():
-        tcol = _TREE * (1 - dp.season * 0.6) + _TREE_AUTUMN * dp.season * 0.6
-        tex = (_value_noise(s, 4, y0, x0, h, w, 2.5)[..., None] - 0.5) * 40.0
-        img = np.where(tree[..., None], tcol + tex, img)
-    # roads
-    road = _road_mask(sp, y0, x0, h, w)
-    img = np.where(road[..., None], _ROAD + (n3[..., None] - 0.5) * 10.0, img)
-    img = img.astype(np.float32)
+    img = m * (grass - _SOIL)
+    img += n3[..., None] * 28.0
+    img += _SOIL
+    tcol = _TREE * (1 - dp.season * 0.6) + _TREE_AUTUMN * dp.season * 0.6
+    img[tree] = tcol + n4[tree][:, None] * 40.0
+    img[road] = _ROAD + n3[road][:, None] * 10.0
     # buildings of this date: shadows first, then roofs
     present = (0, 2) if date == 0 else (0, 1)  # state 1 = new (date 2 only), 2 = gone (date 1 only)
-    blds = [b for b in _buildings_in(sp, y0, x0, h, w) if b[5] in present]
+    if buildings is None:
+        buildings = _buildings_in(sp, y0, x0, h, w)
+    blds = [b for b in buildings if b[5] in present]
     shade = np.ones((h, w), np.float32)
     sdy, sdx = dp.sun
     for (by, bx, bh, bw, _, _) in blds:
@@ -197,17 +200,36 @@ def render_window(sp: SceneParams, date: int, y0: int, x0: int, h: int, w: int,
             _fill(img, by, bx, bh, bw // 2, y0, x0, roof * 0.88)
         else:
             _fill(img, by, bx, bh // 2, bw, y0, x0, roof * 0.88)
-    # per-date radiometry + noise
-    img = img * dp.gain * np.asarray(dp.cast, np.float32) + dp.offset
-    rng = np.random.default_rng([s & 0xFFFFFFFF, 17, date, (noise_seed or 0) & 0xFFFFFFFF])
-    img += rng.standard_normal((h, w, 1), dtype=np.float32) * dp.noise
+    # per-date radiometry + sensor noise
+    img *= np.asarray(dp.cast, np.float32) * dp.gain
+    rng = np.random.default_rng([sp.seed & 0xFFFFFFFF, 17, date, noise_seed & 0xFFFFFFFF])
+    img += rng.standard_normal((h, w, 1), dtype=np.float32) * dp.noise + dp.offset
     return img
 
 
-def render_label(sp: SceneParams, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+def render_window(sp: SceneParams, date: int, y0: int, x0: int, h: int, w: int,
+                  noise_seed: int | None = None) -> np.ndarray:
+    """Render date ``date`` (0/1) of the scene on the window; float32 (h, w, 3) in 0..255 (unclipped)."""
+    return render_pair_window(sp, y0, x0, h, w, noise_seed)[date]
+
+
+def render_pair_window(sp: SceneParams, y0: int, x0: int, h: int, w: int, noise_seed: int | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Both dates on the window (static layers computed once, on the window grown by 1 px so that
+    date 2's misregistration shift stays inside)."""
+    L = _static_layers(sp, y0 - 1, x0 - 1, h + 2, w + 2)
+    blds = _buildings_in(sp, y0 - 1, x0 - 1, h + 2, w + 2)
+    out = []
+    for d in (0, 1):
+        dy, dx = sp.dates[d].shift
+        out.append(_compose(sp, d, L, y0 + dy, x0 + dx, h, w, y0 - 1, x0 - 1, noise_seed or 0, blds))
+    return out[0], out[1]
+
+
+def render_label(sp: SceneParams, y0: int, x0: int, h: int, w: int, buildings: list | None = None) -> np.ndarray:
     """Change label (uint8 0/1) of the window on date 1's grid."""
     lab = np.zeros((h, w), np.uint8)
-    for (by, bx, bh, bw, _, state) in _buildings_in(sp, y0, x0, h, w):
+    for (by, bx, bh, bw, _, state) in (buildings if buildings is not None else _buildings_in(sp, y0, x0, h, w)):
         if state:
             _fill(lab, by, bx, bh, bw, y0, x0, 1)
     return lab
@@ -221,9 +243,8 @@ def make_pair(size: int | Sequence[int] = (256, 256), seed: int = 0) -> tuple[np
     """One synthetic pair: ``(t1 uint8 HxWx3, t2 uint8 HxWx3, label uint8 HxW in {0,1})``."""
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     sp = scene_params(seed)
-    t1 = _to_u8(render_window(sp, 0, 0, 0, h, w))
-    t2 = _to_u8(render_window(sp, 1, 0, 0, h, w))
-    return t1, t2, render_label(sp, 0, 0, h, w)
+    t1, t2 = render_pair_window(sp, 0, 0, h, w)
+    return _to_u8(t1), _to_u8(t2), render_label(sp, 0, 0, h, w)
 
 
 def _sample_seed(seed: int, split_index: int, i: int) -> int:
@@ -302,9 +323,9 @@ def write_geotiff_pair(
                     th, tw = min(tile, h - ty), min(tile, w - tx)
                     win = Window(tx, ty, tw, th)
                     nseed = ty * 100_003 + tx
+                    pair = render_pair_window(sp, ty, tx, th, tw, noise_seed=nseed)
                     for d in (0, 1):
-                        img = render_window(sp, d, ty, tx, th, tw, noise_seed=nseed)
-                        u8 = _to_u8(img)
+                        u8 = _to_u8(pair[d])
                         if bands > 3:
                             veg = np.clip(u8[..., 1].astype(np.float32) * 1.6 - u8[..., 0] * 0.4 + 30, 0, 255)
                             extra = [np.clip(veg * (1 - 0.08 * k), 0, 255).astype(np.uint8) for k in range(bands - 3)]
