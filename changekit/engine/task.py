@@ -18,12 +18,14 @@ from changekit.engine.optim import build_optimizer, build_param_groups, build_sc
 
 __all__ = ["ChangeDetectionTask", "load_checkpoint_model", "build_task_model"]
 
-EVAL_KEYS = {"mode", "window", "stride"}
-OPTIM_KEYS = {"type", "lr", "weight_decay", "betas", "momentum", "nesterov", "eps"}
+EVAL_KEYS = {"mode", "window", "stride", "crop_size"}
+OPTIM_KEYS = {"type", "name", "lr", "weight_decay", "betas", "momentum", "nesterov", "eps"}
 
 
 def _check_eval(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     cfg = dict(cfg or {"mode": "whole"})
+    if "crop_size" in cfg:  # open-cd's name for the window
+        cfg.setdefault("window", cfg.pop("crop_size"))
     unknown = set(cfg) - EVAL_KEYS
     if unknown:
         raise ConfigError(f"model.eval: unknown keys {sorted(unknown)}; use mode (whole|slide), window, stride")
@@ -67,7 +69,7 @@ class ChangeDetectionTask(pl.LightningModule):
         ignore_index: label value excluded from loss and metrics.
         loss: ``{ce: 1.0, dice: 0.0, avg_non_ignore: false, class_weight: null}``; the CE mean is over all
             pixels as in mmseg (``avg_non_ignore: false``).
-        optimizer: ``{type: adamw|sgd, lr, weight_decay, betas | momentum, nesterov, eps}``.
+        optimizer: ``{type (or name): adamw|sgd, lr, weight_decay, betas | momentum, nesterov, eps}``.
         param_groups: ``[{pattern, lr_mult, decay_mult}]``, longest matching pattern wins (mmengine custom_keys).
         no_decay_norm: weight decay 0 for parameters whose name contains ``norm`` (and that match no group).
         schedule: ``{warmup_iters, warmup_start_factor, max_iters, power, min_lr}``: linear warm-up then poly,
@@ -98,6 +100,8 @@ class ChangeDetectionTask(pl.LightningModule):
         unknown = set(optimizer) - OPTIM_KEYS
         if unknown:
             raise ConfigError(f"model.optimizer: unknown keys {sorted(unknown)}; use {sorted(OPTIM_KEYS)}")
+        if "name" in optimizer:  # alias of `type`
+            optimizer.setdefault("type", optimizer.pop("name"))
         self.optim_cfg = optimizer
         self.model = build_task_model(arch, arch_args, num_classes)
         if weights:
@@ -206,9 +210,17 @@ class ChangeDetectionTask(pl.LightningModule):
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> dict[str, Any]:
         logits = self.predict_logits(batch["t1"], batch["t2"])
-        out: dict[str, Any] = {"name": list(batch["name"]), "pred": logits.argmax(1).to(torch.uint8).cpu()}
-        if "label" in batch:
-            out["label"] = batch["label"].cpu()
+        pred = logits.argmax(1).to(torch.uint8).cpu()
+        label = batch["label"].cpu() if "label" in batch else None
+        preds, labels = list(pred), list(label) if label is not None else None
+        if "hw" in batch:  # crop the padding (size_divisor) away again
+            for i, (h, w) in enumerate(batch["hw"].tolist()):
+                preds[i] = preds[i][:h, :w]
+                if labels is not None:
+                    labels[i] = labels[i][:h, :w]
+        out: dict[str, Any] = {"name": list(batch["name"]), "pred": preds}
+        if labels is not None:
+            out["label"] = labels
         return out
 
     # ------------------------------------------------------------------ checkpoints
