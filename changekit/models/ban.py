@@ -72,9 +72,8 @@ class BitemporalAdapterBranch(nn.Module):
                 outs.append(x)
             return outs
         x = enc.maxpool(enc.stem(x))
-        n = sum(1 for name, _ in enc.named_children() if name.startswith("layer"))
-        for i in range(n):
-            x = getattr(enc, f"layer{i + 1}")(x)
+        for i, name in enumerate(enc.res_layers):
+            x = getattr(enc, name)(x)
             if i in self.fusion_index:
                 x = self.fuse(k, x, fm_features[k])
                 k += 1
@@ -151,16 +150,9 @@ def build_bitab(bitab: str, fm_channels: int, weights: str | Path | None = None)
         branch = BitemporalAdapterBranch(enc, "mit", fm_channels, (1, 2, 3), chans, _MIT_HEADS)
         return branch, BAN_MLPDecoder(chans, channels=128, num_classes=2, dropout_ratio=0.1)
     if bitab in ("bit", "r18"):
-        from changekit.models.backbones.resnet import ResNetV1c
+        from changekit.models.backbones.resnet import resnet18_v1c
 
-        enc = ResNetV1c(depth=18, num_stages=3, strides=(1, 2, 1), dilations=(1, 1, 1), out_indices=(2,))
-        if weights:
-            from changekit.models.backbones import resnet as _r
-
-            loader = getattr(_r, "load_resnet_pretrained", None)
-            if loader is None:
-                raise ConfigError("ResNet ImageNet weights cannot be loaded by this changekit version")
-            loader(enc, weights)
+        enc = resnet18_v1c(pretrained=weights, num_stages=3, strides=(1, 2, 1), dilations=(1, 1, 1), out_indices=(2,))
         chans = [64 * 2**i for i in range(4)]
         branch = BitemporalAdapterBranch(enc, "resnet", fm_channels, (0, 1, 2), chans, (1, 2, 4, 8))
         return branch, BAN_BITHead(in_channels=256, channels=32, embed_dims=64, enc_depth=1, dec_depth=8, num_heads=8,
@@ -182,7 +174,7 @@ def _init_decoder(m: nn.Module) -> None:
                 nn.init.zeros_(mod.bn.bias)
 
 
-def ban(fm: str = "clip_vit-b16", bitab: str = "mit-b0", *, num_classes: int = 2, in_channels: int = 3,
+def ban(fm: str | Mapping[str, Any] = "clip_vit-b16", bitab: str = "mit-b0", *, num_classes: int = 2, in_channels: int = 3,
         fm_weights: str | Path | Mapping[str, torch.Tensor] | None = None, bitab_weights: str | Path | None = None,
         weights: str | Path | None = None, pretrained: str | Path | None = None,
         fm_out_indices: Sequence[int] | None = None, fm_img_size: int | None = None, fm_num_layers: int | None = None,
@@ -195,20 +187,26 @@ def ban(fm: str = "clip_vit-b16", bitab: str = "mit-b0", *, num_classes: int = 2
     fm_weights: FM weights in an official format (see :mod:`changekit.models.foundation.loaders`) or a hub spec.
     bitab_weights: ImageNet weights for the Bi-TAB encoder (a file, or ``"imagenet"`` to download).
     weights / pretrained: a whole BAN checkpoint (changekit or open-cd layout), loaded strictly.
-    fm_init: ``"random"`` or ``"empty"`` (no initialisation; only when every FM weight is loaded right after).
+    fm_init: ``"random"``; ``"empty"`` (allocated, not initialised: only when every FM weight is loaded right
+        after, which is implied by ``fm_weights`` / ``weights``); ``"meta"`` (shape-only FM, for counting
+        parameters and checking shapes without allocating the large ViTs).
     """
     if num_classes != 2:
         raise ConfigError("BAN's decoders are built for binary change (num_classes=2)")
     if in_channels != 3:
         raise ConfigError(f"BAN's foundation model takes RGB images; in_channels={in_channels} is not supported")
     full = weights or pretrained
-    lazy = fm_weights is not None or full is not None or fm_init == "empty"
-    if fm.startswith("timm:"):
+    if fm_init not in ("random", "empty", "meta"):
+        raise ConfigError(f"fm_init must be 'random', 'empty' or 'meta', not {fm_init!r}")
+    if fm_init == "meta" and (fm_weights is not None or full is not None):
+        raise ConfigError("fm_init='meta' builds a shape-only foundation model; it cannot receive weights")
+    lazy = fm_weights is not None or full is not None or fm_init != "random"
+    if isinstance(fm, str) and fm.startswith("timm:"):
         image_encoder = build_fm(fm, out_indices=fm_out_indices, img_size=fm_img_size, cache_dir=fm_cache_dir, **fm_kwargs)
     else:
         image_encoder = build_fm(fm, out_indices=fm_out_indices, img_size=fm_img_size, num_layers=fm_num_layers,
                                  cache_dir=fm_cache_dir, device="meta" if lazy else None, **fm_kwargs)
-        if lazy:
+        if lazy and fm_init != "meta":
             image_encoder.to_empty(device="cpu")
     if fm_weights is not None:
         load_fm_weights(image_encoder, fm_weights)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["FM_PRESETS", "FrozenViT", "build_fm", "preset_fm", "timm_fm", "default_out_indices"]
+__all__ = ["FM_PRESETS", "FrozenViT", "build_fm", "preset_fm", "vit_fm", "timm_fm", "default_out_indices"]
 
 # name -> architecture of BAN's foundation models (ban_and_opencd.md §1.2), and the file its configs name.
 FM_PRESETS: dict[str, dict[str, Any]] = {
@@ -167,33 +167,48 @@ class FrozenViT(nn.Module):
         return [torch.stack([item[s].to(x.device, x.dtype) for item in per_item]) for s in range(len(self.out_indices))]
 
 
-def preset_fm(preset: str, *, num_layers: int | None = None, out_indices: Sequence[int] | None = None,
-              img_size: int | None = None, device: str | torch.device | None = None,
-              cache_dir: str | Path | None = None) -> FrozenViT:
-    """Build one of BAN's FMs (:data:`FM_PRESETS`) with random weights (load them with ``loaders.load_fm_weights``).
+def vit_fm(kind: str = "clip", *, patch_size: int, img_size: int | Sequence[int], embed_dim: int, num_heads: int,
+           num_layers: int, out_indices: Sequence[int], mlp_ratio: float = 4.0, name: str = "vit",
+           device: str | torch.device | None = None, cache_dir: str | Path | None = None, **_: Any) -> FrozenViT:
+    """A frozen ViT in BAN's reference configuration: ``kind='clip'`` (QuickGELU, LN eps 1e-5, no patch bias) or
+    ``'in21k'`` (GELU, eps 1e-6, patch bias); both with ``ln_pre`` (timm ``norm_pre``), no final norm, CLS token,
+    and only the first ``num_layers`` blocks built. Random weights unless loaded.
 
-    ``device='meta'`` builds without allocating or initialising (fast for large models loaded right after:
-    call ``fm.to_empty(device='cpu')`` then load every weight).
+    ``device='meta'`` builds without allocating or initialising: call ``fm.to_empty(device='cpu')`` and load every
+    weight (fast for the large models), or keep it on meta to count parameters and check shapes.
     """
     from timm.layers import PatchEmbed, QuickGELU
     from timm.models.vision_transformer import VisionTransformer
 
-    if preset not in FM_PRESETS:
-        raise KeyError(f"unknown foundation model {preset!r}; presets: {', '.join(FM_PRESETS)} (or timm:<name>)")
-    cfg = FM_PRESETS[preset]
-    clip = cfg["kind"] == "clip"
-    depth = int(num_layers or cfg["num_layers"])
-    img = int(img_size or cfg["img_size"])
+    if kind not in ("clip", "in21k"):
+        raise ValueError(f"unknown ViT kind {kind!r}; use 'clip' or 'in21k'")
+    clip = kind == "clip"
     vit = VisionTransformer(
-        img_size=img, patch_size=cfg["patch_size"], embed_dim=cfg["embed_dim"], depth=depth, num_heads=cfg["num_heads"],
-        mlp_ratio=4.0, qkv_bias=True, class_token=True, pre_norm=True, final_norm=False, num_classes=0,
+        img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=int(num_layers), num_heads=num_heads,
+        mlp_ratio=mlp_ratio, qkv_bias=True, class_token=True, pre_norm=True, final_norm=False, num_classes=0,
         global_pool="token", weight_init="skip",
         norm_layer=partial(nn.LayerNorm, eps=1e-5 if clip else 1e-6),
         act_layer=QuickGELU if clip else nn.GELU,
         embed_layer=PatchEmbed if clip else _PatchEmbedWithBias,
         device=device,
     )
-    return FrozenViT(vit, out_indices or cfg["out_indices"], img, name=preset, cache_dir=cache_dir)
+    return FrozenViT(vit, out_indices, img_size, name=name, cache_dir=cache_dir)
+
+
+def preset_fm(preset: str, *, num_layers: int | None = None, out_indices: Sequence[int] | None = None,
+              img_size: int | None = None, device: str | torch.device | None = None,
+              cache_dir: str | Path | None = None) -> FrozenViT:
+    """Build one of BAN's FMs (:data:`FM_PRESETS`) with random weights (load them with ``loaders.load_fm_weights``)."""
+    if preset not in FM_PRESETS:
+        raise KeyError(f"unknown foundation model {preset!r}; presets: {', '.join(FM_PRESETS)} (or timm:<name>)")
+    cfg = dict(FM_PRESETS[preset])
+    if num_layers is not None:
+        cfg["num_layers"] = num_layers
+    if out_indices is not None:
+        cfg["out_indices"] = tuple(out_indices)
+    if img_size is not None:
+        cfg["img_size"] = img_size
+    return vit_fm(**cfg, name=preset, device=device, cache_dir=cache_dir)
 
 
 def timm_fm(name: str, *, pretrained: bool = False, out_indices: Sequence[int] | None = None,
@@ -224,8 +239,11 @@ def timm_fm(name: str, *, pretrained: bool = False, out_indices: Sequence[int] |
     return FrozenViT(model, idx, size, name=f"timm:{name}", cache_dir=cache_dir)
 
 
-def build_fm(fm: str, **kwargs: Any) -> FrozenViT:
-    """``fm`` is a preset name (``clip_vit-b16``...) or ``timm:<model name>``."""
+def build_fm(fm: str | Mapping[str, Any], **kwargs: Any) -> FrozenViT:
+    """``fm`` is a preset name (``clip_vit-b16``...), ``timm:<model name>`` or a mapping of :func:`vit_fm` arguments."""
+    if isinstance(fm, Mapping):
+        spec = {**fm, **{k: v for k, v in kwargs.items() if v is not None}}
+        return vit_fm(**spec)
     if fm.startswith("timm:"):
         kwargs.pop("device", None)
         kwargs.pop("num_layers", None)
