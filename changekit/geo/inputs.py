@@ -1,0 +1,248 @@
+"""Opening the two dates: band selection, grid checks (or on-the-fly alignment), nodata and value scaling."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from changekit.errors import ConfigError, DataError
+
+__all__ = ["SceneInputs", "Scaling", "open_inputs", "parse_bands", "resolve_scaling", "train_range"]
+
+SCALE_MODES = ("auto", "none", "dtype", "percentile", "linear")
+
+
+def parse_bands(text: str | Sequence[int] | None) -> list[int] | None:
+    if text is None or text == "":
+        return None
+    if isinstance(text, str):
+        try:
+            bands = [int(b) for b in text.replace(" ", "").split(",") if b]
+        except ValueError:
+            raise ConfigError(f"--bands {text!r}: give 1-based band numbers separated by commas, e.g. 4,3,2") from None
+    else:
+        bands = [int(b) for b in text]
+    if not bands or min(bands) < 1:
+        raise ConfigError(f"--bands {text!r}: band numbers are 1-based (the first band is 1)")
+    return bands
+
+
+def _describe_grid(ds) -> str:
+    t = ds.transform
+    crs = ds.crs.to_string() if ds.crs else "no CRS"
+    return (f"{ds.width} x {ds.height} px, {crs}, origin ({t.c:.6f}, {t.f:.6f}), "
+            f"pixel ({t.a:.6g}, {t.e:.6g}), rotation ({t.b:.3g}, {t.d:.3g})")
+
+
+def _same_grid(a, b) -> bool:
+    if (a.width, a.height) != (b.width, b.height):
+        return False
+    if (a.crs is None) != (b.crs is None) or (a.crs is not None and a.crs != b.crs):
+        return False
+    ta, tb = a.transform, b.transform
+    tol = 1e-6 * max(abs(ta.a), abs(ta.e), 1e-12)  # a millionth of a pixel
+    return all(math.isclose(x, y, rel_tol=0, abs_tol=tol) for x, y in zip(ta[:6], tb[:6]))
+
+
+@dataclass
+class SceneInputs:
+    """The two dates, on date 1's grid. Use as a context manager (closes the datasets)."""
+
+    t1: object
+    t2: object
+    bands: list[int]
+    paths: tuple[str, str]
+    aligned: bool
+    _stack: contextlib.ExitStack = field(repr=False, default_factory=contextlib.ExitStack)
+
+    @property
+    def height(self) -> int:
+        return self.t1.height
+
+    @property
+    def width(self) -> int:
+        return self.t1.width
+
+    @property
+    def crs(self):
+        return self.t1.crs
+
+    @property
+    def transform(self):
+        return self.t1.transform
+
+    def read(self, which: int, x: int, y: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(values float32 (C, h, w), valid bool (h, w))`` of one window of date ``which`` (1 or 2)."""
+        ds = self.t1 if which == 1 else self.t2
+        win = Window(x, y, w, h)
+        data = ds.read(self.bands, window=win, out_dtype="float32")
+        masks = ds.read_masks(self.bands, window=win)
+        valid = masks.min(axis=0) > 0
+        if np.issubdtype(np.dtype(ds.dtypes[self.bands[0] - 1]), np.floating):
+            valid &= np.isfinite(data).all(axis=0)
+        return data, valid
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> SceneInputs:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_inputs(t1: str | Path, t2: str | Path, bands: Sequence[int] | None = None, align: bool = False,
+                resampling: str = "bilinear", n_bands: int | None = None) -> SceneInputs:
+    """Open both dates; check (or, with ``align``, warp date 2 onto) date 1's grid; check the bands."""
+    stack = contextlib.ExitStack()
+    try:
+        ds1 = stack.enter_context(_open(t1))
+        ds2 = stack.enter_context(_open(t2))
+        aligned = False
+        if not _same_grid(ds1, ds2):
+            if not align:
+                raise DataError(
+                    f"the two dates are not on the same grid:\n  --t1 {t1}: {_describe_grid(ds1)}\n"
+                    f"  --t2 {t2}: {_describe_grid(ds2)}\n"
+                    "Pass --align to warp date 2 onto date 1's grid on the fly, or co-register them first."
+                )
+            if ds1.crs is None or ds2.crs is None:
+                raise DataError(f"--align needs both dates georeferenced; {t1 if ds1.crs is None else t2} has no CRS")
+            try:
+                rs = Resampling[resampling]
+            except KeyError:
+                raise ConfigError(f"--resampling {resampling!r}: use one of nearest, bilinear, cubic, lanczos, average") from None
+            kw = dict(crs=ds1.crs, transform=ds1.transform, width=ds1.width, height=ds1.height, resampling=rs)
+            if ds2.nodata is None:
+                kw["add_alpha"] = True  # areas outside date 2 read as masked
+            ds2 = stack.enter_context(WarpedVRT(ds2, **kw))
+            aligned = True
+        if bands is None:
+            want = n_bands or ds1.count
+            if ds1.count < want:
+                raise DataError(f"--t1 {t1} has {ds1.count} band(s) but the model takes {want}; "
+                                "stack the bands the model was trained on (or pick them with --bands)")
+            bands = list(range(1, want + 1))
+        bands = list(bands)
+        for path, ds in ((t1, ds1), (t2, ds2)):
+            count = ds.count - (1 if aligned and ds is ds2 and ds2.nodata is None else 0)
+            if max(bands) > count:
+                raise DataError(f"{path} has {count} band(s); --bands {','.join(map(str, bands))} asks for band {max(bands)}")
+        if n_bands is not None and len(bands) != n_bands:
+            raise DataError(f"--bands selects {len(bands)} band(s) but the model takes {n_bands} input channels")
+        return SceneInputs(ds1, ds2, bands, (str(t1), str(t2)), aligned, stack)
+    except BaseException:
+        stack.close()
+        raise
+
+
+def _open(path: str | Path):
+    p = str(path)
+    if "://" not in p and not p.startswith("/vsi") and not Path(p).exists():
+        raise DataError(f"{p}: no such file")
+    try:
+        return rasterio.open(p)
+    except rasterio.errors.RasterioIOError as e:
+        raise DataError(f"{p}: not a raster that GDAL/rasterio can open ({e})") from e
+
+
+# ------------------------------------------------------------------------------------------ scaling
+@dataclass(frozen=True)
+class Scaling:
+    """Per-band ``x_train = clip(x * gain + offset)`` (clip only where ``clip`` is set), then normalised."""
+
+    mode: str
+    gain: tuple[float, ...]
+    offset: tuple[float, ...]
+    clip: tuple[float, float] | None
+
+    def describe(self) -> str:
+        parts = ", ".join(f"x*{g:.6g}{o:+.6g}" for g, o in zip(self.gain, self.offset))
+        return f"{self.mode}: {parts}" + (f", clipped to {self.clip[0]:g}..{self.clip[1]:g}" if self.clip else "")
+
+
+def train_range(mean: Sequence[float] | None, recorded: Sequence[float] | None = None) -> tuple[float, float]:
+    """The value range of the model's training units: recorded, else 0..1 when every mean is <= 1, else 0..255."""
+    if recorded is not None:
+        return float(recorded[0]), float(recorded[1])
+    if mean is not None and len(mean) and max(abs(float(m)) for m in mean) <= 1.0:
+        return 0.0, 1.0
+    return 0.0, 255.0
+
+
+def _sample(ds, bands: list[int], max_side: int = 1024) -> np.ndarray:
+    """A decimated read (<= max_side px on the long side) of the valid values: (C, N) float64."""
+    f = max(1, math.ceil(max(ds.height, ds.width) / max_side))
+    shape = (len(bands), max(1, ds.height // f), max(1, ds.width // f))
+    data = ds.read(bands, out_shape=shape, out_dtype="float64", resampling=Resampling.nearest)
+    valid = ds.read_masks(bands, out_shape=shape, resampling=Resampling.nearest).min(axis=0) > 0
+    valid &= np.isfinite(data).all(axis=0)
+    return data[:, valid]
+
+
+def resolve_scaling(spec: str, inputs: SceneInputs, target: tuple[float, float]) -> Scaling:
+    """Turn ``--scale`` into per-band gain/offset mapping stored values to training units.
+
+    * ``none``: values as stored (the model was trained on data in the same units).
+    * ``dtype``: the integer dtype's full range onto the training range (uint16 -> 0..255 is ``/257``).
+    * ``percentile[:LO,HI]`` (default 2,98): per band, the LO..HI percentiles of *both dates together*
+      (a decimated read) onto the training range, clipped. One mapping for both dates keeps real
+      brightness changes visible to the model.
+    * ``linear:MIN,MAX``: MIN..MAX onto the training range, clipped (e.g. ``linear:0,3000`` for
+      Sentinel-2 L1C reflectance x 10000).
+    * ``auto`` (default): ``none`` for uint8 and float inputs, ``percentile`` for other integer types.
+    """
+    name, _, arg = spec.partition(":")
+    name = name.strip().lower()
+    n = len(inputs.bands)
+    lo_t, hi_t = target
+    dtype = np.dtype(inputs.t1.dtypes[inputs.bands[0] - 1])
+    if name not in SCALE_MODES:
+        raise ConfigError(f"--scale {spec!r}: use one of none, dtype, percentile[:LO,HI], linear:MIN,MAX, auto")
+    if name == "auto":
+        name = "none" if dtype == np.uint8 or np.issubdtype(dtype, np.floating) else "percentile"
+        arg = ""
+    if name == "none":
+        return Scaling("none", (1.0,) * n, (0.0,) * n, None)
+    if name == "dtype":
+        if not np.issubdtype(dtype, np.integer):
+            raise ConfigError(f"--scale dtype needs integer inputs; {inputs.paths[0]} is {dtype}. Use none, percentile or linear:MIN,MAX")
+        info = np.iinfo(dtype)
+        g = (hi_t - lo_t) / (float(info.max) - float(info.min))
+        return Scaling(f"dtype ({dtype})", (g,) * n, (lo_t - info.min * g,) * n, None)
+    if name == "linear":
+        try:
+            a, b = (float(v) for v in arg.split(","))
+        except ValueError:
+            raise ConfigError(f"--scale {spec!r}: write linear:MIN,MAX, e.g. linear:0,3000") from None
+        if b <= a:
+            raise ConfigError(f"--scale {spec!r}: MAX must be larger than MIN")
+        g = (hi_t - lo_t) / (b - a)
+        return Scaling(f"linear {a:g}..{b:g}", (g,) * n, (lo_t - a * g,) * n, (lo_t, hi_t))
+    # percentile
+    try:
+        plo, phi = (float(v) for v in arg.split(",")) if arg else (2.0, 98.0)
+    except ValueError:
+        raise ConfigError(f"--scale {spec!r}: write percentile:LO,HI, e.g. percentile:2,98") from None
+    samples = np.concatenate([_sample(inputs.t1, inputs.bands), _sample(inputs.t2, inputs.bands)], axis=1)
+    if samples.shape[1] == 0:
+        raise DataError(f"{inputs.paths[0]} and {inputs.paths[1]}: no valid pixels to compute percentiles from")
+    gains, offsets = [], []
+    for c in range(n):
+        a, b = np.percentile(samples[c], [plo, phi])
+        if b <= a:
+            b = a + 1.0
+        g = (hi_t - lo_t) / (b - a)
+        gains.append(float(g))
+        offsets.append(float(lo_t - a * g))
+    return Scaling(f"percentile {plo:g}..{phi:g}", tuple(gains), tuple(offsets), (lo_t, hi_t))

@@ -1,0 +1,463 @@
+"""``changekit scene``: a change model over two georeferenced scenes of any size, streamed window by window.
+
+See docs/scenes.md. The pipeline, per process (rank):
+
+1. open both dates (GeoTIFF/COG/VRT/anything rasterio reads), check that they share date 1's grid or warp
+   date 2 onto it (``align``), pick bands, work out the value scaling to the model's training units;
+2. for each strip of windows assigned to this rank (``strip % world_size == rank``) that is not finished
+   yet: read windows, batch them through the model, blend them horizontally into a strip file
+   (:mod:`changekit.geo.writers`) renamed into place when complete (the resume record);
+3. after a barrier, rank 0 blends the strips vertically into ``change.tif`` and ``probability.tif``,
+   polygonises the change raster into ``changes.geojson`` / ``changes.gpkg``; every output is written
+   under ``DIR/.partial`` and renamed into ``DIR`` when complete; then ``DIR/.partial`` is removed.
+
+Peak memory is bounded by the window, the batch and GDAL's block cache, not by the scene size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from changekit.errors import ConfigError
+from changekit.geo.distributed import dist_context, local_rank
+from changekit.geo.inputs import SceneInputs, open_inputs, parse_bands, resolve_scaling, train_range
+from changekit.geo.windows import Grid
+from changekit.geo.writers import StripWriter, assemble_rasters, strip_path, to_cog
+
+__all__ = ["run_scene", "load_scene_model", "main", "OUTPUTS"]
+
+OUTPUTS = ("change.tif", "probability.tif", "changes.geojson", "changes.gpkg")
+PLAN_VERSION = 1
+GDAL_CACHE_MB = 64
+
+NAMED_STATS = {
+    "imagenet": ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375]),
+    "clip": ([122.7709, 116.7460, 104.0937], [68.5005, 66.6322, 70.3232]),
+}
+
+
+# ------------------------------------------------------------------------------------------- model
+def _stats(value: Any, kind: str) -> list[float] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        key = value.strip().lower()
+        if key in NAMED_STATS:
+            return list(NAMED_STATS[key][0 if kind == "mean" else 1])
+        try:
+            return [float(v) for v in value.split(",")]
+        except ValueError:
+            raise ConfigError(f"{kind} {value!r}: give numbers separated by commas or one of {sorted(NAMED_STATS)}") from None
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    return [float(v) for v in value]
+
+
+def load_scene_model(ckpt: str | Path | None, config: str | Path | None = None) -> tuple[nn.Module, dict]:
+    """``(model, info)`` from a changekit checkpoint (config inside) or from ``config`` + weights."""
+    if config is not None:
+        import yaml
+
+        from changekit import build_model, load_weights
+
+        model = build_model(config)
+        if ckpt is not None:
+            load_weights(model, ckpt)
+        info: dict[str, Any] = {"arch": getattr(model, "changekit_spec", {}).get("arch")}
+        if str(config).endswith((".yaml", ".yml")):
+            with open(config) as f:
+                data = (yaml.safe_load(f) or {}).get("data") or {}
+            data = data.get("init_args", data)
+            info["mean"], info["std"], info["bands"] = data.get("mean"), data.get("std"), data.get("bands")
+        info["in_channels"] = getattr(model, "in_channels", None)
+        return model.eval(), info
+    if ckpt is None:
+        raise ConfigError("give --ckpt (a changekit checkpoint records its config) or --config with --ckpt")
+    try:
+        from changekit.engine import load_checkpoint_model
+    except ImportError as e:  # pragma: no cover - engine not installed
+        raise ConfigError(f"cannot read {ckpt} without --config ({e})") from e
+    model, info = load_checkpoint_model(ckpt)
+    return model.eval(), dict(info)
+
+
+def _model_fingerprint(model: nn.Module) -> str:
+    h = hashlib.sha1()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _to_prob(logits: torch.Tensor) -> torch.Tensor:
+    """Change probability (B, H, W) from logits: sigmoid (1 class), softmax[1] (2), 1 - softmax[0] (more)."""
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    if logits.dim() == 3:
+        logits = logits[:, None]
+    k = logits.shape[1]
+    if k == 1:
+        return torch.sigmoid(logits[:, 0].float())
+    p = torch.softmax(logits.float(), dim=1)
+    return p[:, 1] if k == 2 else 1.0 - p[:, 0]
+
+
+# -------------------------------------------------------------------------------------- the runner
+class _Predictor:
+    def __init__(self, model: nn.Module, inputs: SceneInputs, scaling, mean, std, device: torch.device,
+                 pad_multiple: int) -> None:
+        self.model, self.inputs, self.device, self.pad = model, inputs, device, pad_multiple
+        c = len(inputs.bands)
+        t = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, c, 1, 1)
+        self.gain, self.offset = t(scaling.gain), t(scaling.offset)
+        self.clip = scaling.clip
+        self.mean, self.std = t(mean), t(std)
+
+    def __call__(self, windows: list[tuple[int, int, int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``[(prob float32 (h, w), valid bool (h, w))]`` for windows ``(x, y, w, h)`` of equal size."""
+        xs1, xs2, valids = [], [], []
+        for x, y, w, h in windows:
+            a, va = self.inputs.read(1, x, y, w, h)
+            b, vb = self.inputs.read(2, x, y, w, h)
+            xs1.append(a)
+            xs2.append(b)
+            valids.append(va & vb)
+        out = [np.zeros(v.shape, np.float32) for v in valids]
+        run = [k for k, v in enumerate(valids) if v.any()]
+        if run:
+            probs = self._forward(np.stack([xs1[k] for k in run]), np.stack([xs2[k] for k in run]),
+                                  np.stack([valids[k] for k in run]))
+            for k, p in zip(run, probs):
+                out[k] = p
+        return list(zip(out, valids))
+
+    def _norm(self, x: np.ndarray, valid: torch.Tensor) -> torch.Tensor:
+        t = torch.from_numpy(x).to(self.device) * self.gain + self.offset
+        if self.clip is not None:
+            t = t.clamp(self.clip[0], self.clip[1])
+        t = (t - self.mean) / self.std
+        return t * valid  # no-data pixels -> 0 (the training mean)
+
+    @torch.inference_mode()
+    def _forward(self, x1: np.ndarray, x2: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        v = torch.from_numpy(valid).to(self.device)[:, None].float()
+        t1, t2 = self._norm(x1, v), self._norm(x2, v)
+        h, w = t1.shape[-2:]
+        ph, pw = (-h) % self.pad, (-w) % self.pad
+        if ph or pw:
+            t1 = F.pad(t1, (0, pw, 0, ph), mode="replicate")
+            t2 = F.pad(t2, (0, pw, 0, ph), mode="replicate")
+        prob = _to_prob(self.model(t1, t2))[:, :h, :w]
+        return prob.float().cpu().numpy()
+
+
+def _plan(inputs: SceneInputs, grid: Grid, scaling, mean, std, fingerprint: str) -> dict:
+    def stamp(p: str) -> Any:
+        try:
+            st = os.stat(p)
+            return [os.path.abspath(p), st.st_size, st.st_mtime_ns]
+        except OSError:
+            return [p]
+
+    return {
+        "version": PLAN_VERSION, "t1": stamp(inputs.paths[0]), "t2": stamp(inputs.paths[1]),
+        "aligned": inputs.aligned, "bands": inputs.bands, "height": grid.height, "width": grid.width,
+        "window": grid.window, "overlap": grid.overlap, "scaling": [scaling.mode, list(scaling.gain),
+        list(scaling.offset), list(scaling.clip) if scaling.clip else None], "mean": list(mean),
+        "std": list(std), "model": fingerprint, "n_strips": grid.n_strips,
+    }
+
+
+def _progress(enabled: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled,
+                    transient=False)
+
+
+def run_scene(
+    t1: str | Path,
+    t2: str | Path,
+    out_dir: str | Path,
+    *,
+    ckpt: str | Path | None = None,
+    config: str | Path | None = None,
+    model: nn.Module | None = None,
+    mean: Sequence[float] | str | None = None,
+    std: Sequence[float] | str | None = None,
+    bands: Sequence[int] | str | None = None,
+    scale: str = "auto",
+    input_range: Sequence[float] | None = None,
+    align: bool = False,
+    resampling: str = "bilinear",
+    window: int = 512,
+    overlap: int = 128,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    threshold: float = 0.5,
+    min_area: float = 0.0,
+    simplify: float | None = None,
+    vectors: bool = True,
+    cog: bool = False,
+    restart: bool = False,
+    keep_partial: bool = False,
+    progress: bool = True,
+    pad_multiple: int = 32,
+    on_window: Callable[[int], None] | None = None,
+) -> dict:
+    """Run a change model over two scenes; write ``change.tif``, ``probability.tif`` and polygons to ``out_dir``.
+
+    The model comes from ``model`` (an ``nn.Module``; give ``mean``/``std`` in training units, else 0/1),
+    or ``ckpt`` (a changekit checkpoint, which records its config, mean and std) or ``config`` + ``ckpt``.
+    ``scale`` maps stored values to training units (see :func:`changekit.geo.inputs.resolve_scaling`).
+    Under torchrun / Lightning DDP every rank calls this with the same arguments; strips are shared
+    out by rank and rank 0 writes the outputs. ``on_window(n)`` is called after each window (tests).
+    Returns a summary dict (on rank 0 with output paths and counts).
+    """
+    t_start = time.perf_counter()
+    out = Path(out_dir)
+    partial = out / ".partial"
+    dist = dist_context()
+    try:
+        info: dict[str, Any] = {}
+        if model is None:
+            model, info = load_scene_model(ckpt, config)
+        model.eval()
+        dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None and dist.world_size > 1:
+            dev = torch.device("cuda", local_rank())
+        model.to(dev)
+        in_ch = info.get("in_channels") or getattr(model, "in_channels", None)
+        mean_v = _stats(mean, "mean") or _stats(info.get("mean"), "mean")
+        std_v = _stats(std, "std") or _stats(info.get("std"), "std")
+        if (mean_v is None or std_v is None) and (ckpt is not None or config is not None):
+            raise ConfigError(f"{ckpt or config}: no mean/std recorded; pass --mean and --std in training units")
+        band_list = parse_bands(bands)
+        import rasterio
+
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
+                open_inputs(t1, t2, band_list, align=align, resampling=resampling, n_bands=in_ch) as inputs:
+            n = len(inputs.bands)
+            mean_v = mean_v or [0.0] * n
+            std_v = std_v or [1.0] * n
+            if len(mean_v) == 1:
+                mean_v = mean_v * n
+            if len(std_v) == 1:
+                std_v = std_v * n
+            if len(mean_v) != n or len(std_v) != n:
+                raise ConfigError(f"mean/std have {len(mean_v)}/{len(std_v)} values but {n} bands are read")
+            scaling = resolve_scaling(scale, inputs, train_range(mean_v, input_range))
+            grid = Grid(inputs.height, inputs.width, window, overlap)
+            plan = _plan(inputs, grid, scaling, mean_v, std_v, _model_fingerprint(model))
+            plan_file = partial / "plan.json"
+            if dist.rank == 0:
+                if restart and partial.exists():
+                    shutil.rmtree(partial)
+                partial.mkdir(parents=True, exist_ok=True)
+                if not plan_file.exists():
+                    tmp = plan_file.with_suffix(".json.tmp")
+                    tmp.write_text(json.dumps(plan, indent=1))
+                    os.replace(tmp, plan_file)
+            dist.barrier()
+            same = plan_file.exists() and json.loads(plan_file.read_text()) == json.loads(json.dumps(plan))
+            if not dist.all_ok(same):
+                raise ConfigError(
+                    f"{partial} holds an unfinished run with other inputs or settings; "
+                    "run again with the same arguments to resume it, or pass --restart to start over"
+                )
+            summary = {"scaling": scaling.describe(), "grid": f"{grid.height} x {grid.width}", "windows": grid.n_windows,
+                       "strips": grid.n_strips, "aligned": inputs.aligned, "bands": inputs.bands,
+                       "rank": dist.rank, "world_size": dist.world_size}
+            predictor = _Predictor(model, inputs, scaling, mean_v, std_v, dev, pad_multiple)
+            mine = [i for i in range(grid.n_strips) if i % dist.world_size == dist.rank]
+            todo = [i for i in mine if not strip_path(partial, i).exists()]
+            summary["strips_resumed"] = len(mine) - len(todo)
+            n_cols = len(grid.cols)
+            t_pred = time.perf_counter()
+            with _progress(progress and dist.rank == 0) as bar:
+                label = f"windows (rank 0 of {dist.world_size})" if dist.world_size > 1 else "windows"
+                task = bar.add_task(label, total=len(todo) * n_cols)
+                counter = [0]
+
+                def tick() -> None:
+                    counter[0] += 1
+                    bar.advance(task)
+                    if on_window is not None:
+                        on_window(counter[0])
+
+                for i in todo:
+                    _predict_strip(grid, i, predictor, partial, batch_size, tick)
+                summary["predict_s"] = time.perf_counter() - t_pred
+                summary["windows_run"] = counter[0]
+                dist.barrier()
+                if dist.rank == 0:
+                    summary.update(_finish(grid, inputs, partial, out, threshold, min_area, simplify, vectors, cog,
+                                           keep_partial, bar))
+            dist.barrier()
+        summary["seconds"] = time.perf_counter() - t_start
+        summary["megapixels_per_s"] = grid.height * grid.width / 1e6 / max(summary["seconds"], 1e-9)
+        return summary
+    finally:
+        dist.close()
+
+
+def _predict_strip(grid: Grid, i: int, predictor: _Predictor, partial: Path, batch_size: int,
+                   tick: Callable[[], None]) -> None:
+    y, h, w = grid.rows[i], grid.win_h, grid.win_w
+    cols, wx = grid.cols, grid.weights_x()
+    writer = StripWriter(partial, i, h, grid.width)
+    try:
+        acc = np.zeros((h, w), np.float32)
+        valid_acc = np.zeros((h, w), bool)
+        cur = 0
+        for b0 in range(0, len(cols), max(1, batch_size)):
+            js = list(range(b0, min(len(cols), b0 + batch_size)))
+            results = predictor([(cols[j], y, w, h) for j in js])
+            for j, (prob, valid) in zip(js, results):
+                x = cols[j]
+                if x > cur:  # columns [cur, x) are complete for this strip
+                    s = x - cur
+                    writer.write(cur, acc[:, :s], valid_acc[:, :s])
+                    acc[:, :w - s] = acc[:, s:].copy()
+                    acc[:, w - s:] = 0
+                    valid_acc[:, :w - s] = valid_acc[:, s:].copy()
+                    cur = x
+                acc += wx[j][None, :] * prob
+                valid_acc[:] = valid
+                tick()
+        writer.write(cur, acc, valid_acc)
+        writer.commit()
+    finally:
+        writer.abandon()
+
+
+def _finish(grid: Grid, inputs: SceneInputs, partial: Path, out: Path, threshold: float, min_area: float,
+            simplify: float | None, vectors: bool, cog: bool, keep_partial: bool, bar) -> dict:
+    missing = [i for i in range(grid.n_strips) if not strip_path(partial, i).exists()]
+    if missing:
+        raise ConfigError(
+            f"{partial}: strips {missing[:5]}{'...' if len(missing) > 5 else ''} were not written; with several "
+            "machines, --out must be on a file system that every rank shares"
+        )
+    t0 = time.perf_counter()
+    task = bar.add_task("writing rasters", total=None)
+    change_tmp, prob_tmp = partial / "change.tif", partial / "probability.tif"
+    counts = assemble_rasters(grid, partial, inputs.crs, inputs.transform, change_tmp, prob_tmp, threshold,
+                              on_block=lambda d, n: bar.update(task, completed=d, total=n))
+    if cog:
+        for p in (change_tmp, prob_tmp):
+            c = p.with_suffix(".cog.tif")
+            to_cog(p, c)
+            os.replace(c, p)
+    result = {"changed_pixels": counts["changed"], "valid_pixels": counts["valid"], "nodata_pixels": counts["nodata"],
+              "assemble_s": time.perf_counter() - t0}
+    outputs = {"change": out / "change.tif", "probability": out / "probability.tif"}
+    t0 = time.perf_counter()
+    if vectors:
+        from changekit.geo.vectorize import write_polygons
+
+        bar.add_task("polygons", total=None)
+        vec_tmp = {"GeoJSON": partial / "changes.geojson", "GPKG": partial / "changes.gpkg"}
+        for p in vec_tmp.values():
+            p.unlink(missing_ok=True)
+        vc = write_polygons(change_tmp, vec_tmp, min_area=min_area, simplify=simplify)
+        result.update({"polygons": vc["polygons"], "polygons_dropped": vc["dropped_small"], "polygon_area": vc["area"]})
+        os.replace(vec_tmp["GeoJSON"], out / "changes.geojson")
+        os.replace(vec_tmp["GPKG"], out / "changes.gpkg")
+        outputs.update({"geojson": out / "changes.geojson", "gpkg": out / "changes.gpkg"})
+    result["vectorize_s"] = time.perf_counter() - t0
+    os.replace(change_tmp, outputs["change"])
+    os.replace(prob_tmp, outputs["probability"])
+    if not keep_partial:
+        shutil.rmtree(partial, ignore_errors=True)
+    result["outputs"] = {k: str(v) for k, v in outputs.items()}
+    return result
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="changekit scene",
+        description="Run a change model over two georeferenced scenes of any size (streamed, blended, resumable).",
+        epilog="Under torchrun (or any launcher that sets RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT) strips are "
+               "shared out across processes; --out must then be on a shared file system. See docs/scenes.md.",
+    )
+    p.add_argument("--t1", required=True, help="date-1 raster (GeoTIFF, COG, VRT, anything rasterio opens)")
+    p.add_argument("--t2", required=True, help="date-2 raster")
+    p.add_argument("--ckpt", help="changekit checkpoint (records its model config, mean and std) or weights for --config")
+    p.add_argument("--config", help="model YAML config (only needed when --ckpt does not record one)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--bands", help="1-based bands to read from both dates, in model order, e.g. 4,3,2 (default: 1..C)")
+    p.add_argument("--scale", default="auto",
+                   help="stored values -> training units: auto (default), none, dtype, percentile[:LO,HI], linear:MIN,MAX")
+    p.add_argument("--input-range", help="MIN,MAX of the training units (default: 0,1 if every mean <= 1 else 0,255)")
+    p.add_argument("--mean", help="per-band mean in training units (overrides the checkpoint), or imagenet/clip")
+    p.add_argument("--std", help="per-band std in training units (overrides the checkpoint), or imagenet/clip")
+    p.add_argument("--align", action="store_true", help="warp date 2 onto date 1's grid when the grids differ")
+    p.add_argument("--resampling", default="bilinear", help="resampling for --align (nearest, bilinear, cubic, ...)")
+    p.add_argument("--window", type=int, default=512, help="window size in pixels (default 512)")
+    p.add_argument("--overlap", type=int, default=128, help="overlap between windows in pixels (default 128)")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--threshold", type=float, default=0.5, help="change if probability >= this (default 0.5)")
+    p.add_argument("--min-area", type=float, default=0.0, help="drop polygons smaller than this (CRS units^2)")
+    p.add_argument("--simplify", type=float, default=None, help="simplify polygons with this tolerance (CRS units)")
+    p.add_argument("--no-vectors", action="store_true", help="skip changes.geojson / changes.gpkg")
+    p.add_argument("--cog", action="store_true", help="write the rasters as Cloud-Optimised GeoTIFFs with overviews")
+    p.add_argument("--restart", action="store_true", help="discard an unfinished run in --out instead of resuming it")
+    p.add_argument("--keep-partial", action="store_true", help="keep --out/.partial (strip files) after finishing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rng = None
+    if args.input_range:
+        try:
+            rng = [float(v) for v in args.input_range.split(",")]
+            assert len(rng) == 2
+        except (ValueError, AssertionError):
+            raise ConfigError(f"--input-range {args.input_range!r}: write MIN,MAX, e.g. 0,255") from None
+    if args.ckpt is None and args.config is None:
+        raise ConfigError("give --ckpt (and --config if the checkpoint does not record its model config)")
+    s = run_scene(
+        args.t1, args.t2, args.out, ckpt=args.ckpt, config=args.config, mean=args.mean, std=args.std,
+        bands=args.bands, scale=args.scale, input_range=rng, align=args.align, resampling=args.resampling,
+        window=args.window, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
+        threshold=args.threshold, min_area=args.min_area, simplify=args.simplify, vectors=not args.no_vectors,
+        cog=args.cog, restart=args.restart, keep_partial=args.keep_partial, progress=not args.quiet and sys.stderr.isatty(),
+    )
+    if s["rank"] == 0:
+        print(f"scene {s['grid']} px, bands {s['bands']}, scaling {s['scaling']}"
+              + (", date 2 warped onto date 1's grid" if s["aligned"] else ""))
+        print(f"{s['windows']} windows in {s['strips']} strips ({s['strips_resumed']} strips resumed), "
+              f"{s['seconds']:.1f} s, {s['megapixels_per_s']:.2f} MP/s")
+        print(f"changed pixels: {s['changed_pixels']} of {s['valid_pixels']} valid ({s['nodata_pixels']} no data)")
+        if "polygons" in s:
+            print(f"polygons: {s['polygons']} (dropped below --min-area: {s['polygons_dropped']})")
+        for k, v in s["outputs"].items():
+            print(f"  {k:<12} {v}")
+    return 0

@@ -1,0 +1,94 @@
+"""Synthetic georeferenced scene pairs written block by block (any size, bounded memory).
+
+Used by the tests, the benchmarks and (when the data module's generator is not there) the demo. Date 1 is
+a smooth texture with noise; date 2 is the same texture with fresh noise and bright rectangular "new
+buildings" added; the label raster marks them (1) on date 1's grid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+__all__ = ["write_scene_pair", "DEFAULT_CRS", "default_transform"]
+
+DEFAULT_CRS = "EPSG:32631"
+
+
+def default_transform(pixel: float = 10.0):
+    return from_origin(440000.0, 5400000.0, pixel, pixel)
+
+
+def _rects(size: tuple[int, int], n: int, rng: np.random.Generator, min_side: int, max_side: int) -> np.ndarray:
+    H, W = size
+    hs = rng.integers(min_side, max_side + 1, n)
+    ws = rng.integers(min_side, max_side + 1, n)
+    ys = rng.integers(0, np.maximum(1, H - hs))
+    xs = rng.integers(0, np.maximum(1, W - ws))
+    return np.stack([ys, xs, hs, ws], axis=1)
+
+
+def write_scene_pair(
+    t1_path: str | Path,
+    t2_path: str | Path,
+    label_path: str | Path | None = None,
+    size: tuple[int, int] = (1024, 1024),
+    seed: int = 0,
+    bands: int = 3,
+    dtype: str = "uint8",
+    crs: str | None = DEFAULT_CRS,
+    transform=None,
+    nodata: float | None = None,
+    changes_per_mpx: float = 40.0,
+    block: int = 512,
+    tiled: bool = True,
+) -> dict:
+    """Write a date-1/date-2 (and label) GeoTIFF trio of ``size`` = (H, W). Returns the rectangles used."""
+    H, W = size
+    transform = transform or default_transform()
+    rng = np.random.default_rng(seed)
+    n = max(1, int(round(changes_per_mpx * H * W / 1e6)))
+    rects = _rects(size, n, rng, 8, 40)
+    freq = rng.uniform(0.002, 0.02, (bands, 3, 2))
+    phase = rng.uniform(0, 2 * np.pi, (bands, 3))
+    scale = 255.0 if dtype == "uint8" else (4000.0 if dtype == "uint16" else 1.0)
+    profile = dict(driver="GTiff", height=H, width=W, count=bands, dtype=dtype, crs=crs, transform=transform,
+                   nodata=nodata, compress="deflate")
+    if tiled and H >= 16 and W >= 16:
+        profile.update(tiled=True, blockxsize=min(512, -(-W // 16) * 16), blockysize=min(512, -(-H // 16) * 16))
+    lab_profile = {**profile, "count": 1, "dtype": "uint8", "nodata": None}
+    with rasterio.open(t1_path, "w", **profile) as d1, rasterio.open(t2_path, "w", **profile) as d2:
+        lab = rasterio.open(label_path, "w", **lab_profile) if label_path else None
+        try:
+            for y0 in range(0, H, block):
+                h = min(block, H - y0)
+                yy, xx = np.mgrid[y0:y0 + h, 0:W].astype(np.float32)
+                base = np.empty((bands, h, W), np.float32)
+                for c in range(bands):
+                    v = sum(np.sin(freq[c, k, 0] * yy + freq[c, k, 1] * xx + phase[c, k]) for k in range(3))
+                    base[c] = 0.45 + 0.12 * v
+                brng = np.random.default_rng([seed, y0])
+                a = base + brng.normal(0, 0.03, base.shape).astype(np.float32)
+                b = base + brng.normal(0, 0.03, base.shape).astype(np.float32)
+                change = np.zeros((h, W), bool)
+                sel = (rects[:, 0] < y0 + h) & (rects[:, 0] + rects[:, 2] > y0)
+                for ry, rx, rh, rw in rects[sel]:
+                    change[max(ry, y0) - y0:min(ry + rh, y0 + h) - y0, rx:rx + rw] = True
+                b[:, change] = 0.9
+                out_a = np.clip(a, 0, 1) * scale
+                out_b = np.clip(b, 0, 1) * scale
+                if np.dtype(dtype).kind in "ui":
+                    out_a, out_b = np.rint(out_a), np.rint(out_b)
+                win = Window(0, y0, W, h)
+                d1.write(out_a.astype(dtype), window=win)
+                d2.write(out_b.astype(dtype), window=win)
+                if lab is not None:
+                    lab.write(change.astype(np.uint8)[None], window=win)
+        finally:
+            if lab is not None:
+                lab.close()
+    return {"rects": rects}

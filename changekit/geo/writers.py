@@ -1,0 +1,140 @@
+"""Strip files (the per-strip partial results) and the final rasters assembled from them.
+
+A strip file holds strip ``i`` blended horizontally, ``(win_h, W)`` raw little-endian uint16 in row-major
+order: probability ``round(p * 65534)``, and :data:`NODATA16` where either date has no data. Strip files
+are written under a ``.tmp`` name and renamed when complete, so a strip file that exists is finished
+(that is the resume record). The final rasters are computed from them in tile-aligned blocks:
+``p(y, x) = sum_i ny_i(y) * P_i(y, x)`` over the strips covering row ``y``, in ascending strip order, so
+the result does not depend on which process computed which strip or in which run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from changekit.geo.windows import Grid
+
+NODATA16 = 65535
+QMAX = 65534
+TILE = 512
+CHANGE_NODATA = 255
+
+__all__ = ["StripWriter", "strip_path", "assemble_rasters", "raster_profile"]
+
+
+def strip_path(partial: Path, i: int) -> Path:
+    return partial / f"strip_{i:05d}.u16"
+
+
+class StripWriter:
+    """Writes column ranges of one strip straight to its file (no width-sized buffer in memory)."""
+
+    def __init__(self, partial: Path, i: int, height: int, width: int) -> None:
+        self.final = strip_path(partial, i)
+        self.tmp = self.final.with_suffix(".u16.tmp")
+        self.height, self.width = height, width
+        self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.ftruncate(self.fd, height * width * 2)
+
+    def write(self, x0: int, prob: np.ndarray, valid: np.ndarray) -> None:
+        q = np.rint(np.clip(prob, 0.0, 1.0) * QMAX).astype("<u2")
+        q[~valid] = NODATA16
+        for r in range(q.shape[0]):
+            os.pwrite(self.fd, q[r].tobytes(), (r * self.width + x0) * 2)
+
+    def commit(self) -> None:
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = -1
+        os.replace(self.tmp, self.final)
+
+    def abandon(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def read_strip(partial: Path, i: int, grid: Grid, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+    """Rows ``[r0, r1)`` (strip-relative) and columns ``[c0, c1)`` of strip ``i`` as uint16."""
+    out = np.empty((r1 - r0, c1 - c0), dtype="<u2")
+    fd = os.open(strip_path(partial, i), os.O_RDONLY)
+    try:
+        n = (c1 - c0) * 2
+        for k, r in enumerate(range(r0, r1)):
+            buf = os.pread(fd, n, (r * grid.width + c0) * 2)
+            out[k] = np.frombuffer(buf, dtype="<u2")
+    finally:
+        os.close(fd)
+    return out
+
+
+def raster_profile(crs, transform, height: int, width: int, **extra) -> dict:
+    profile = dict(driver="GTiff", dtype="uint8", count=1, height=height, width=width, crs=crs,
+                   transform=transform, tiled=True, blockxsize=TILE, blockysize=TILE, compress="deflate",
+                   predictor=2, zlevel=6, bigtiff="IF_SAFER", interleave="band")
+    profile.update(extra)
+    return profile
+
+
+def assemble_rasters(grid: Grid, partial: Path, crs, transform, change_tmp: Path, prob_tmp: Path,
+                     threshold: float = 0.5, col_chunk: int = 2048,
+                     on_block: Callable[[int, int], None] | None = None) -> dict:
+    """Write ``change`` (0/1, nodata 255) and ``probability`` (0..255, internal nodata mask) GeoTIFFs.
+
+    Returns counts: ``changed`` pixels, ``valid`` pixels.
+    """
+    wy = grid.weights_y()
+    rows = grid.rows
+    counts = {"changed": 0, "valid": 0, "nodata": 0}
+    col_chunk = max(TILE, col_chunk // TILE * TILE)
+    n_blocks = -(-grid.height // TILE) * -(-grid.width // col_chunk)
+    done = 0
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(change_tmp, "w", **raster_profile(crs, transform, grid.height, grid.width, nodata=CHANGE_NODATA)) as dc, \
+                rasterio.open(prob_tmp, "w", **raster_profile(crs, transform, grid.height, grid.width)) as dp:
+            dc.update_tags(1, DESCRIPTION="change: 1, no change: 0, no data: 255")
+            dp.update_tags(1, DESCRIPTION="change probability x 255; no data in the mask band")
+            for y0 in range(0, grid.height, TILE):
+                y1 = min(grid.height, y0 + TILE)
+                strips = grid.strips_covering(y0, y1)
+                for x0 in range(0, grid.width, col_chunk):
+                    x1 = min(grid.width, x0 + col_chunk)
+                    acc = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
+                    nodata = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+                    for i in strips:
+                        a, b = max(y0, rows[i]), min(y1, rows[i] + grid.win_h)
+                        q = read_strip(partial, i, grid, a - rows[i], b - rows[i], x0, x1)
+                        nd = q == NODATA16
+                        nodata[a - y0:b - y0] |= nd
+                        p = q.astype(np.float32) / np.float32(QMAX)
+                        acc[a - y0:b - y0] += wy[i, a - rows[i]:b - rows[i], None] * p
+                    prob = np.clip(acc, 0.0, 1.0)
+                    change = (prob >= np.float32(threshold)).astype(np.uint8)
+                    change[nodata] = CHANGE_NODATA
+                    p8 = np.rint(prob * 255.0).astype(np.uint8)
+                    p8[nodata] = 0
+                    win = Window(x0, y0, x1 - x0, y1 - y0)
+                    dc.write(change, 1, window=win)
+                    dp.write(p8, 1, window=win)
+                    dp.write_mask(np.where(nodata, 0, 255).astype(np.uint8), window=win)
+                    counts["changed"] += int((change == 1).sum())
+                    counts["nodata"] += int(nodata.sum())
+                    done += 1
+                    if on_block is not None:
+                        on_block(done, n_blocks)
+    counts["valid"] = grid.height * grid.width - counts["nodata"]
+    return counts
+
+
+def to_cog(src: Path, dst: Path) -> None:
+    """Rewrite a tiled GeoTIFF as a Cloud-Optimised GeoTIFF (with overviews) through GDAL's COG driver."""
+    from rasterio.shutil import copy
+
+    copy(str(src), str(dst), driver="COG", COMPRESS="DEFLATE", PREDICTOR="2", BLOCKSIZE=str(TILE),
+         OVERVIEWS="AUTO", OVERVIEW_RESAMPLING="NEAREST", BIGTIFF="IF_SAFER")
