@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -34,6 +36,19 @@ __all__ = [
 ]
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Plain (non-georeferenced) TIFFs are normal here: silence rasterio's NotGeoreferencedWarning."""
+    with warnings.catch_warnings():
+        try:
+            from rasterio.errors import NotGeoreferencedWarning
+
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        except ImportError:  # pragma: no cover
+            pass
+        yield
+
+
 def _is_tiff(path: Path) -> bool:
     return path.suffix.lower() in TIFF_EXTS
 
@@ -51,7 +66,7 @@ def image_shape(path: str | os.PathLike) -> tuple[int, int, int]:
         if _is_tiff(path):
             import rasterio
 
-            with rasterio.open(path) as ds:
+            with _quiet(), rasterio.open(path) as ds:
                 return int(ds.height), int(ds.width), int(ds.count)
         from PIL import Image
 
@@ -72,7 +87,7 @@ def _read_raw(path: Path) -> np.ndarray:
         if _is_tiff(path):
             import rasterio
 
-            with rasterio.open(path) as ds:
+            with _quiet(), rasterio.open(path) as ds:
                 arr = ds.read()  # (C, H, W)
             return np.moveaxis(arr, 0, -1)
         from PIL import Image
@@ -196,5 +211,5 @@ def write_tiff(
     if nodata is not None:
         profile["nodata"] = nodata
     with atomic_path(path) as tmp:
-        with rasterio.open(tmp, "w", **profile) as ds:
+        with _quiet(), rasterio.open(tmp, "w", **profile) as ds:
             ds.write(np.moveaxis(arr, -1, 0))

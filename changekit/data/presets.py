@@ -75,7 +75,7 @@ PRESETS: dict[str, DatasetPreset] = {
             layout="{train,val,test}/{Image1,Image2,label}/<name>.png; labels 0/255"),
         DatasetPreset(
             "whu-cd", "WHU-CD, open-cd's 256x256 tiles: one folder of tiles, splits from list files.",
-            split_dir=None, list_file="list/{split}.txt", suffixes=("", "", ""),
+            split_dir=None, list_file="list/{split}.txt", suffixes=".png",
             image_size=(256, 256), crop_size=256, extra={},
             layout="{A,B,label}/<tile>.png + list/{train,val,test}.txt (names with extension)"),
         DatasetPreset(

@@ -109,13 +109,29 @@ class RandomRotate:
 
     @staticmethod
     def rotate(arr: np.ndarray, angle: float, nearest: bool, fill: float) -> np.ndarray:
-        from torchvision.transforms.v2 import functional as F
-        from torchvision.transforms import InterpolationMode
-
+        """Rotate (H, W[, C]) by ``angle`` degrees (counter-clockwise) about the image centre, same size;
+        outside pixels get ``fill``. torch ``grid_sample`` (bilinear or nearest), pixel-centre convention."""
         hw = arr.ndim == 2
-        t = torch.from_numpy(np.ascontiguousarray(arr[None] if hw else arr.transpose(2, 0, 1))).float()
-        mode = InterpolationMode.NEAREST if nearest else InterpolationMode.BILINEAR
-        r = F.rotate(t, angle, interpolation=mode, expand=False, fill=float(fill)).numpy()
+        t = torch.from_numpy(np.ascontiguousarray(arr[None] if hw else arr.transpose(2, 0, 1))).float()[None]
+        h, w = t.shape[-2:]
+        a = math.radians(angle)
+        cos, sin = math.cos(a), math.sin(a)
+        # output pixel (x, y) samples input at R^-1 (x - c) + c, in pixel units; convert to [-1, 1] coords
+        ys = torch.arange(h, dtype=torch.float32) - (h - 1) / 2
+        xs = torch.arange(w, dtype=torch.float32) - (w - 1) / 2
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        sx = cos * xx - sin * yy
+        sy = sin * xx + cos * yy
+        grid = torch.stack([(sx + (w - 1) / 2) * 2 / w + 1 / w - 1, (sy + (h - 1) / 2) * 2 / h + 1 / h - 1], -1)[None]
+        ones = torch.ones_like(t[:, :1])
+        mode = "nearest" if nearest else "bilinear"
+        r = torch.nn.functional.grid_sample(t, grid, mode=mode, padding_mode="zeros", align_corners=False)
+        m = torch.nn.functional.grid_sample(ones, grid, mode=mode, padding_mode="zeros", align_corners=False)
+        if nearest:
+            r = torch.where(m > 0.5, r, torch.full_like(r, fill))
+        else:
+            r = r + (1 - m) * fill  # zeros padding blended with the fill value at the border
+        r = r[0].numpy()
         return r[0] if hw else r.transpose(1, 2, 0)
 
     def __call__(self, s: Sample) -> Sample:
