@@ -93,7 +93,7 @@ def test_short_training_run_loss_falls():
     model = changekit.build_model("fc_siam_diff").train()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
     losses = []
-    for _ in range(30):
+    for _ in range(20):
         loss = F.cross_entropy(model(t1, t2), label)
         opt.zero_grad()
         loss.backward()

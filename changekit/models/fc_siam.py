@@ -115,6 +115,8 @@ class _ClsHead(nn.Module):
         super().__init__()
         self.dropout = nn.Dropout2d(dropout)
         self.conv_seg = nn.Conv2d(in_channels, num_classes, 1)
+        nn.init.normal_(self.conv_seg.weight, std=0.01)  # mmseg's decode-head init
+        nn.init.zeros_(self.conv_seg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_seg(self.dropout(x))
