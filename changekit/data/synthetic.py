@@ -293,7 +293,7 @@ def write_geotiff_pair(
     that value (it is nudged by one) and the profile carries it. Files appear atomically.
     """
     import rasterio
-    from rasterio.transform import Affine, from_origin
+    from rasterio.transform import Affine
     from rasterio.windows import Window
 
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
@@ -302,7 +302,7 @@ def write_geotiff_pair(
     else:
         (ox, oy), px = transform
         pxx, pxy = (px, px) if np.isscalar(px) else px
-        aff = from_origin(ox, oy, pxx, pxy)
+        aff = Affine(float(pxx), 0.0, float(ox), 0.0, -float(pxy), float(oy))  # north-up, top-left origin
     sp = scene_params(seed)
     prof = dict(driver="GTiff", height=h, width=w, dtype="uint8", crs=crs, transform=aff, tiled=True,
                 blockxsize=256, blockysize=256, compress="deflate")

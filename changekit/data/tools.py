@@ -188,7 +188,17 @@ def _tile_file(src: Path, dst_dir: Path, stem: str, size: int, stride: int, out_
     """Cut one raster into tiles named <stem>_<row>_<col><ext>; returns the tile count."""
     from changekit.data.io import _read_raw, write_png, write_tiff
 
+    import warnings
+
     dst_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)  # rasterio's Affine '*' inside window_transform
+        return _tile_file_inner(src, dst_dir, stem, size, stride, out_ext)
+
+
+def _tile_file_inner(src: Path, dst_dir: Path, stem: str, size: int, stride: int, out_ext: str) -> int:
+    from changekit.data.io import _read_raw, write_png, write_tiff
+
     if src.suffix.lower() in (".tif", ".tiff"):
         import rasterio
         from rasterio.windows import Window
@@ -231,7 +241,11 @@ def tile_dataset(preset: str, src: str | os.PathLike, dst: str | os.PathLike, si
     src, dst = Path(src), Path(dst)
     if src.resolve() == dst.resolve():
         raise ChangekitError(f"{dst}: the output folder must differ from the source.")
+    explicit = bool(splits)
     splits = _resolve_splits(p, src, [s or "none" for s in splits] if splits else None, overrides)
+    if not explicit and p.split_dir and p.dataset_class == "ChangeDataset":  # tile the splits that exist
+        present = [s for s in splits if s is None or (src / p.split_dir.format(split=s)).is_dir()]
+        splits = present or splits
     overrides.setdefault("labels", "auto")
     counts: dict[str | None, int] = {}
     for split in splits:
