@@ -152,7 +152,8 @@ def check_main(argv: list[str]) -> int:
         out["ok"] = n_problems == 0
         print(json.dumps(out, indent=1))
         return 0 if n_problems == 0 else 1
-    t = Table(title=f"{preset.name} at {args.root}  ({preset.layout})", title_justify="left")
+    print(f"{preset.name} at {args.root}\n  layout: {preset.layout}")
+    t = Table()
     for col in ("split", "pairs", "image size (HxW)", "bands", "label values (pixels)", "change ratio", "problems"):
         t.add_column(col, justify="right" if col in ("pairs", "change ratio", "problems") else "left")
     for split, r in reports.items():
