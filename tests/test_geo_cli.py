@@ -95,3 +95,17 @@ def test_grid_covers_scene_and_weights_sum_to_one(size, window, overlap):
             total[s:s + win] += w
             assert (w > 0).all()
         np.testing.assert_allclose(total, 1.0, rtol=1e-6)
+
+
+def test_demo_scene_writes_outputs_and_preview(tmp_path):
+    from PIL import Image
+
+    from changekit.geo import demo_scene
+    from changekit.geo.testing import DiffModel
+
+    s = demo_scene(DiffModel(), tmp_path, size=(256, 320), window=128, overlap=32, mean=[0.0] * 3, std=[255.0] * 3,
+                   scale="none", progress=False)
+    for name in ("change.tif", "probability.tif", "changes.geojson", "changes.gpkg", "preview.png", "t2.tif"):
+        assert (tmp_path / name).exists(), name
+    assert Image.open(tmp_path / "preview.png").size == (320, 256)
+    assert 0.0 <= s["f1"] <= 1.0

@@ -146,11 +146,12 @@ class _Predictor:
         return list(zip(out, valids))
 
     def _norm(self, x: np.ndarray, valid: torch.Tensor) -> torch.Tensor:
-        t = torch.from_numpy(x).to(self.device) * self.gain + self.offset
+        t = torch.from_numpy(x).to(self.device)  # in place from here on: x is our own scratch array
+        t.mul_(self.gain).add_(self.offset)
         if self.clip is not None:
-            t = t.clamp(self.clip[0], self.clip[1])
-        t = (t - self.mean) / self.std
-        return t * valid  # no-data pixels -> 0 (the training mean)
+            t.clamp_(self.clip[0], self.clip[1])
+        t.sub_(self.mean).div_(self.std)
+        return t.mul_(valid)  # no-data pixels -> 0 (the training mean)
 
     @torch.inference_mode()
     def _forward(self, x1: np.ndarray, x2: np.ndarray, valid: np.ndarray) -> np.ndarray:

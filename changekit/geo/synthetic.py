@@ -64,16 +64,24 @@ def write_scene_pair(
     with rasterio.open(t1_path, "w", **profile) as d1, rasterio.open(t2_path, "w", **profile) as d2:
         lab = rasterio.open(label_path, "w", **lab_profile) if label_path else None
         try:
+            xs = np.arange(W, dtype=np.float32)
+            noise_tile = rng.normal(0, 0.03, (2, bands, 521, 1031)).astype(np.float32)
             for y0 in range(0, H, block):
                 h = min(block, H - y0)
-                yy, xx = np.mgrid[y0:y0 + h, 0:W].astype(np.float32)
-                base = np.empty((bands, h, W), np.float32)
+                ys = np.arange(y0, y0 + h, dtype=np.float32)
+                base = np.full((bands, h, W), 0.45, np.float32)
                 for c in range(bands):
-                    v = sum(np.sin(freq[c, k, 0] * yy + freq[c, k, 1] * xx + phase[c, k]) for k in range(3))
-                    base[c] = 0.45 + 0.12 * v
+                    for k in range(3):  # sin(fy*y + fx*x + p) = sin(fy*y + p) cos(fx*x) + cos(fy*y + p) sin(fx*x)
+                        u = freq[c, k, 0] * ys + phase[c, k]
+                        v = freq[c, k, 1] * xs
+                        base[c] += 0.12 * (np.outer(np.sin(u), np.cos(v)) + np.outer(np.cos(u), np.sin(v)))
                 brng = np.random.default_rng([seed, y0])
-                a = base + brng.normal(0, 0.03, base.shape).astype(np.float32)
-                b = base + brng.normal(0, 0.03, base.shape).astype(np.float32)
+                a, b = base.copy(), base
+                for t, arr in enumerate((a, b)):  # tiled noise at a random offset per block: cheap at any size
+                    oy, ox = brng.integers(0, 521), brng.integers(0, 1031)
+                    tile = np.roll(noise_tile[t], (-oy, -ox), axis=(1, 2))
+                    reps = (1, -(-h // 521), -(-W // 1031))
+                    arr += np.tile(tile, reps)[:, :h, :W]
                 change = np.zeros((h, W), bool)
                 sel = (rects[:, 0] < y0 + h) & (rects[:, 0] + rects[:, 2] > y0)
                 for ry, rx, rh, rw in rects[sel]:

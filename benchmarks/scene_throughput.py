@@ -1,0 +1,79 @@
+"""`changekit scene` throughput on CPU for the demo model (FC-Siam-diff), with and without overlap.
+
+A synthetic georeferenced pair is generated once; each setting runs the full pipeline (read, scale,
+model, blend, strip files, GeoTIFFs, polygons) and reports megapixels of scene per second of wall time,
+plus the model's own share. Weights are random: throughput does not depend on them.
+
+    .venv/bin/python benchmarks/scene_throughput.py [--size 2048] [--overlaps 0,128,256] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+class Timed(torch.nn.Module):
+    """Wraps a model and adds up the seconds spent in its forward passes."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.seconds = model, 0.0
+        self.in_channels, self.num_classes = model.in_channels, model.num_classes
+
+    def forward(self, t1, t2):
+        t0 = time.perf_counter()
+        out = self.model(t1, t2)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="fc_siam_diff")
+    p.add_argument("--size", type=int, default=2048)
+    p.add_argument("--window", type=int, default=512)
+    p.add_argument("--overlaps", default="0,128,256")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args()
+    from changekit import build_model
+    from changekit.geo.scene import run_scene
+    from changekit.geo.synthetic import write_scene_pair
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    work = Path(tempfile.mkdtemp(prefix="scene_tp_"))
+    try:
+        write_scene_pair(work / "t1.tif", work / "t2.tif", size=(a.size, a.size), seed=0)
+        model = Timed(build_model(a.model).eval())
+        rows = []
+        for ov in (int(v) for v in a.overlaps.split(",")):
+            model.seconds = 0.0
+            s = run_scene(work / "t1.tif", work / "t2.tif", work / f"out_{ov}", model=model, mean="imagenet",
+                          std="imagenet", scale="none", window=a.window, overlap=ov, batch_size=a.batch_size,
+                          device=a.device, progress=False)
+            rows.append((ov, s, model.seconds))
+            print(f"overlap {ov}: {s['seconds']:.1f} s", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    mpx = a.size * a.size / 1e6
+    print(f"\n{a.model}, {a.size} x {a.size} px ({mpx:.1f} Mpx), window {a.window}, batch {a.batch_size}, "
+          f"{a.device}, {torch.get_num_threads()} threads")
+    print(f"{'overlap':>8} {'windows':>8} {'px seen/px':>10} {'wall s':>8} {'MP/s':>7} {'model s':>8} {'model %':>8} {'MP/s model only':>16}")
+    for ov, s, ms in rows:
+        seen = s["windows"] * min(a.window, a.size) ** 2 / (a.size * a.size)
+        print(f"{ov:>8} {s['windows']:>8} {seen:>10.2f} {s['seconds']:>8.1f} {mpx / s['seconds']:>7.2f} {ms:>8.1f} "
+              f"{ms / s['seconds']:>8.0%} {mpx / ms:>16.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
