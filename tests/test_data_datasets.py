@@ -305,3 +305,19 @@ def test_validate_collects_every_problem(levir):
     with pytest.raises(DataError, match=r"2 problems:(.|\n)*label/p1\.png(.|\n)*B/p3\.png"):
         ds.validate()
     assert ds.validate(full=False, raise_errors=False).problems[0].startswith(str(levir / "train/B/p3.png"))
+
+
+def test_colour_and_palette_files(tmp_path):
+    """Colour change masks (red new / green demolished) read as change under 0/255; palette images as RGB."""
+    truth = _make_split(tmp_path / "train", ("A", "B", "label"), ["c"])
+    lab = truth["c"]
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[..., 0] = lab * 255
+    rgb[:8, :, 0], rgb[:8, :, 1] = 0, lab[:8] * 255  # top rows: "green" changes
+    Image.fromarray(rgb).save(tmp_path / "train/label/c.png")
+    Image.fromarray(_img(0)).convert("P").save(tmp_path / "train/A/c.png")
+    item = build_dataset("levir-cd", tmp_path, "train")[0]
+    np.testing.assert_array_equal(item["label"].numpy(), lab)
+    assert item["t1"].shape == (3, H, W)
+    with pytest.raises(DataError, match=r"label/c\.png: label has 3 bands"):
+        build_dataset("folder", tmp_path, "train", label_encoding="index")[0]

@@ -388,8 +388,11 @@ class ChangeDataset(Dataset):
     def _lossy(self, p: Path) -> bool:
         return p.suffix.lower() in (".jpg", ".jpeg")
 
+    def _read_label_raw(self, path: Path) -> np.ndarray:
+        return read_label(path, colour="max" if self.label_encoding in ("binary", "0-255") else "error")
+
     def load_label(self, path: Path) -> np.ndarray:
-        return decode_label(read_label(path), self.label_encoding, ignore_value=self.ignore_value,
+        return decode_label(self._read_label_raw(path), self.label_encoding, ignore_value=self.ignore_value,
                             ignore_index=self.ignore_index, num_classes=self.num_classes,
                             lossy=self._lossy(path), path=path)
 
@@ -442,7 +445,7 @@ class ChangeDataset(Dataset):
                     rep.sizes[(h, w)] += 1
                     rep.bands[c] += 1
                     if "label" in arrs:
-                        raw = read_label(s.label)
+                        raw = self._read_label_raw(s.label)
                         v, n = np.unique(raw, return_counts=True)
                         for a, b in zip(v.tolist(), n.tolist()):
                             rep.label_values[a] += b

@@ -80,8 +80,8 @@ def image_shape(path: str | os.PathLike) -> tuple[int, int, int]:
                         "The file is corrupt or not an image; re-download or re-export it.") from e
 
 
-def _read_raw(path: Path) -> np.ndarray:
-    """(H, W, C) array in stored dtype."""
+def _read_raw(path: Path, palette_indices: bool = True) -> np.ndarray:
+    """(H, W, C) array in stored dtype (palette PNGs: the indices, or RGB with ``palette_indices=False``)."""
     _check_exists(path)
     try:
         if _is_tiff(path):
@@ -94,8 +94,8 @@ def _read_raw(path: Path) -> np.ndarray:
 
         with Image.open(path) as im:
             if im.mode == "P":
-                # palette images: keep indices (labels) -- never expand to RGB silently
-                arr = np.asarray(im)
+                # palette label maps keep their indices; palette *images* are expanded to RGB
+                arr = np.asarray(im) if palette_indices else np.asarray(im.convert("RGB"))
             elif im.mode in ("I;16", "I;16B", "I;16L", "I", "F", "L", "1", "RGB", "RGBA", "LA"):
                 arr = np.asarray(im)
             else:
@@ -119,7 +119,7 @@ def read_image(path: str | os.PathLike, bands: Sequence[int] | None = None) -> n
     stack). An index past the file's band count is a :class:`DataError`.
     """
     path = Path(path)
-    arr = _read_raw(path)
+    arr = _read_raw(path, palette_indices=False)
     if bands is not None:
         bands = list(bands)
         bad = [b for b in bands if not -arr.shape[2] <= b < arr.shape[2]]
@@ -130,8 +130,13 @@ def read_image(path: str | os.PathLike, bands: Sequence[int] | None = None) -> n
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def read_label(path: str | os.PathLike) -> np.ndarray:
-    """Read a label map as a raw integer (H, W) array (first band; RGB masks must be grey: R=G=B)."""
+def read_label(path: str | os.PathLike, colour: str = "error") -> np.ndarray:
+    """Read a label map as a raw integer (H, W) array.
+
+    Grey masks stored as RGB(A) (R=G=B) are read as one band. Colour masks (channels differ, e.g. red =
+    new / green = demolished) raise a DataError, or with ``colour="max"`` are read as the per-pixel
+    maximum over the colour channels (any colour = change; used for binary encodings).
+    """
     path = Path(path)
     arr = _read_raw(path)
     if arr.shape[2] > 1:
@@ -139,6 +144,8 @@ def read_label(path: str | os.PathLike) -> np.ndarray:
             arr[:, :, 0], arr[:, :, 2]
         ):
             arr = arr[:, :, :1]
+        elif arr.shape[2] in (3, 4) and colour == "max":
+            arr = arr[:, :, :3].max(axis=2, keepdims=True)
         elif arr.shape[2] in (3, 4) and _is_jpeg(path):
             # JPEG-compressed grey masks (CDD/SVCD) saved as RGB: channels differ by compression noise
             arr = arr[:, :, :3].mean(axis=2, keepdims=True).round()
