@@ -205,3 +205,12 @@ def test_norm_layer_and_norm_eval():
     frozen = ResNetV1c(depth=18, num_stages=1, strides=(1,), dilations=(1,), out_indices=(0,), norm_eval=True)
     frozen.train()
     assert frozen.training and not frozen.stem[1].training
+
+
+def test_resnet_pretrained_download_failure_is_a_clear_error(monkeypatch):
+    def offline(url, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(resnet_mod.torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(ChangekitError, match="download it by hand"):
+        resnet18_v1c(pretrained="open-mmlab://resnet18_v1c")

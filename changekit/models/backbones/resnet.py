@@ -244,9 +244,15 @@ def load_resnet_pretrained(
             text = RESNET_PRETRAINED_URLS[text]
         if text.startswith(("http://", "https://")):
             source = text
-            obj = torch.hub.load_state_dict_from_url(
-                text, map_location="cpu", weights_only=True, check_hash=True
-            )
+            try:
+                obj = torch.hub.load_state_dict_from_url(
+                    text, map_location="cpu", weights_only=True, check_hash=True
+                )
+            except (OSError, RuntimeError) as e:  # URLError is an OSError; a hash mismatch is a RuntimeError
+                raise ChangekitError(
+                    f"could not download {text} ({type(e).__name__}: {e}); download it by hand and pass the local "
+                    "file as `pretrained`"
+                ) from e
             sd = extract_state_dict(obj, text)
         else:
             source, sd = text, read_state_dict(text)
