@@ -69,3 +69,16 @@ def test_geotiff_pair_georeferenced_and_seamless(tmp_path):
     noise = sp.dates[0].noise
     assert np.abs(got - np.clip(ref1, 1, 255)).mean() < 2.0 * noise
     assert lb.any() and not np.array_equal(t1[:3], t2[:3])
+
+
+def test_nuisance_knob():
+    def unchanged_diff(k):
+        out = []
+        for seed in range(6):
+            t1, t2, lab = make_pair((96, 96), seed, nuisance=k)
+            out.append(np.abs(t1.astype(np.float32) - t2.astype(np.float32)).mean(-1)[lab == 0].mean())
+        return np.mean(out)
+
+    calm, default = unchanged_diff(0.0), unchanged_diff(1.0)
+    assert calm < 2.0 < 5.0 < default  # without nuisances only new/vanished buildings' shadows differ
+    np.testing.assert_array_equal(make_pair((64, 64), 4, 0.0)[2], make_pair((64, 64), 4, 1.0)[2])  # same changes

@@ -92,41 +92,51 @@ class SceneParams:
     p_gone: float = 0.12
 
 
-def scene_params(seed: int) -> SceneParams:
-    """Per-scene (per-pair) nuisance parameters drawn from ``seed``."""
+def scene_params(seed: int, nuisance: float = 1.0) -> SceneParams:
+    """Per-scene (per-pair) nuisance parameters drawn from ``seed``. ``nuisance`` scales their strength
+    (0 = identical radiometry, no seasonal shift, same sun, no misregistration, no noise; 1 = default)."""
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 7])
+    k = float(nuisance)
     dates = []
+    sun_ang = rng.uniform(0, 2 * np.pi)
     for d in range(2):
         sun_len = int(rng.integers(3, 7))
-        ang = rng.uniform(0, 2 * np.pi)
+        ang = sun_ang + k * rng.uniform(-np.pi / 2, np.pi / 2) * d  # date 2: sun direction moved (shadows move)
+        shift = (0, 0) if d == 0 else (int(rng.integers(-1, 2)), int(rng.integers(-1, 2)))
         dates.append(DateParams(
-            gain=float(rng.uniform(0.8, 1.2)),
-            offset=float(rng.uniform(-12, 12)),
-            cast=tuple(float(c) for c in rng.uniform(0.93, 1.07, 3)),
-            season=float(rng.uniform(0.0, 0.35) if d == 0 else rng.uniform(0.0, 0.7)),
+            gain=float(1 + k * rng.uniform(-0.2, 0.2)),
+            offset=float(k * rng.uniform(-12, 12)),
+            cast=tuple(float(1 + k * c) for c in rng.uniform(-0.07, 0.07, 3)),
+            season=float(k * (rng.uniform(0.0, 0.35) if d == 0 else rng.uniform(0.0, 0.7))),
             sun=(int(round(sun_len * np.sin(ang))), int(round(sun_len * np.cos(ang)))),
-            noise=float(rng.uniform(2.0, 6.0)),
-            shift=(0, 0) if d == 0 else (int(rng.integers(-1, 2)), int(rng.integers(-1, 2))),
+            noise=float(k * rng.uniform(2.0, 6.0)),
+            shift=shift if k >= 0.5 else (0, 0),
         ))
     return SceneParams(int(seed), (dates[0], dates[1]))
 
 
 def _cell_buildings(sp: SceneParams, cy: int, cx: int) -> list[tuple[int, int, int, int, int, int]]:
-    """Buildings of one grid cell: (y, x, h, w, roof index, state) with state 0 both dates, 1 new, 2 gone."""
+    """Buildings of one grid cell: (y, x, h, w, roof index, state) with state 0 both dates, 1 new, 2 gone.
+    Buildings keep 7 px from the cell edges (roads run there); two buildings in a cell never overlap."""
     rng = np.random.default_rng([sp.seed & 0xFFFFFFFF, 11, cy & 0xFFFFFFFF, cx & 0xFFFFFFFF])
     out = []
     if rng.random() > sp.p_building:
         return out
+    lo, span = 7, CELL - 14  # interior [7, 57)
     n = 1 if rng.random() < 0.65 else 2
-    for _ in range(n):
-        h, w = int(rng.integers(10, 41)), int(rng.integers(10, 41))
-        if n == 2:
-            h, w = min(h, 26), min(w, 26)
-        y = cy * CELL + int(rng.integers(7, max(8, CELL - 7 - h)))
-        x = cx * CELL + int(rng.integers(7, max(8, CELL - 7 - w)))
+    axis = int(rng.integers(2))
+    for i in range(n):
+        size = [int(rng.integers(10, 41)), int(rng.integers(10, 41))]
+        start, length = [lo, lo], [span, span]
+        if n == 2:  # split the interior in two halves along `axis`, one building per half
+            half = span // 2
+            size[axis] = min(size[axis], half - 2)
+            start[axis], length[axis] = lo + i * half + (1 if i else 0), half - 1
+        y = cy * CELL + start[0] + int(rng.integers(0, max(1, length[0] - size[0] + 1)))
+        x = cx * CELL + start[1] + int(rng.integers(0, max(1, length[1] - size[1] + 1)))
         u = rng.random()
         state = 1 if u < sp.p_new else (2 if u < sp.p_new + sp.p_gone else 0)
-        out.append((y, x, h, w, int(rng.integers(len(_ROOFS))), state))
+        out.append((y, x, size[0], size[1], int(rng.integers(len(_ROOFS))), state))
     return out
 
 
@@ -239,10 +249,12 @@ def _to_u8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def make_pair(size: int | Sequence[int] = (256, 256), seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One synthetic pair: ``(t1 uint8 HxWx3, t2 uint8 HxWx3, label uint8 HxW in {0,1})``."""
+def make_pair(size: int | Sequence[int] = (256, 256), seed: int = 0, nuisance: float = 1.0
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One synthetic pair: ``(t1 uint8 HxWx3, t2 uint8 HxWx3, label uint8 HxW in {0,1})``.
+    ``nuisance`` scales the unchanged-ground differences (see :func:`scene_params`)."""
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    sp = scene_params(seed)
+    sp = scene_params(seed, nuisance)
     t1, t2 = render_pair_window(sp, 0, 0, h, w)
     return _to_u8(t1), _to_u8(t2), render_label(sp, 0, 0, h, w)
 
@@ -252,7 +264,8 @@ def _sample_seed(seed: int, split_index: int, i: int) -> int:
 
 
 def write_dataset(root: str | os.PathLike, n_train: int = 200, n_val: int = 40, n_test: int = 40,
-                  size: int | Sequence[int] = (256, 256), seed: int = 0, progress=None) -> Path:
+                  size: int | Sequence[int] = (256, 256), seed: int = 0, progress=None,
+                  nuisance: float = 1.0) -> Path:
     """Write ``root/{train,val,test}/{A,B,label}/<name>.png`` (labels 0/255); returns ``root``.
     Names are ``<split>_<index:05d>``. Files are written atomically."""
     root = Path(root)
@@ -262,7 +275,7 @@ def write_dataset(root: str | os.PathLike, n_train: int = 200, n_val: int = 40, 
         for d in ("A", "B", "label"):
             (root / split / d).mkdir(parents=True, exist_ok=True)
         for i in range(n):
-            t1, t2, lab = make_pair(size, _sample_seed(seed, si, i))
+            t1, t2, lab = make_pair(size, _sample_seed(seed, si, i), nuisance)
             name = f"{split}_{i:05d}.png"
             write_png(root / split / "A" / name, t1)
             write_png(root / split / "B" / name, t2)
@@ -283,6 +296,7 @@ def write_geotiff_pair(
     nodata: float | None = None,
     tile: int = 512,
     bands: int = 3,
+    nuisance: float = 1.0,
 ) -> None:
     """Write a synthetic scene pair as GeoTIFFs with CRS and geotransform (uint8, ``bands`` bands:
     RGB, then NIR-like extra bands), and optionally its change label (uint8 0/1, same grid).
@@ -303,7 +317,7 @@ def write_geotiff_pair(
         (ox, oy), px = transform
         pxx, pxy = (px, px) if np.isscalar(px) else px
         aff = Affine(float(pxx), 0.0, float(ox), 0.0, -float(pxy), float(oy))  # north-up, top-left origin
-    sp = scene_params(seed)
+    sp = scene_params(seed, nuisance)
     prof = dict(driver="GTiff", height=h, width=w, dtype="uint8", crs=crs, transform=aff, tiled=True,
                 blockxsize=256, blockysize=256, compress="deflate")
     img_prof = dict(prof, count=bands, **({"nodata": nodata} if nodata is not None else {}))
