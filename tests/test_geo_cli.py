@@ -82,7 +82,8 @@ def test_scaling_rules(pair16):
             v = np.concatenate([a.read(1).ravel(), b.read(1).ravel()]).astype(float)
         lo, hi = np.percentile(v, [2, 98])
         assert lo * auto.gain[0] + auto.offset[0] == pytest.approx(0, abs=3) and hi * auto.gain[0] + auto.offset[0] == pytest.approx(255, abs=3)
-    assert train_range([0.485, 0.456, 0.406]) == (0.0, 1.0) and train_range([123.7]) == (0.0, 255.0)
+    assert train_range([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) == (0.0, 1.0) and train_range([123.7]) == (0.0, 255.0)
+    assert train_range([0.0], [255.0]) == (0.0, 255.0) and train_range([0.5], [0.2], recorded=[0, 10000]) == (0.0, 10000.0)
 
 
 @pytest.mark.parametrize("size,window,overlap", [((1000, 700), 256, 64), ((100, 90), 128, 32), ((513, 512), 512, 128)])

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["demo_scene", "preview_png"]
+__all__ = ["demo_scene", "demo_step", "preview_png"]
 
 
 def _stretch(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -22,10 +22,10 @@ def _stretch(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def preview_png(image: str | Path, change: str | Path, out_png: str | Path, bands: list[int] | None = None,
-                max_side: int = 1600, label: str | Path | None = None) -> Path:
+                max_side: int = 1600, label: str | Path | None = None, label_value: int = 1) -> Path:
     """A PNG of ``image`` (decimated to ``max_side``, 2-98 % stretch) with the change raster over it in red.
 
-    With ``label``, missed changes are drawn in cyan (false negatives) next to the predicted ones.
+    With ``label`` (changed pixels = ``label_value``), missed changes are drawn in cyan next to the predicted ones.
     Reads are decimated, so this works on scenes of any size.
     """
     import rasterio
@@ -47,7 +47,7 @@ def preview_png(image: str | Path, change: str | Path, out_png: str | Path, band
     rgb[hit] = 0.35 * rgb[hit] + 0.65 * np.array([255, 30, 30])
     if label is not None:
         with rasterio.open(label) as lab:
-            gt = lab.read(1, out_shape=shape, resampling=Resampling.max if f > 1 else Resampling.nearest) > 0
+            gt = lab.read(1, out_shape=shape, resampling=Resampling.nearest) == label_value
         miss = gt & ~hit
         rgb[miss] = 0.35 * rgb[miss] + 0.65 * np.array([0, 220, 255])
     rgb[ch == 255] = [40, 40, 40]
@@ -101,3 +101,13 @@ def demo_scene(model_ckpt: Any, out_dir: str | Path, size: tuple[int, int] = (20
     summary["preview"] = str(preview_png(t2, out / "change.tif", out / "preview.png", label=lab))
     summary["inputs"] = {"t1": str(t1), "t2": str(t2), "label": str(lab)}
     return summary
+
+
+def demo_step(ctx: Any) -> None:
+    """A ``changekit.demo`` extra step: ``demo_scene(ctx.checkpoint, ctx.out / "scene")``; summary in ``ctx.extra``.
+
+    Register with ``changekit.demo.EXTRA_STEPS.append(changekit.geo.demo.demo_step)``.
+    """
+    s = demo_scene(ctx.checkpoint, Path(ctx.out) / "scene")
+    ctx.extra["scene"] = {k: s[k] for k in ("grid", "windows", "seconds", "megapixels_per_s", "changed_pixels",
+                                            "polygons", "f1", "preview", "outputs") if k in s}

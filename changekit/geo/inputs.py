@@ -171,11 +171,14 @@ class Scaling:
         return f"{self.mode}: {parts}" + (f", clipped to {self.clip[0]:g}..{self.clip[1]:g}" if self.clip else "")
 
 
-def train_range(mean: Sequence[float] | None, recorded: Sequence[float] | None = None) -> tuple[float, float]:
-    """The value range of the model's training units: recorded, else 0..1 when every mean is <= 1, else 0..255."""
+def train_range(mean: Sequence[float] | None, std: Sequence[float] | None = None,
+                recorded: Sequence[float] | None = None) -> tuple[float, float]:
+    """The value range of the model's training units: ``recorded`` if given, else 0..1 when every mean and
+    every std is <= 1 (ImageNet-style ``0.485``/``0.229``), else 0..255 (8-bit images, changekit's default)."""
     if recorded is not None:
         return float(recorded[0]), float(recorded[1])
-    if mean is not None and len(mean) and max(abs(float(m)) for m in mean) <= 1.0:
+    small = lambda v: v is not None and len(v) and max(abs(float(x)) for x in v) <= 1.0
+    if small(mean) and (std is None or small(std)):
         return 0.0, 1.0
     return 0.0, 255.0
 

@@ -269,7 +269,7 @@ def run_scene(
                 std_v = std_v * n
             if len(mean_v) != n or len(std_v) != n:
                 raise ConfigError(f"mean/std have {len(mean_v)}/{len(std_v)} values but {n} bands are read")
-            scaling = resolve_scaling(scale, inputs, train_range(mean_v, input_range))
+            scaling = resolve_scaling(scale, inputs, train_range(mean_v, std_v, input_range))
             grid = Grid(inputs.height, inputs.width, window, overlap)
             plan = _plan(inputs, grid, scaling, mean_v, std_v, _model_fingerprint(model))
             plan_file = partial / "plan.json"
@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scene {s['grid']} px, bands {s['bands']}, scaling {s['scaling']}"
               + (", date 2 warped onto date 1's grid" if s["aligned"] else ""))
         print(f"{s['windows']} windows in {s['strips']} strips ({s['strips_resumed']} strips resumed), "
-              f"{s['seconds']:.1f} s, {s['megapixels_per_s']:.2f} MP/s")
+              f"{s['seconds']:.1f} s, {s['megapixels_per_s']:.3g} MP/s")
         print(f"changed pixels: {s['changed_pixels']} of {s['valid_pixels']} valid ({s['nodata_pixels']} no data)")
         if "polygons" in s:
             print(f"polygons: {s['polygons']} (dropped below --min-area: {s['polygons_dropped']})")
