@@ -9,8 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from changekit.data import (BandonDataset, ChangeDataset, build_dataset, dataset_from_config, decode_label,
-                            get_preset, list_presets, write_tiff)
+from changekit.data import (
+    BandonDataset,
+    build_dataset,
+    dataset_from_config,
+    decode_label,
+    get_preset,
+    list_presets,
+    write_tiff,
+)
 from changekit.errors import ConfigError, DataError
 
 H = W = 32

@@ -6,9 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from changekit.data.transforms import (DEFAULT_AUGMENT, ExchangeTime, Normalize, Pad, PhotoMetricDistortion,
-                                       RandomCrop, RandomFlip, RandomRotate, ToTensor, build_transforms,
-                                       hsv_to_rgb, resolve_stats, rgb_to_hsv)
+from changekit.data.transforms import (
+    DEFAULT_AUGMENT,
+    ExchangeTime,
+    Normalize,
+    Pad,
+    PhotoMetricDistortion,
+    RandomCrop,
+    RandomFlip,
+    RandomRotate,
+    ToTensor,
+    build_transforms,
+    hsv_to_rgb,
+    resolve_stats,
+    rgb_to_hsv,
+)
 from changekit.errors import ConfigError, DataError
 
 H, W = 48, 64

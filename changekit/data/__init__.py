@@ -9,7 +9,14 @@ Public API::
 
 from changekit.data.datasets import BandonDataset, ChangeDataset, Sample, ValidationReport, decode_label
 from changekit.data.io import image_shape, read_image, read_label, write_png, write_tiff
-from changekit.data.presets import PRESETS, DatasetPreset, build_dataset, dataset_from_config, get_preset, list_presets
+from changekit.data.presets import (
+    PRESETS,
+    DatasetPreset,
+    build_dataset,
+    dataset_from_config,
+    get_preset,
+    list_presets,
+)
 from changekit.data.synthetic import make_pair, write_dataset, write_geotiff_pair
 from changekit.data.transforms import STATS, build_transforms, resolve_stats
 

@@ -14,9 +14,9 @@ direction per date (shadows of unchanged buildings move), misregistration of dat
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -13,8 +13,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,6 @@ def _progress(console):
 def check_dataset(preset: str, root: str | os.PathLike, splits: Sequence[str | None] | None = None, *,
                   full: bool = True, console=None, **overrides: Any) -> dict[str | None, Any]:
     """Validate each split; returns {split: ValidationReport} (construction problems included)."""
-    from changekit.data.datasets import ValidationReport
     from changekit.data.presets import build_dataset, get_preset
 
     p = get_preset(preset)
@@ -109,7 +109,7 @@ def check_dataset(preset: str, root: str | os.PathLike, splits: Sequence[str | N
         if console is not None:
             with _progress(console) as prog:
                 task = prog.add_task(f"checking {split or 'flat'}", total=len(ds))
-                rep = ds.validate(full=full, raise_errors=False, progress=lambda i: prog.advance(task))
+                rep = ds.validate(full=full, raise_errors=False, progress=lambda i, t=task: prog.advance(t))
         else:
             rep = ds.validate(full=full, raise_errors=False)
         rep.labelled = ds.has_labels
@@ -187,7 +187,6 @@ def _positions(n: int, size: int, stride: int) -> list[int]:
 
 def _tile_file(src: Path, dst_dir: Path, stem: str, size: int, stride: int, out_ext: str) -> int:
     """Cut one raster into tiles named <stem>_<row>_<col><ext>; returns the tile count."""
-    from changekit.data.io import _read_raw, write_png, write_tiff
 
     import warnings
 

@@ -12,7 +12,8 @@ seeded per DataLoader worker by torch and reproducible with ``torch.manual_seed`
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
