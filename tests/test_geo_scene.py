@@ -52,7 +52,7 @@ def test_outputs_keep_crs_transform_and_are_cog_ready(pair, tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["change.tif", "changes.geojson", "changes.gpkg", "probability.tif"]
 
 
-def test_nodata_in_either_date_is_nodata_in_output(tmp_path):
+def test_nodata_in_either_date_is_nodata_in_output_also_as_cog(tmp_path):
     write_scene_pair(tmp_path / "a.tif", tmp_path / "b.tif", size=(200, 260), seed=1, nodata=0)
     with rasterio.open(tmp_path / "a.tif", "r+") as a:  # one band of date 1 missing in a block
         band = a.read(2)
@@ -62,9 +62,11 @@ def test_nodata_in_either_date_is_nodata_in_output(tmp_path):
         arr = b.read()
         arr[:, 150:190, 200:250] = 0
         b.write(arr)
-    run_scene(tmp_path / "a.tif", tmp_path / "b.tif", tmp_path / "out", model=ConstantModel(0.9), **KW)
+    run_scene(tmp_path / "a.tif", tmp_path / "b.tif", tmp_path / "out", model=ConstantModel(0.9), cog=True,
+              vectors=False, **KW)
     with rasterio.open(tmp_path / "out" / "change.tif") as c, rasterio.open(tmp_path / "out" / "probability.tif") as p:
         change, mask = c.read(1), p.read_masks(1)
+        assert c.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and c.nodata == 255
     expect = np.zeros((200, 260), bool)
     expect[10:60, 20:90] = True
     expect[150:190, 200:250] = True
