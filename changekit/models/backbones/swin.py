@@ -102,12 +102,16 @@ class WindowAttention(nn.Module):
         q, k, v = qkv.unbind(0)
         bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
         bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)  # 1, heads, N, N
-        if mask is not None:
+        drop = self.attn_drop if self.training else 0.0
+        if mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop)
+        else:  # fold windows into the head axis so the (nW, heads, N, N) bias broadcasts over the batch
             nw = mask.shape[0]
-            bias = (bias.unsqueeze(1) + mask.to(bias.dtype)[None, :, None]).expand(bw // nw, -1, -1, -1, -1)
-            bias = bias.reshape(bw, self.num_heads, n, n)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
-                                             dropout_p=self.attn_drop if self.training else 0.0)
+            bias = (bias + mask.to(bias.dtype).unsqueeze(1)).reshape(1, nw * self.num_heads, n, n)
+            fold = (bw // nw, nw * self.num_heads, n, -1)
+            out = F.scaled_dot_product_attention(q.reshape(fold), k.reshape(fold), v.reshape(fold),
+                                                 attn_mask=bias.to(q.dtype), dropout_p=drop)
+            out = out.reshape(bw, self.num_heads, n, -1)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(bw, n, c)))
 
 
