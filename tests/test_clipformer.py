@@ -288,3 +288,37 @@ def test_clip_labels_fallback_and_errors(tmp_path, capsys):
     torch.save({"token_embedding.weight": torch.zeros(3, 3)}, tmp_path / "text_only.pt")
     assert cli(["clip-labels", str(root / "train/A"), "--clip-weights", str(tmp_path / "text_only.pt")]) == 2
     assert "not a full CLIP checkpoint" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- configs
+def test_configs_follow_the_logged_recipe():
+    from pathlib import Path
+
+    import yaml
+
+    from changekit.engine.task import ChangeDetectionTask
+
+    files = sorted(Path(__file__).parents[1].glob("configs/clipformer/*.yaml"))
+    assert [f.stem.rsplit("_", 1)[1] for f in files] == ["cdd", "levircd", "levircdplus", "sysucd", "whucd"]
+    cfgs = [yaml.safe_load(f.read_text()) for f in files]
+    for c in cfgs:
+        assert c["model"] == cfgs[0]["model"]  # one recipe, only the data differ (as in the logs)
+        d = c["data"]
+        assert (d["batch_size"], d["crop_size"], d["cat_max_ratio"], d["mean"]) == (16, [256, 256], 0.75, "imagenet")
+        assert d["augment"]["rotate"] == {"prob": 0.5, "degree": 180} and d["augment"]["photometric"]
+    m = cfgs[0]["model"]
+    assert m["arch_args"] == {"clip_weights": "pretrain/ViT-B-16.pt", "backbone_weights": "pretrain/swin_tiny_patch4_window7_224.pth"}
+    assert m["schedule"] == {"warmup_iters": 1500, "warmup_start_factor": 1.0e-6, "max_iters": 40000, "power": 1.0, "min_lr": 0.0}
+    task = ChangeDetectionTask(**{**m, "arch_args": TINY})
+    opt = task.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    decay = {g["name"]: g["weight_decay"] for g in opt.param_groups}
+    assert decay == {"default": 0.01, "no_decay_norm": 0.0, "*relative_position_bias_table*": 0.0}
+    from changekit.engine.optim import build_param_groups
+
+    groups = build_param_groups(task.model.named_parameters(), 1e-4, 0.01, m["param_groups"], m["no_decay_norm"])
+    no_decay = {n for g in groups if g["weight_decay"] == 0 for n in g["param_names"]}
+    # norms of Swin, the context decoder and the CSWin blocks; CLIP's ln_* keep decay, as mmengine's 'norm' key did
+    assert {"backbone.norm3.weight", "context_decoder.decoder.0.norm1.bias", "decode_head.layer4.up.blk.norm2.weight"} <= no_decay
+    assert "backbone.layers.0.blocks.0.attn.relative_position_bias_table" in no_decay
+    assert "text_encoder.ln_final.weight" not in no_decay
