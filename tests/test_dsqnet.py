@@ -9,6 +9,7 @@ from changekit import build_model, load_weights
 from changekit.engine.ohem import ohem_cross_entropy, ohem_mask
 from changekit.models.heads.dsq_heads import BMQ
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny models: one intra-op thread is as fast on an idle machine and far faster on a shared, loaded one

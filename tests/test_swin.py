@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from changekit.checkpoints import CheckpointError
 from changekit.models.backbones.swin import SwinTransformer, load_swin_pretrained, swin_tiny
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny models: one intra-op thread is as fast on an idle machine and far faster on a shared, loaded one

@@ -10,6 +10,7 @@ import torch
 from changekit.checkpoints import CheckpointError
 from changekit.models.backbones.vitae import ViTAEv2, load_vitae_pretrained, vitaev2_s
 
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny models: one intra-op thread is as fast on an idle machine and far faster on a shared, loaded one

@@ -39,7 +39,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -216,16 +215,16 @@ class ReductionCell(nn.Module):
 class NormalCell(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, group: int, window: bool, window_size: int = 7,
                  qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 relative_pos: bool = False, norm_layer=partial(nn.LayerNorm, eps=1e-6)) -> None:
+                 relative_pos: bool = False, norm_eps: float = 1e-6) -> None:
         super().__init__()
         self.window, self.window_size = window, window_size
-        self.norm1 = norm_layer(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         if window:
             self.attn = WindowAttention(dim, dim, window_size, num_heads, qkv_bias, attn_drop, drop, relative_pos)
         else:
             self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = norm_layer(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         hidden = int(dim * mlp_ratio)
         self.mlp = Mlp(dim, hidden, dim, drop)
         self.PCM = nn.Sequential(
