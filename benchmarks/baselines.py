@@ -124,9 +124,22 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for size in args.sizes:
             for mode in args.modes:
-                cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, str(size), mode,
-                       "--batch", str(args.batch), "--warmup", str(args.warmup), "--iters", str(args.iters),
-                       "--threads", str(args.threads)]
+                cmd = [
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    "--worker",
+                    name,
+                    str(size),
+                    mode,
+                    "--batch",
+                    str(args.batch),
+                    "--warmup",
+                    str(args.warmup),
+                    "--iters",
+                    str(args.iters),
+                    "--threads",
+                    str(args.threads),
+                ]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:
                     notes.append(f"{name} {size} {mode}: failed ({proc.stderr.strip().splitlines()[-1:]})")
@@ -154,12 +167,26 @@ def _print_table(rows: list[dict], args: argparse.Namespace) -> None:
         f"{args.iters} timed calls after {args.warmup} warm-up ({platform.processor() or platform.machine()})",
         title_justify="left",
     )
-    for col, just in [("model", "left"), ("size", "right"), ("case", "left"), ("pairs/s", "right"),
-                      ("s/call", "right"), ("peak RSS MiB", "right"), ("+ over model MiB", "right")]:
+    for col, just in [
+        ("model", "left"),
+        ("size", "right"),
+        ("case", "left"),
+        ("pairs/s", "right"),
+        ("s/call", "right"),
+        ("peak RSS MiB", "right"),
+        ("+ over model MiB", "right"),
+    ]:
         table.add_column(col, justify=just)
     for r in rows:
-        table.add_row(r["model"], str(r["size"]), "forward" if r["mode"] == "forward" else "train step",
-                      f"{r['pairs_per_s']:.2f}", f"{r['s_per_call']:.3f}", f"{r['peak_rss_mib']:.0f}", f"{r['delta_mib']:.0f}")
+        table.add_row(
+            r["model"],
+            str(r["size"]),
+            "forward" if r["mode"] == "forward" else "train step",
+            f"{r['pairs_per_s']:.2f}",
+            f"{r['s_per_call']:.3f}",
+            f"{r['peak_rss_mib']:.0f}",
+            f"{r['delta_mib']:.0f}",
+        )
     Console(width=140).print(table)
 
 

@@ -23,7 +23,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-FLOP_CONVENTION = "multiply-add = 1 FLOP (torch FlopCounterMode count / 2; conv, matmul and attention only), both dates"
+FLOP_CONVENTION = (
+    "multiply-add = 1 FLOP (torch FlopCounterMode count / 2; conv, matmul and attention only), both dates"
+)
 
 
 def parameter_counts(model: nn.Module) -> dict[str, Any]:
@@ -48,10 +50,17 @@ def parameter_counts(model: nn.Module) -> dict[str, Any]:
     if direct:
         t, tr = count(direct)
         modules["(own parameters)"] = {"params": t, "trainable": tr, "frozen": t - tr}
-    return {"params_total": total, "params_trainable": trainable, "params_frozen": total - trainable, "modules": modules}
+    return {
+        "params_total": total,
+        "params_trainable": trainable,
+        "params_frozen": total - trainable,
+        "modules": modules,
+    }
 
 
-def _count_flops(model: nn.Module, in_channels: int, size: tuple[int, int], device: str) -> tuple[int, dict[str, int]]:
+def _count_flops(
+    model: nn.Module, in_channels: int, size: tuple[int, int], device: str
+) -> tuple[int, dict[str, int]]:
     from torch.utils.flop_counter import FlopCounterMode
 
     model = model.to(device).eval()
@@ -67,7 +76,9 @@ def _count_flops(model: nn.Module, in_channels: int, size: tuple[int, int], devi
     return counter.get_total_flops() // 2, per_module
 
 
-def count_flops(model: nn.Module, size: tuple[int, int], in_channels: int | None = None) -> tuple[int, dict[str, int]]:
+def count_flops(
+    model: nn.Module, size: tuple[int, int], in_channels: int | None = None
+) -> tuple[int, dict[str, int]]:
     """FLOPs (multiply-adds) of one forward pass on a pair of (1, C, H, W) inputs, and per top-level module.
 
     Works on a copy of ``model`` moved to the meta device; falls back to a real CPU pass when the model does
@@ -143,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         "FLOPs count one multiply-add as one FLOP (as open-cd's mmengine counter) for one image pair, both dates.",
     )
     p.add_argument("config", help="a registered model name (see `changekit models`) or a YAML config path")
-    p.add_argument("--size", type=int, nargs="+", default=[512], metavar="N", help="input size: N or H W (default 512)")
+    p.add_argument(
+        "--size", type=int, nargs="+", default=[512], metavar="N", help="input size: N or H W (default 512)"
+    )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
     args = p.parse_args(argv)
     if len(args.size) > 2 or min(args.size) <= 0:

@@ -33,7 +33,8 @@ class ConvBNReLU(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
         self.act = nn.ReLU(inplace=True)
-        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")  # mmcv ConvModule default
+        # mmcv ConvModule default init
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
@@ -42,7 +43,13 @@ class ConvBNReLU(nn.Module):
 class SegformerHead(nn.Module):
     """mmseg's SegformerHead: per-stage 1x1 ConvBNReLU to ``channels``, upsample to stage 1, concat, fuse, classify."""
 
-    def __init__(self, in_channels: Sequence[int], channels: int = 256, num_classes: int = 2, dropout_ratio: float = 0.1):
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        channels: int = 256,
+        num_classes: int = 2,
+        dropout_ratio: float = 0.1,
+    ):
         super().__init__()
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)  # defined first: mmseg's state_dict order
         self.dropout = nn.Dropout2d(dropout_ratio) if dropout_ratio > 0 else nn.Identity()
@@ -53,7 +60,10 @@ class SegformerHead(nn.Module):
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         size = feats[0].shape[2:]
-        outs = [F.interpolate(conv(x), size=size, mode="bilinear", align_corners=False) for conv, x in zip(self.convs, feats)]
+        outs = [
+            F.interpolate(conv(x), size=size, mode="bilinear", align_corners=False)
+            for conv, x in zip(self.convs, feats)
+        ]
         return self.conv_seg(self.dropout(self.fusion_conv(torch.cat(outs, dim=1))))
 
 
@@ -73,8 +83,12 @@ class ChangeFormer(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.in_channels = in_channels
-        self.backbone = mit(size, in_channels=in_channels, pretrained=pretrained, drop_path_rate=drop_path_rate)
-        self.decode_head = SegformerHead([2 * c for c in self.backbone.out_channels], channels, num_classes, dropout_ratio)
+        self.backbone = mit(
+            size, in_channels=in_channels, pretrained=pretrained, drop_path_rate=drop_path_rate
+        )
+        self.decode_head = SegformerHead(
+            [2 * c for c in self.backbone.out_channels], channels, num_classes, dropout_ratio
+        )
 
     def extract_features(self, t1: torch.Tensor, t2: torch.Tensor) -> list[torch.Tensor]:
         """Both dates through the shared encoder, fused per stage by channel concatenation (t1, t2)."""
@@ -86,12 +100,18 @@ class ChangeFormer(nn.Module):
         return self.decode_head(self.extract_features(t1, t2))
 
     def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(self.forward_decoder(t1, t2), size=t1.shape[2:], mode="bilinear", align_corners=False)
+        return F.interpolate(
+            self.forward_decoder(t1, t2), size=t1.shape[2:], mode="bilinear", align_corners=False
+        )
 
 
 def _factory(size: str):
-    def build(num_classes: int = 2, in_channels: int = 3, pretrained: str | Path | None = None, **kwargs) -> ChangeFormer:
-        return ChangeFormer(size, num_classes=num_classes, in_channels=in_channels, pretrained=pretrained, **kwargs)
+    def build(
+        num_classes: int = 2, in_channels: int = 3, pretrained: str | Path | None = None, **kwargs
+    ) -> ChangeFormer:
+        return ChangeFormer(
+            size, num_classes=num_classes, in_channels=in_channels, pretrained=pretrained, **kwargs
+        )
 
     build.__name__ = f"changeformer_mit_{size}"
     build.__doc__ = (

@@ -102,14 +102,18 @@ class EfficientSelfAttention(nn.Module):
     ):
         super().__init__()
         self.sr_ratio = sr_ratio
-        self.attn = nn.MultiheadAttention(embed_dims, num_heads, dropout=attn_drop, bias=qkv_bias, batch_first=True)
+        self.attn = nn.MultiheadAttention(
+            embed_dims, num_heads, dropout=attn_drop, bias=qkv_bias, batch_first=True
+        )
         if sr_ratio > 1:
             self.sr = nn.Conv2d(embed_dims, embed_dims, kernel_size=sr_ratio, stride=sr_ratio)
             self.norm = nn.LayerNorm(embed_dims, eps=eps)
         self.proj_drop = nn.Dropout(proj_drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int], identity: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, hw: tuple[int, int], identity: torch.Tensor | None = None
+    ) -> torch.Tensor:
         kv = x
         if self.sr_ratio > 1:
             kv = self.norm(_nchw_to_nlc(self.sr(_nlc_to_nchw(x, hw))))
@@ -132,7 +136,9 @@ class MixFFN(nn.Module):
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int], identity: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, hw: tuple[int, int], identity: torch.Tensor | None = None
+    ) -> torch.Tensor:
         out = _nchw_to_nlc(self.layers(_nlc_to_nchw(x, hw)))
         return (x if identity is None else identity) + self.drop_path(out)
 
@@ -154,7 +160,9 @@ class MiTBlock(nn.Module):
     ):
         super().__init__()
         self.norm1 = nn.LayerNorm(embed_dims, eps=eps)
-        self.attn = EfficientSelfAttention(embed_dims, num_heads, sr_ratio, qkv_bias, attn_drop, drop, drop_path, eps)
+        self.attn = EfficientSelfAttention(
+            embed_dims, num_heads, sr_ratio, qkv_bias, attn_drop, drop, drop_path, eps
+        )
         self.norm2 = nn.LayerNorm(embed_dims, eps=eps)
         self.ffn = MixFFN(embed_dims, mlp_ratio * embed_dims, drop, drop_path)
 
@@ -188,23 +196,44 @@ class MixVisionTransformer(nn.Module):
     ):
         super().__init__()
         if not (len(num_layers) == len(num_heads) == len(patch_sizes) == len(strides) == len(sr_ratios)):
-            raise ValueError("num_layers, num_heads, patch_sizes, strides and sr_ratios need one entry per stage")
+            raise ValueError(
+                "num_layers, num_heads, patch_sizes, strides and sr_ratios need one entry per stage"
+            )
         self.in_channels = in_channels
         self.num_stages = len(num_layers)
         self.out_indices = tuple(out_indices)
         self.out_channels = [embed_dims * h for h in num_heads]
         self.strides = tuple(strides)
-        dpr = torch.linspace(0, drop_path_rate, sum(num_layers)).tolist()  # stochastic depth, linear in block index
+        # stochastic depth, linear in the block index
+        dpr = torch.linspace(0, drop_path_rate, sum(num_layers)).tolist()
         cur = 0
         self.layers = nn.ModuleList()
         c_in = in_channels
         for i, n in enumerate(num_layers):
             c = self.out_channels[i]
             blocks = nn.ModuleList(
-                MiTBlock(c, num_heads[i], mlp_ratio, sr_ratios[i], qkv_bias, drop_rate, attn_drop_rate, dpr[cur + j], eps)
+                MiTBlock(
+                    c,
+                    num_heads[i],
+                    mlp_ratio,
+                    sr_ratios[i],
+                    qkv_bias,
+                    drop_rate,
+                    attn_drop_rate,
+                    dpr[cur + j],
+                    eps,
+                )
                 for j in range(n)
             )
-            self.layers.append(nn.ModuleList([OverlapPatchEmbed(c_in, c, patch_sizes[i], strides[i], eps), blocks, nn.LayerNorm(c, eps=eps)]))
+            self.layers.append(
+                nn.ModuleList(
+                    [
+                        OverlapPatchEmbed(c_in, c, patch_sizes[i], strides[i], eps),
+                        blocks,
+                        nn.LayerNorm(c, eps=eps),
+                    ]
+                )
+            )
             c_in = c
             cur += n
         self.init_weights()
@@ -256,27 +285,27 @@ def convert_nvlabs_mit(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
             continue
         stem, _, rest = k.partition(".")
         if stem.startswith("patch_embed"):
-            s = int(stem[len("patch_embed"):]) - 1
+            s = int(stem[len("patch_embed") :]) - 1
             out[f"layers.{s}.0.{rest.replace('proj.', 'projection.', 1)}"] = v
         elif stem.startswith("block"):
-            s = int(stem[len("block"):]) - 1
+            s = int(stem[len("block") :]) - 1
             j, _, sub = rest.partition(".")
             base = f"layers.{s}.1.{j}."
             if sub.startswith("attn.kv."):
                 continue  # merged with attn.q below
             if sub.startswith("attn.q."):
-                kind = sub[len("attn.q."):]
+                kind = sub[len("attn.q.") :]
                 kv_key = f"{stem}.{j}.attn.kv.{kind}"
                 if kv_key not in sd:
                     raise KeyError(f"{kv_key} missing for {k}")
                 out[base + f"attn.attn.in_proj_{kind}"] = torch.cat([v, sd[kv_key]], dim=0)
             elif sub.startswith("attn.proj."):
-                out[base + "attn.attn.out_proj." + sub[len("attn.proj."):]] = v
+                out[base + "attn.attn.out_proj." + sub[len("attn.proj.") :]] = v
             elif sub.startswith("mlp."):
-                name = sub[len("mlp."):]
+                name = sub[len("mlp.") :]
                 for src, dst in (("fc1.", "0."), ("dwconv.dwconv.", "1."), ("fc2.", "4.")):
                     if name.startswith(src):
-                        kind = name[len(src):]
+                        kind = name[len(src) :]
                         if src != "dwconv.dwconv." and kind == "weight" and v.ndim == 2:
                             v = v.reshape(*v.shape, 1, 1)
                         out[base + "ffn.layers." + dst + kind] = v
@@ -296,13 +325,15 @@ def mit_state_dict_from(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     """Return a MiT state dict in mmseg's layout from mmseg, NVlabs or open-cd (``backbone.``-prefixed) weights."""
     sd = dict(sd)
     if any(k.startswith("backbone.") for k in sd):  # a whole segmentor / change detector checkpoint
-        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+        sd = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
     if any(k.startswith(("patch_embed1.", "block1.")) for k in sd):
         return convert_nvlabs_mit(sd)
     return {k: v for k, v in sd.items() if not k.startswith("head.")}
 
 
-def load_mit_pretrained(model: MixVisionTransformer, weights: str | Path | Mapping[str, torch.Tensor], size: str | None = None) -> MixVisionTransformer:
+def load_mit_pretrained(
+    model: MixVisionTransformer, weights: str | Path | Mapping[str, torch.Tensor], size: str | None = None
+) -> MixVisionTransformer:
     """Load ImageNet MiT weights into ``model``, strictly (every key used, none missing, shapes equal).
 
     ``weights`` is a local file (mmseg's ``mit_b0_20220624-7e0fe6dd.pth`` or NVlabs' ``mit_b0.pth``), a state dict,
@@ -317,23 +348,31 @@ def load_mit_pretrained(model: MixVisionTransformer, weights: str | Path | Mappi
         text = str(weights)
         if text == "imagenet":
             if size not in MIT_PRETRAINED_URLS:
-                raise ChangekitError(f"no ImageNet MiT weights known for size {size!r}; known: {', '.join(MIT_PRETRAINED_URLS)}")
+                raise ChangekitError(
+                    f"no ImageNet MiT weights known for size {size!r}; known: {', '.join(MIT_PRETRAINED_URLS)}"
+                )
             text = MIT_PRETRAINED_URLS[size]
         if text.startswith(("http://", "https://")):
             source = text
-            sd = extract_state_dict(torch.hub.load_state_dict_from_url(text, map_location="cpu", weights_only=True), text)
+            sd = extract_state_dict(
+                torch.hub.load_state_dict_from_url(text, map_location="cpu", weights_only=True), text
+            )
         else:
             source, sd = text, read_state_dict(text)
     try:
         sd = mit_state_dict_from(sd)
     except KeyError as e:
-        raise ChangekitError(f"{source}: not a MiT checkpoint in mmseg or NVlabs SegFormer layout ({e})") from None
+        raise ChangekitError(
+            f"{source}: not a MiT checkpoint in mmseg or NVlabs SegFormer layout ({e})"
+        ) from None
     check_state_dict(model, sd, source)
     model.load_state_dict(sd, strict=True)
     return model
 
 
-def mit(size: str = "b0", in_channels: int = 3, pretrained: str | Path | None = None, **kwargs: Any) -> MixVisionTransformer:
+def mit(
+    size: str = "b0", in_channels: int = 3, pretrained: str | Path | None = None, **kwargs: Any
+) -> MixVisionTransformer:
     """Build MiT-``size`` (b0, b1, b2) with mmseg's settings; ``pretrained`` as in :func:`load_mit_pretrained`."""
     if size not in MIT_SETTINGS:
         raise ValueError(f"unknown MiT size {size!r}; choose from {', '.join(MIT_SETTINGS)}")
