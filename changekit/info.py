@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -77,19 +77,24 @@ def _count_flops(
 
 
 def count_flops(
-    model: nn.Module, size: tuple[int, int], in_channels: int | None = None
+    model: nn.Module,
+    size: tuple[int, int],
+    in_channels: int | None = None,
+    rebuild: Callable[[], nn.Module] | None = None,
 ) -> tuple[int, dict[str, int]]:
     """FLOPs (multiply-adds) of one forward pass on a pair of (1, C, H, W) inputs, and per top-level module.
 
-    Works on a copy of ``model`` moved to the meta device; falls back to a real CPU pass when the model does
-    something the meta device cannot (data-dependent Python control flow, ``.item()``...).
+    Runs on the meta device when the model allows it and on CPU otherwise (data-dependent Python control
+    flow, ``.item()``...). Without ``rebuild`` it works on a copy of ``model``; with it, ``model`` itself is
+    moved to the meta device (no copy of large frozen weights) and ``rebuild()`` supplies a real model for the
+    CPU fallback.
     """
     c = in_channels or getattr(model, "in_channels", 3)
     try:
-        meta = copy.deepcopy(model).to("meta")
+        meta = (model if rebuild is not None else copy.deepcopy(model)).to("meta")
         return _count_flops(meta, c, size, "meta")
-    except Exception:  # noqa: BLE001 - any meta-device limitation: count on the real model instead
-        return _count_flops(model, c, size, "cpu")
+    except Exception:  # noqa: BLE001 - any meta-device limitation: count on a real model instead
+        return _count_flops(rebuild() if rebuild is not None else model, c, size, "cpu")
 
 
 def model_info(config: Any, size: Sequence[int] = (512, 512)) -> dict[str, Any]:
@@ -102,7 +107,9 @@ def model_info(config: Any, size: Sequence[int] = (512, 512)) -> dict[str, Any]:
     info["in_channels"] = int(getattr(model, "in_channels", 3))
     info["num_classes"] = getattr(model, "num_classes", None)
     info.update(parameter_counts(model))
-    flops, per_module = count_flops(model, (int(size[0]), int(size[1])), info["in_channels"])
+    flops, per_module = count_flops(
+        model, (int(size[0]), int(size[1])), info["in_channels"], rebuild=lambda: build_model(config)
+    )
     info["flops"] = flops
     info["flops_convention"] = FLOP_CONVENTION
     for name, entry in info["modules"].items():

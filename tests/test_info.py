@@ -81,3 +81,19 @@ def test_info_table_from_yaml_config(capsys):
 def test_info_unknown_model_is_a_user_error(capsys):
     assert cli_main(["info", "changeformer_mit-b9"]) == 2
     assert "changeformer_mit-b" in capsys.readouterr().err
+
+
+def test_flops_fall_back_to_cpu_for_data_dependent_models():
+    class NeedsValues(nn.Module):
+        in_channels = 3
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+
+        def forward(self, a, b):
+            scale = float(a.abs().sum() + 1)  # impossible on the meta device
+            return self.conv(a) * scale - self.conv(b)
+
+    assert count_flops(NeedsValues(), (8, 8))[0] == 2 * 8 * 8 * 4 * 3
+    assert count_flops(NeedsValues(), (8, 8), rebuild=NeedsValues)[0] == 2 * 8 * 8 * 4 * 3
