@@ -77,10 +77,12 @@ def _map_block(rest: str, table: list[tuple[str, str]]) -> str | None:
 def detect_format(sd: Mapping[str, Any]) -> str:
     """``'clip'``, ``'opencd'``, ``'timm'`` or raise: which key layout ``sd`` uses."""
     keys = list(sd)
-    if any(k.startswith(("visual.conv1.", "conv1.")) or ".resblocks." in k for k in keys):
-        return "clip"
+    # open-cd first: BAN's pretrain files also hold CLIP-style ``decode_head.rec_with_attnbias.resblocks.*`` keys
     if any(re.search(r"(^|\.)layers\.\d+\.ln1\.", k) for k in keys) or any(k.endswith("patch_embed.projection.weight") for k in keys):
         return "opencd"
+    if any(k.startswith(("visual.conv1.", "conv1.")) or k.startswith(("visual.transformer.resblocks.", "transformer.resblocks."))
+           for k in keys):
+        return "clip"
     if any(k.endswith("patch_embed.proj.weight") for k in keys):
         return "timm"
     raise CheckpointError("not a ViT checkpoint in OpenAI CLIP / open_clip, open-cd (mmseg) or timm layout "

@@ -186,7 +186,7 @@ def vit_fm(kind: str = "clip", *, patch_size: int, img_size: int | Sequence[int]
     vit = VisionTransformer(
         img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=int(num_layers), num_heads=num_heads,
         mlp_ratio=mlp_ratio, qkv_bias=True, class_token=True, pre_norm=True, final_norm=False, num_classes=0,
-        global_pool="token", weight_init="skip",
+        global_pool="token", weight_init="skip" if device is not None and torch.device(device).type == "meta" else "",
         norm_layer=partial(nn.LayerNorm, eps=1e-5 if clip else 1e-6),
         act_layer=QuickGELU if clip else nn.GELU,
         embed_layer=PatchEmbed if clip else _PatchEmbedWithBias,
