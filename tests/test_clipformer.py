@@ -156,6 +156,17 @@ def test_text_tower_from_open_clip_state_dict_and_torchscript(tmp_path):
     small = {**TINY, "text": dict(width=64, heads=1, layers=2, embed_dim=32)}
     m = build_model({"arch": "clipformer_swin-t_vit-b16", "arch_args": {**small, "clip_weights": str(tmp_path / "ViT-tiny.pt")}})
     torch.testing.assert_close(m.text_encoder.text_projection, src.text_projection.detach().half().float())
+    # Swin ImageNet weights in the official layout ({"model": ...} with the classifier and final norm)
+    from changekit.models.backbones.swin import SwinTransformer
+
+    swin = SwinTransformer(**TINY["backbone"])
+    official = {k: v for k, v in swin.state_dict().items() if not k.startswith("norm")}
+    official.update({"norm.weight": torch.ones(128), "norm.bias": torch.zeros(128), "head.weight": torch.zeros(5, 128), "head.bias": torch.zeros(5)})
+    torch.save({"model": official}, tmp_path / "swin_tiny_test.pth")
+    m = build_model("clipformer_swin-t_vit-b16", backbone_weights=str(tmp_path / "swin_tiny_test.pth"), **TINY)
+    for k, v in official.items():
+        if k in m.backbone.state_dict():
+            torch.testing.assert_close(m.backbone.state_dict()[k], v, rtol=0, atol=0)
     with pytest.raises(CheckpointError, match="no such file"):
         build_model("clipformer_swin-t_vit-b16", clip_weights=str(tmp_path / "missing.pt"), **TINY)
     with pytest.raises(CheckpointError, match="does not fit"):  # wrong width: names the mismatch
@@ -180,15 +191,17 @@ def test_forward_shapes_with_per_sample_prompts(size):
             assert half.shape == (1, 2, 256, 256) and torch.isfinite(half).all()
             return
         out = m(t1, t2, classes_a, classes_b)
-        default = m(t1, t2)  # no text given: the fixed fallback list for both dates
-        other = m(t1, t2, classes_a, [["cabin"], ["sea"]])
+        s1, s2 = t1[..., :64, :64], t2[..., :64, :64]  # behaviour checks on a smaller crop
+        default = m(s1, s2)  # no text given: the fixed fallback list for both dates
+        other = m(s1, s2, classes_a, [["cabin"], ["sea"]])
+        same = m(s1, s2, classes_a, classes_b)
         odd = m(t1[:1, :, :100, :132], t2[:1, :, :100, :132])  # not a multiple of 32
     assert out.shape == (2, 2, 256, 256) and torch.isfinite(out).all()
     a, b = seen[0]
     assert a[1][1].endswith("cabin") and b[0] == (BACKGROUND_PROMPT, "remote sensing image foreground objects, road, tree, farmland")
     assert b[1][1].endswith(", bare land")  # date B uses its own list (the released code used A's at test time)
-    assert seen[1][0][0] == build_prompts(FALLBACK_CLASSES) == seen[1][1][1]
-    assert default.shape == out.shape and not torch.allclose(other, out)  # B's classes reach the output
+    assert seen[1][0][0] == build_prompts(FALLBACK_CLASSES) == seen[1][1][1] and seen[2][1][0][1].endswith("cabin")
+    assert default.shape == same.shape == (2, 2, 64, 64) and not torch.allclose(other, same)  # B's classes reach the output
     assert odd.shape == (1, 2, 100, 132)
 
 

@@ -170,6 +170,13 @@ class GlobalLocalPool(nn.Module):
         return tokens[:, 0], tokens[:, 1:].transpose(1, 2).reshape(b, -1, h, w)
 
 
+class PerScale(nn.ModuleList):
+    """One module per scale, applied level by level (a ModuleList that can be called, so profilers see it)."""
+
+    def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [m(x) for m, x in zip(self, xs)]
+
+
 # --------------------------------------------------------------------------------------------- context decoder
 class _Attention(nn.Module):
     """DenseCLIP's attention: separate q/k/v projections without bias, output projection + dropout."""
@@ -382,9 +389,9 @@ class CLIPFormer(nn.Module):
         n_text = 2  # background + foreground prompt per image
         stage_ch = feat[:3] + [feat[3] + n_text]  # score map concatenated to stage 4
         self.neck = FPN([2 * c for c in stage_ch], channels)
-        self.minus_conv = nn.ModuleList([ConvAct(c, channels, 1, nn.ReLU(inplace=True)) for c in stage_ch])
+        self.minus_conv = PerScale([ConvAct(c, channels, 1, nn.ReLU(inplace=True)) for c in stage_ch])
         self.diff = DifferenceDecoder(stage_ch, channels)
-        self.channel_att = nn.ModuleList([SELayerV2(3 * channels, channels) for _ in stage_ch])
+        self.channel_att = PerScale([SELayerV2(3 * channels, channels) for _ in stage_ch])
         dcfg = dict(channels=channels, num_classes=num_classes, text_dim=visual_dim)
         dcfg.update(decoder or {})
         self.decode_head = CSwinTextHead(**dcfg)
@@ -439,9 +446,9 @@ class CLIPFormer(nn.Module):
         text_b, xb = self._text_and_score(fb, text_b)
 
         fpn = self.neck([torch.cat([a, bb], dim=1) for a, bb in zip(xa, xb)])
-        minus = [conv(torch.abs(a - bb)) for conv, a, bb in zip(self.minus_conv, xa, xb)]
+        minus = self.minus_conv([torch.abs(a - bb) for a, bb in zip(xa, xb)])
         d0, *diffs = self.diff(xa, xb)  # D0 at 1/2, then D1..D4 at 1/4..1/32
-        fused = [att(torch.cat([d, m, p], dim=1)) for att, d, m, p in zip(self.channel_att, diffs, minus, fpn)]
+        fused = self.channel_att([torch.cat([d, m, p], dim=1) for d, m, p in zip(diffs, minus, fpn)])
         return self.decode_head([*fused, d0], text_a, text_b)
 
     def forward(self, t1: torch.Tensor, t2: torch.Tensor, classes_a=None, classes_b=None) -> torch.Tensor:
