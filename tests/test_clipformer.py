@@ -335,3 +335,31 @@ def test_configs_follow_the_logged_recipe():
     assert {"backbone.norm3.weight", "context_decoder.decoder.0.norm1.bias", "decode_head.layer4.up.blk.norm2.weight"} <= no_decay
     assert "backbone.layers.0.blocks.0.attn.relative_position_bias_table" in no_decay
     assert "text_encoder.ln_final.weight" not in no_decay
+
+
+def test_state_dict_round_trip_and_released_key_layout():
+    import changekit
+
+    m = CLIPFormer(**TINY).eval()
+    sd = m.state_dict()
+    assert not any("attn_mask" in k for k in sd)  # the causal mask is rebuilt, not stored
+    other = CLIPFormer(**TINY)
+    changekit.load_weights(other, sd)
+    for k, v in other.state_dict().items():
+        torch.testing.assert_close(v, sd[k], rtol=0, atol=0)
+    # the released layout: glpool inside the backbone, contexts2 (1, 1, 13, C), difference decoder at top level
+    released = {}
+    for k, v in sd.items():
+        if k.startswith("glpool."):
+            released["backbone." + k] = v
+        elif k == "contexts":
+            released["contexts2"] = v[None]
+        elif k.startswith("diff."):
+            released[k[len("diff."):]] = v
+        else:
+            released[k] = v
+    assert "linear_c4.proj.weight" in released and "decode_head.layer1.up.blk.low_rank_bilinear.WQ.weight" in released
+    third = CLIPFormer(**TINY)
+    changekit.load_weights(third, released)
+    for k, v in third.state_dict().items():
+        torch.testing.assert_close(v, sd[k], rtol=0, atol=0)
