@@ -16,7 +16,12 @@ from changekit.models.clipformer import (
     CLIPFormer,
     build_prompts,
 )
-from changekit.models.text.clip_text import CLIPTextContextEncoder, load_clip_text_weights, sot_eot_ids, tokenize
+from changekit.models.text.clip_text import (
+    CLIPTextContextEncoder,
+    load_clip_text_weights,
+    sot_eot_ids,
+    tokenize,
+)
 
 # a reduced configuration: same structure (Swin 4 stages, CLIP text tower with 64-token prompts + 13 context
 # tokens, context decoder, three fusion streams, 4-stage CSWin decoder), small widths
