@@ -208,6 +208,8 @@ def ban(fm: str | Mapping[str, Any] = "clip_vit-b16", bitab: str = "mit-b0", *, 
                                  cache_dir=fm_cache_dir, device="meta" if lazy else None, **fm_kwargs)
         if lazy and fm_init != "meta":
             image_encoder.to_empty(device="cpu")
+    if full is not None:  # the whole checkpoint supplies every weight: skip the component files
+        fm_weights = bitab_weights = None
     if fm_weights is not None:
         load_fm_weights(image_encoder, fm_weights)
     branch, decoder = build_bitab(bitab, image_encoder.embed_dim, bitab_weights)
