@@ -68,12 +68,20 @@ def _count_flops(
     x2 = torch.zeros(1, in_channels, *size, device=device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x1, x2)
-    per_module: dict[str, int] = {}
+    # Names are "<RootClass>.<child>[.<grandchild>...]". A child that is never called itself (a ModuleList
+    # indexed by the parent) has no entry of its own: sum its shallowest called descendants instead.
+    shallowest: dict[str, tuple[int, int]] = {}  # child -> (depth, flops)
     for name, ops in counter.get_flop_counts().items():
         parts = name.split(".")
-        if len(parts) == 2:  # "<RootClass>.<child>"
-            per_module[parts[1]] = sum(ops.values()) // 2
-    return counter.get_total_flops() // 2, per_module
+        if len(parts) < 2:
+            continue
+        depth, flops = len(parts), sum(ops.values()) // 2
+        best = shallowest.get(parts[1])
+        if best is None or depth < best[0]:
+            shallowest[parts[1]] = (depth, flops)
+        elif depth == best[0]:
+            shallowest[parts[1]] = (depth, best[1] + flops)
+    return counter.get_total_flops() // 2, {k: v for k, (_, v) in shallowest.items()}
 
 
 def count_flops(
@@ -114,6 +122,9 @@ def model_info(config: Any, size: Sequence[int] = (512, 512)) -> dict[str, Any]:
     info["flops_convention"] = FLOP_CONVENTION
     for name, entry in info["modules"].items():
         entry["flops"] = per_module.get(name, 0)
+    rest = flops - sum(e["flops"] for e in info["modules"].values())
+    if rest > 0:  # work done in the model's own forward (or in parameter-free children)
+        info["modules"]["(other)"] = {"params": 0, "trainable": 0, "frozen": 0, "flops": rest}
     return info
 
 

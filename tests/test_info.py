@@ -97,3 +97,18 @@ def test_flops_fall_back_to_cpu_for_data_dependent_models():
 
     assert count_flops(NeedsValues(), (8, 8))[0] == 2 * 8 * 8 * 4 * 3
     assert count_flops(NeedsValues(), (8, 8), rebuild=NeedsValues)[0] == 2 * 8 * 8 * 4 * 3
+
+
+def test_flops_of_module_lists_indexed_by_the_parent():
+    class Indexed(nn.Module):
+        in_channels = 3
+
+        def __init__(self):
+            super().__init__()
+            self.stages = nn.ModuleList([nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1)])
+
+        def forward(self, a, b):
+            return sum(self.stages[1](self.stages[0](x)) for x in (a, b))
+
+    flops, per_module = count_flops(Indexed(), (8, 8))
+    assert flops == per_module["stages"] == 2 * 8 * 8 * (4 * 3 + 4 * 4)
