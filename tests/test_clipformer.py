@@ -368,3 +368,23 @@ def test_state_dict_round_trip_and_released_key_layout():
     changekit.load_weights(third, released)
     for k, v in third.state_dict().items():
         torch.testing.assert_close(v, sd[k], rtol=0, atol=0)
+
+
+def test_clip_labeller_reads_resnet_clip():
+    """RN50-style labellers (the README's LEVIR-CD+ and CDD rows): a ModifiedResNet image tower is rebuilt from its weights."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    from changekit.data.clip_labels import ClipZeroShot, build_clip
+
+    rn = CLIP(
+        32,
+        vision_cfg=CLIPVisionCfg(layers=(1, 1, 1, 1), width=64, image_size=64, head_width=64),
+        text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=1, layers=1),
+        quick_gelu=True,
+    ).eval()
+    rebuilt = build_clip(rn.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.encode_image(x), rn.encode_image(x))
+    ranking = ClipZeroShot(rebuilt, RS_CLASSES_56).rank([np.full((50, 70, 3), 128.0)], top_k=3)[0]
+    assert len(ranking) == 3 and ranking[0][1] >= ranking[1][1] >= ranking[2][1]
