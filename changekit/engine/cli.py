@@ -113,7 +113,7 @@ class ChangeCLI(LightningCLI):
             "checkpoint.auto_insert_metric_name": False,
             "checkpoint.monitor": "val/f1",
             "checkpoint.mode": "max",
-            "checkpoint.save_last": True,
+            "checkpoint.save_last": False,  # last.ckpt comes from its own callback (see _instantiate_trainer)
             "checkpoint.save_top_k": 1,
         })
         if self.extra_defaults:
@@ -128,6 +128,15 @@ class ChangeCLI(LightningCLI):
             extra.append(RichProgressBar(leave=True))
         if config.get("logger") not in (False, None, []) and not any(isinstance(c, LearningRateMonitor) for c in given):
             extra.append(LearningRateMonitor(logging_interval="step"))
+        if self.command == "fit" and not config.get("fast_dev_run"):
+            # Lightning >= 2.6 refreshes `save_last` only when the monitored metric improves: keep last.ckpt
+            # current with a second, unmonitored checkpoint callback (saved at every validation)
+            from lightning.pytorch.callbacks import ModelCheckpoint
+
+            best = self.config_init.get("checkpoint") if hasattr(self, "config_init") else None
+            dirpath = getattr(best, "dirpath", None) or str(self.out_dir / "checkpoints")
+            extra.append(ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1,
+                                         enable_version_counter=False))
         return super()._instantiate_trainer(config, [*callbacks, *extra])
 
     def before_instantiate_classes(self) -> None:
@@ -144,8 +153,12 @@ def _run(command: str, argv: list[str]) -> int:
     if command == "fit":
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
         cb = trainer.checkpoint_callback
-        if trainer.is_global_zero and cb is not None:
-            print(f"checkpoints: best {cb.best_model_path or '-'} (val/f1 {cb.best_model_score}), last {cb.last_model_path or '-'}")
+        if cb is not None and cb.dirpath and not trainer.interrupted:
+            last = Path(cb.dirpath) / "last.ckpt"
+            trainer.save_checkpoint(last)  # the final state, whether or not validation ran at the last step
+            if trainer.is_global_zero:
+                score = None if cb.best_model_score is None else f"{float(cb.best_model_score):.4f}"
+                print(f"checkpoints: best {cb.best_model_path or '-'} (val/f1 {score}), last {last}")
         return 0
     if command in ("validate", "test"):
         if not ckpt_path and not model.hparams.get("weights"):

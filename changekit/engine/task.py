@@ -193,7 +193,9 @@ class ChangeDetectionTask(pl.LightningModule):
         cm.reset()
         from changekit.metrics import SUMMARY_KEYS
 
-        scalars = {k: float(metrics[k]) for k in SUMMARY_KEYS if k in metrics}
+        # undefined values (e.g. precision/F1 when nothing is predicted as change) are logged as 0 so that
+        # checkpoint selection and curves stay usable; the table and JSON show them as n/a
+        scalars = {k: float(metrics[k]) if metrics[k] == metrics[k] else 0.0 for k in SUMMARY_KEYS if k in metrics}
         self.log_dict({f"{prefix}/{k}": v for k, v in scalars.items()}, on_step=False, on_epoch=True, sync_dist=False)
         self.results[prefix] = {**metrics, "eval_mode": self.eval_mode_description}
         if self.print_tables and not self.trainer.sanity_checking and self.trainer.is_global_zero:
