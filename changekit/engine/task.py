@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +11,10 @@ import lightning.pytorch as pl
 import torch
 import torch.nn as nn
 
-from changekit.errors import ConfigError
 from changekit.engine.inference import describe_eval_mode, predict_logits
 from changekit.engine.losses import ChangeLoss
 from changekit.engine.optim import build_optimizer, build_param_groups, build_scheduler
+from changekit.errors import ConfigError
 
 __all__ = ["ChangeDetectionTask", "load_checkpoint_model", "build_task_model"]
 
@@ -268,9 +268,8 @@ def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     ``in_channels``, ``mean``, ``std``, ``bands`` (None where the checkpoint does not record them) and
     ``eval`` (``{mode, window, stride}``). The file is read safely (``weights_only``) and loaded strictly.
     """
-    from changekit.checkpoints import CheckpointError, extract_state_dict, read_checkpoint
-
     from changekit import load_weights
+    from changekit.checkpoints import CheckpointError, extract_state_dict, read_checkpoint
 
     ckpt = read_checkpoint(path)
     if not isinstance(ckpt, Mapping):

@@ -1,0 +1,47 @@
+"""`changekit demo` end to end with a miniature recipe (the full recipe is exercised by `make demo`)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_demo_writes_every_output(tmp_path, capsys):
+    from PIL import Image
+
+    from changekit import demo
+
+    seen = []
+    demo.EXTRA_STEPS.append(seen.append)
+    try:
+        code = demo.main(["--out", str(tmp_path / "demo"), "--size", "32", "--n-train", "8", "--n-val", "2",
+                          "--n-test", "3", "--crop", "32", "--batch-size", "4", "--steps", "4", "--val-every", "2",
+                          "--threads", "1", "--no-progress", "--figure-samples", "2"])
+    finally:
+        demo.EXTRA_STEPS.remove(seen.append)
+    assert code == 0
+    out = tmp_path / "demo"
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("precision", "recall", "f1", "iou", "oa", "kappa", "miou", "mf1"):
+        assert key in metrics
+    assert metrics["eval_mode"].startswith("whole") and metrics["pixels"] == 3 * 32 * 32
+    assert "evaluation: whole" in capsys.readouterr().out
+    from changekit.engine import load_checkpoint_model
+
+    model, info = load_checkpoint_model(out / "model.ckpt")
+    assert info["arch"] == "fc_siam_diff" and info["mean"] is not None
+    maps = sorted((out / "predictions" / "maps").glob("*.png"))
+    assert len(maps) == 3 and len(list((out / "predictions" / "overlays").glob("*.png"))) == 3
+    assert set(np.unique(np.array(Image.open(maps[0])))) <= {0, 255}
+    fig = np.array(Image.open(out / "figure.png"))
+    assert fig.shape[0] > 300 and fig.shape[1] > 300
+    assert len(seen) == 1 and seen[0].checkpoint == out / "model.ckpt"  # the extra-steps hook ran
