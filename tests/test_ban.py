@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from golden import golden_state_dict, load_golden
 
 import changekit
 from changekit.models.ban import BAN, count_parameters
-from golden import golden_state_dict, load_golden
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "ban").glob("*.yaml"))
 TINY_FM = dict(kind="clip", patch_size=8, img_size=32, embed_dim=64, num_heads=2, num_layers=3, out_indices=(0, 1, 2))

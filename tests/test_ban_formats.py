@@ -30,7 +30,7 @@ def tiny_clip():
     clip = CLIP(embed_dim=32, vision_cfg=CLIPVisionCfg(layers=3, width=W, patch_size=P, image_size=IMG, head_width=W // HEADS),
                 text_cfg=CLIPTextCfg(context_length=8, vocab_size=64, width=32, heads=2, layers=1), quick_gelu=True).eval()
     with torch.no_grad():  # non-trivial norms and biases so that a misplaced key shows
-        for name, p in clip.named_parameters():
+        for p in clip.parameters():
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
     x = torch.randn(2, 3, IMG, IMG)
