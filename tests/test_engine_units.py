@@ -190,3 +190,36 @@ def test_overlay_colours_and_binary_map(tmp_path):
     assert (arr == np.where(pred > 0, 255, 0)).all()
     assert not any(f.name.endswith(".tmp") for f in tmp_path.iterdir())
     assert math.isfinite(float(arr.mean()))
+
+
+def test_ohem_keeps_hard_pixels_like_mmseg():
+    from changekit.engine.losses import ohem_weights
+
+    # 1 image, 6 pixels; probability of the true class: via logits for class 0 (target 0 everywhere)
+    p = torch.tensor([0.95, 0.9, 0.6, 0.3, 0.8, 0.99])
+    logits = torch.stack([torch.log(p), torch.log(1 - p)]).view(1, 2, 1, 6)
+    target = torch.zeros(1, 1, 6, dtype=torch.long)
+    target[0, 0, 5] = 255
+    # thresh 0.7, min_kept 1: threshold = max(0.7, 2nd smallest valid prob 0.8) = 0.8 -> keep 0.6, 0.3
+    w = ohem_weights(logits, target, thresh=0.7, min_kept=1)
+    assert w.flatten().tolist() == [0, 0, 1, 1, 0, 0]
+    # min_kept larger than the valid count: threshold = max(0.7, largest valid prob 0.95) -> keep all below 0.95
+    assert ohem_weights(logits, target, 0.7, 100).flatten().tolist() == [0, 1, 1, 1, 1, 0]
+    loss, parts = ChangeLoss({"ohem": {"thresh": 0.7, "min_kept": 1}})(logits, target)
+    ce = F.cross_entropy(logits, target, ignore_index=255, reduction="none").flatten()
+    assert torch.allclose(loss, (ce[2] + ce[3]) / 6)  # mean over all pixels, as mmseg's decode-head loss
+
+
+def test_eval_resize_keeps_ratio_and_returns_input_size():
+    seen = []
+
+    def model(a, b):
+        seen.append(tuple(a.shape[-2:]))
+        return torch.zeros(a.shape[0], 2, *a.shape[-2:])
+
+    x = torch.zeros(1, 3, 50, 100)
+    out = predict_logits(model, x, x, mode="whole", resize=(200, 200))
+    assert seen == [(100, 200)] and out.shape[-2:] == (50, 100)
+    seen.clear()
+    predict_logits(model, x, x, mode="whole", resize=(100, 50))  # fits (h, w) in either orientation: no-op
+    assert seen == [(50, 100)]

@@ -57,13 +57,27 @@ def predict_logits(
     mode: str = "whole",
     window: int | Sequence[int] | None = None,
     stride: int | Sequence[int] | None = None,
+    resize: int | Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Logits (B, K, H, W) for a batch of image pairs.
+
+    ``resize=(h, w)``: first rescale the images, keeping their aspect ratio, to fit ``(h, w)`` as mmseg's
+    ``Resize(scale, keep_ratio=True)`` (a no-op when they already fit exactly), and resize the logits back.
 
     ``mode='whole'`` runs the model once on the full images. ``mode='slide'`` runs it on windows of size
     ``window`` placed every ``stride`` pixels (see :func:`slide_windows`) and averages the overlapping
     logits with a count matrix, as open-cd's ``test_cfg=dict(mode='slide', crop_size=..., stride=...)``.
     """
+    if resize is not None:  # mmseg Resize(scale, keep_ratio=True) before, logits resized back after
+        h, w = t1.shape[-2:]
+        (rh, rw) = _pair(resize, "resize")
+        f = min(max(rh, rw) / max(h, w), min(rh, rw) / min(h, w))
+        size = (int(h * f + 0.5), int(w * f + 0.5))
+        if size != (h, w):
+            t1r = F.interpolate(t1, size=size, mode="bilinear", align_corners=False)
+            t2r = F.interpolate(t2, size=size, mode="bilinear", align_corners=False)
+            out = predict_logits(model, t1r, t2r, mode, window, stride)
+            return F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
     if mode == "whole":
         return _run(model, t1, t2)
     if mode != "slide":
@@ -82,9 +96,13 @@ def predict_logits(
     return preds / count.to(preds.dtype)
 
 
-def describe_eval_mode(mode: str = "whole", window=None, stride=None) -> str:
+def describe_eval_mode(mode: str = "whole", window=None, stride=None, resize=None) -> str:
     """Human-readable evaluation mode, printed with every result table."""
+    pre = ""
+    if resize is not None:
+        rh, rw = _pair(resize, "resize")
+        pre = f"resized to fit {rh}x{rw} (keep ratio), "
     if mode == "slide":
         (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
-        return f"slide (window {wh}x{ww}, stride {sh}x{sw}, logits averaged)"
-    return "whole (full image, one pass)"
+        return f"slide ({pre}window {wh}x{ww}, stride {sh}x{sw}, logits averaged)"
+    return f"whole ({pre}full image, one pass)"

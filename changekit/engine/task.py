@@ -18,7 +18,7 @@ from changekit.errors import ConfigError
 
 __all__ = ["ChangeDetectionTask", "load_checkpoint_model", "build_task_model"]
 
-EVAL_KEYS = {"mode", "window", "stride", "crop_size"}
+EVAL_KEYS = {"mode", "window", "stride", "crop_size", "resize"}
 OPTIM_KEYS = {"type", "name", "lr", "weight_decay", "betas", "momentum", "nesterov", "eps"}
 
 
@@ -28,9 +28,9 @@ def _check_eval(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         cfg.setdefault("window", cfg.pop("crop_size"))
     unknown = set(cfg) - EVAL_KEYS
     if unknown:
-        raise ConfigError(f"model.eval: unknown keys {sorted(unknown)}; use mode (whole|slide), window, stride")
+        raise ConfigError(f"model.eval: unknown keys {sorted(unknown)}; use mode (whole|slide), window, stride, resize")
     cfg.setdefault("mode", "whole")
-    describe_eval_mode(cfg["mode"], cfg.get("window"), cfg.get("stride"))  # validates
+    describe_eval_mode(cfg["mode"], cfg.get("window"), cfg.get("stride"), cfg.get("resize"))  # validates
     if cfg["mode"] not in ("whole", "slide"):
         raise ConfigError(f"model.eval.mode must be 'whole' or 'slide', got {cfg['mode']!r}")
     return cfg
@@ -67,7 +67,7 @@ class ChangeDetectionTask(pl.LightningModule):
         weights: optional weight file loaded strictly with :func:`changekit.load_weights` (ours or open-cd's).
         num_classes: number of output classes (2 for binary change).
         ignore_index: label value excluded from loss and metrics.
-        loss: ``{ce: 1.0, dice: 0.0, avg_non_ignore: false, class_weight: null}``; the CE mean is over all
+        loss: ``{ce: 1.0, dice: 0.0, avg_non_ignore: false, class_weight: null, ohem: {thresh, min_kept}}``; the CE mean is over all
             pixels as in mmseg (``avg_non_ignore: false``).
         optimizer: ``{type (or name): adamw|sgd, lr, weight_decay, betas | momentum, nesterov, eps}``.
         param_groups: ``[{pattern, lr_mult, decay_mult}]``, longest matching pattern wins (mmengine custom_keys).
@@ -75,7 +75,8 @@ class ChangeDetectionTask(pl.LightningModule):
         schedule: ``{warmup_iters, warmup_start_factor, max_iters, power, min_lr}``: linear warm-up then poly,
             by iteration; ``max_iters`` defaults to the trainer's number of optimiser steps.
         grad_clip: clip the global gradient L2 norm to this value (None: off).
-        eval: ``{mode: whole|slide, window: [h, w], stride: [h, w]}`` used by validate/test/predict.
+        eval: ``{mode: whole|slide, window: [h, w], stride: [h, w], resize: [h, w] (optional, keep-ratio
+            rescale first)}`` used by validate/test/predict.
     """
 
     def __init__(
@@ -123,12 +124,12 @@ class ChangeDetectionTask(pl.LightningModule):
 
     def predict_logits(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
         c = self.eval_cfg
-        return predict_logits(self.model, t1, t2, c["mode"], c.get("window"), c.get("stride"))
+        return predict_logits(self.model, t1, t2, c["mode"], c.get("window"), c.get("stride"), c.get("resize"))
 
     @property
     def eval_mode_description(self) -> str:
         c = self.eval_cfg
-        return describe_eval_mode(c["mode"], c.get("window"), c.get("stride"))
+        return describe_eval_mode(c["mode"], c.get("window"), c.get("stride"), c.get("resize"))
 
     # ------------------------------------------------------------------ training
     def setup(self, stage: str) -> None:
