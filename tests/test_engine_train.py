@@ -128,3 +128,39 @@ def test_cli_reports_bad_config(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert changekit_main(["fit", "-c", str(bad)]) == 2
     assert "no_such_model" in capsys.readouterr().err
+
+
+def test_grad_clip_param_groups_and_frozen_parameters(toy):
+    import lightning.pytorch as pl
+
+    from changekit.engine.datamodule import ChangeDataModule
+    from changekit.engine.task import ChangeDetectionTask
+
+    root, _ = toy
+    dm = ChangeDataModule(dataset="folder", root=str(root), batch_size=4, crop_size=32,
+                          augment={"rotate": False, "photometric": False}, mean=[80.0] * 3, std=[50.0] * 3)
+    task = ChangeDetectionTask("fc_siam_diff", {"base_channel": 4}, grad_clip=1e-3, no_decay_norm=True,
+                               optimizer={"type": "sgd", "lr": 0.1, "weight_decay": 0.01, "momentum": 0.0},
+                               param_groups=[{"pattern": "decode_head", "lr_mult": 10.0},
+                                             {"pattern": "backbone.bn*", "decay_mult": 0.0}])
+    frozen = next(n for n, _ in task.model.named_parameters())
+    task.model.get_parameter(frozen).requires_grad_(False)
+    norms = []
+
+    class GradNorm(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            g = [p.grad.norm() for p in pl_module.parameters() if p.grad is not None]
+            norms.append(float(torch.linalg.vector_norm(torch.stack(g))))
+
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[GradNorm()],
+                         limit_val_batches=0)
+    trainer.fit(task, datamodule=dm)
+    assert norms and norms[0] <= 1e-3 * 1.001
+    opt = trainer.optimizers[0]
+    assert isinstance(opt, torch.optim.SGD)
+    params = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert id(task.model.get_parameter(frozen)) not in params
+    by_name = {g["name"]: g for g in opt.param_groups}
+    assert by_name["backbone.bn*"]["weight_decay"] == 0.0 and by_name["default"]["weight_decay"] == 0.01
+    assert by_name["decode_head"]["initial_lr"] == pytest.approx(1.0)
