@@ -65,10 +65,25 @@ class DemoContext:
 EXTRA_STEPS: list[Callable[[DemoContext], None]] = []
 
 
+def scene_step(ctx: DemoContext) -> None:
+    """Last stage: a synthetic georeferenced scene pair through ``changekit scene`` with the demo model."""
+    if ctx.args.no_scene:
+        return
+    from changekit.geo.demo import demo_scene
+
+    h, w = ctx.args.scene_size
+    print(f"[6/6] large-scene inference on a synthetic {h}x{w} GeoTIFF pair -> {ctx.out / 'scene'}")
+    s = demo_scene(ctx.checkpoint, ctx.out / "scene", size=(h, w), progress=not ctx.args.no_progress)
+    ctx.extra["scene"] = {k: s[k] for k in ("windows", "seconds", "megapixels_per_s", "changed_pixels", "polygons", "f1", "preview")
+                          if k in s}
+    print(f"      {s.get('windows')} windows, {s.get('polygons')} change polygons, scene F1 {s.get('f1', float('nan')):.3f}; "
+          f"preview {s.get('preview')}")
+
+
 def extra_steps(ctx: DemoContext) -> None:
     """HOOK for further demo stages (e.g. ``changekit scene`` on a synthetic GeoTIFF pair with the model in
     ``ctx.checkpoint``). Runs every function in :data:`EXTRA_STEPS`; write outputs under ``ctx.out``."""
-    for step in EXTRA_STEPS:
+    for step in [scene_step, *EXTRA_STEPS]:
         step(ctx)
 
 
@@ -93,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default 1: robust on a busy machine; try 2+ on an idle one)")
     p.add_argument("--figure-samples", type=int, default=4)
+    p.add_argument("--scene-size", type=int, nargs=2, default=(1536, 2048), metavar=("H", "W"),
+                   help="size of the synthetic georeferenced scene run through `changekit scene` at the end")
+    p.add_argument("--no-scene", action="store_true", help="skip the large-scene step")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -221,7 +239,7 @@ def run(args: argparse.Namespace) -> DemoContext:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data_root = out / "data"
-    print(f"[1/5] synthetic dataset: {args.n_train}/{args.n_val}/{args.n_test} pairs of {args.size}x{args.size} -> {data_root}")
+    print(f"[1/6] synthetic dataset: {args.n_train}/{args.n_val}/{args.n_test} pairs of {args.size}x{args.size} -> {data_root}")
     write_dataset(data_root, args.n_train, args.n_val, args.n_test, size=args.size, seed=args.seed)
 
     pl.seed_everything(args.seed, verbose=False)
@@ -268,14 +286,14 @@ def run(args: argparse.Namespace) -> DemoContext:
         deterministic=False,
     )
     t0 = time.time()
-    print(f"[2/5] training fc_siam_diff for {args.steps} iterations (batch {args.batch_size}, crop {args.crop}, "
+    print(f"[2/6] training fc_siam_diff for {args.steps} iterations (batch {args.batch_size}, crop {args.crop}, "
           f"lr {args.lr}, {threads} thread(s))")
     task.print_tables = False
     trainer.fit(task, datamodule=dm)
     train_s = time.time() - t0
     print(f"      trained {trainer.global_step} iterations in {train_s:.0f} s")
 
-    print("[3/5] evaluating on the held-out test split")
+    print("[3/6] evaluating on the held-out test split")
     trainer.test(task, datamodule=dm, verbose=False)
     metrics = task.results["test"]
     print(format_metrics_table(metrics, task.eval_mode_description))
@@ -296,13 +314,13 @@ def run(args: argparse.Namespace) -> DemoContext:
     )
     _write_json(out / "metrics.json", json_ready(summary))
 
-    print(f"[4/5] change maps and error overlays -> {out / 'predictions'}")
+    print(f"[4/6] change maps and error overlays -> {out / 'predictions'}")
     pred_dir = out / "predictions"
     writer = PredictionWriter(pred_dir, ignore_index=255)
     trainer.callbacks.append(writer)
     trainer.predict(task, datamodule=dm, return_predictions=False)
 
-    print(f"[5/5] figure -> {out / 'figure.png'}")
+    print(f"[5/6] figure -> {out / 'figure.png'}")
     labels = sorted((data_root / "test" / "label").glob("*.png"))
     import numpy as np
     from PIL import Image

@@ -25,7 +25,8 @@ def test_demo_writes_every_output(tmp_path, capsys):
     try:
         code = demo.main(["--out", str(tmp_path / "demo"), "--size", "32", "--n-train", "8", "--n-val", "2",
                           "--n-test", "3", "--crop", "32", "--batch-size", "4", "--steps", "4", "--val-every", "2",
-                          "--threads", "1", "--no-progress", "--figure-samples", "2"])
+                          "--threads", "1", "--no-progress", "--figure-samples", "2",
+                          "--scene-size", "192", "256"])
     finally:
         demo.EXTRA_STEPS.remove(seen.append)
     assert code == 0
@@ -45,3 +46,11 @@ def test_demo_writes_every_output(tmp_path, capsys):
     fig = np.array(Image.open(out / "figure.png"))
     assert fig.shape[0] > 300 and fig.shape[1] > 300
     assert len(seen) == 1 and seen[0].checkpoint == out / "model.ckpt"  # the extra-steps hook ran
+    # the large-scene step: georeferenced rasters, polygons and a preview
+    import rasterio
+
+    for name in ("change.tif", "probability.tif", "changes.geojson", "changes.gpkg", "preview.png"):
+        assert (out / "scene" / name).is_file(), name
+    with rasterio.open(out / "scene" / "change.tif") as c, rasterio.open(out / "scene" / "t1.tif") as t1:
+        assert c.crs == t1.crs and c.transform == t1.transform and c.shape == (192, 256)
+    assert "scene" in seen[0].extra
