@@ -1,0 +1,121 @@
+"""``SemanticChangeTask``: train and evaluate a semantic-change model (BAN-SCD on BANDON).
+
+The model must offer ``forward_scd(t1, t2) -> dict(change, sem1, sem2)`` (logits at input resolution); its
+plain ``forward`` gives the change logits, so prediction, export and every generic tool treat it as an ordinary
+change model. The batches must carry ``label_sem1`` / ``label_sem2`` besides ``label``: for BANDON set
+``data.dataset_args: {semantic: true}``.
+
+Loss (as the BAN repository's ``SCD_BitemporalAdapterHead.loss_by_feat``): ``loss`` (default CE) on the change
+logits + ``semantic_loss`` (default CE, weight 1) on each date's semantic logits, ignore value 255, logits
+resized to the label size. Validation/test log the SCD metrics of :mod:`changekit.scd_metrics` (``val/sek``,
+``val/scd_score``, ``val/sem_miou``, and the binary ``val/f1``, ``val/iou``, ``val/miou`` ...), with the same
+whole/slide evaluation as the change task applied to all three outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from changekit.engine.inference import predict_logits
+from changekit.engine.losses import ChangeLoss
+from changekit.engine.task import ChangeDetectionTask
+from changekit.errors import ConfigError
+
+__all__ = ["SemanticChangeTask"]
+
+
+class _Stacked(nn.Module):
+    """The three SCD outputs as one logits tensor (change, sem1, sem2 on the class axis), so that the
+    whole/slide inference of the change task (window averaging included) serves them unchanged."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+        out = self.model.forward_scd(t1, t2)
+        return torch.cat([out["change"], out["sem1"], out["sem2"]], dim=1)
+
+
+class SemanticChangeTask(ChangeDetectionTask):
+    """:class:`~changekit.engine.task.ChangeDetectionTask` with the semantic heads' loss and the SCD metrics.
+
+    Extra args:
+        num_semantic_classes: classes of each date's semantic map (BANDON: 3, background / roof / facade).
+        semantic_loss: loss of each semantic map, as ``loss`` (default ``{ce: 1.0}``).
+    """
+
+    def __init__(self, arch: str, *args: Any, num_semantic_classes: int = 3,
+                 semantic_loss: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(arch, *args, **kwargs)
+        self.save_hyperparameters()
+        if not hasattr(self.model, "forward_scd"):
+            raise ConfigError(f"model {arch!r} has no semantic heads (forward_scd); use a ban-scd_* model "
+                              "or the plain ChangeDetectionTask")
+        own = getattr(self.model, "num_semantic_classes", num_semantic_classes)
+        if own != num_semantic_classes:
+            raise ConfigError(f"model {arch!r} predicts {own} semantic classes but num_semantic_classes is "
+                              f"{num_semantic_classes}")
+        ii = self.hparams.ignore_index
+        self.semantic_criterion = ChangeLoss(semantic_loss or {"ce": 1.0}, ignore_index=ii)
+        from changekit.scd_metrics import SCDConfusion
+
+        self.val_cm = SCDConfusion(num_semantic_classes, ignore_index=ii)
+        self.test_cm = SCDConfusion(num_semantic_classes, ignore_index=ii)
+
+    @staticmethod
+    def _labels(batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        missing = [k for k in ("label", "label_sem1", "label_sem2") if k not in batch]
+        if missing:
+            raise ConfigError(f"the batches lack {missing}: semantic change needs both dates' semantic labels "
+                              "(BANDON: set data.dataset_args: {semantic: true})")
+        return batch["label"], batch["label_sem1"], batch["label_sem2"]
+
+    def scd_losses(self, out: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict]:
+        label, s1, s2 = self._labels(batch)
+        change, _ = self.criterion(out["change"], label)
+        sem1, _ = self.semantic_criterion(out["sem1"], s1)
+        sem2, _ = self.semantic_criterion(out["sem2"], s2)
+        return change + sem1 + sem2, {"change": change, "sem1": sem1, "sem2": sem2}
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, parts = self.scd_losses(self.model.forward_scd(batch["t1"], batch["t2"]), batch)
+        bs = batch["t1"].shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        for k, v in parts.items():
+            self.log(f"train/loss_{k}", v, on_step=True, on_epoch=False, batch_size=bs)
+        return loss
+
+    def predict_scd(self, t1: torch.Tensor, t2: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``dict(change, sem1, sem2)`` logits with the configured whole/slide evaluation."""
+        c = self.eval_cfg
+        out = predict_logits(_Stacked(self.model), t1, t2, c["mode"], c.get("window"), c.get("stride"), c.get("resize"))
+        k = self.model.num_semantic_classes
+        change, sem1, sem2 = torch.split(out, [out.shape[1] - 2 * k, k, k], dim=1)
+        return {"change": change, "sem1": sem1, "sem2": sem2}
+
+    def _eval_step(self, batch: Mapping[str, Any], cm, prefix: str) -> None:
+        label, s1, s2 = self._labels(batch)
+        out = self.predict_scd(batch["t1"], batch["t2"])
+        if out["change"].shape[-2:] != label.shape[-2:]:
+            out = {k: F.interpolate(v, size=label.shape[-2:], mode="bilinear", align_corners=False) for k, v in out.items()}
+        loss, _ = self.scd_losses(out, batch)
+        self.log(f"{prefix}/loss", loss, on_step=False, on_epoch=True, batch_size=label.shape[0], sync_dist=True)
+        cm.update(out["change"].argmax(1), label, out["sem1"].argmax(1), s1, out["sem2"].argmax(1), s2)
+
+    def _eval_epoch_end(self, cm, prefix: str) -> None:
+        metrics = cm.compute()  # synchronised over processes by torchmetrics
+        cm.reset()
+        from changekit.scd_metrics import SCD_SUMMARY_KEYS, format_scd_table
+
+        scalars = {k: float(metrics[k]) if metrics[k] == metrics[k] else 0.0 for k in SCD_SUMMARY_KEYS}
+        self.log_dict({f"{prefix}/{k}": v for k, v in scalars.items()}, on_step=False, on_epoch=True, sync_dist=False)
+        self.results[prefix] = {**metrics, "eval_mode": self.eval_mode_description}
+        if self.print_tables and not self.trainer.sanity_checking and self.trainer.is_global_zero:
+            print(f"\n{prefix} (step {self.global_step})\n" + format_scd_table(metrics, self.eval_mode_description),
+                  flush=True)
