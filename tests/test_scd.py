@@ -176,3 +176,61 @@ def test_semantic_task_needs_semantic_model_and_labels():
         SemanticChangeTask("fc_siam_diff", {"base_channel": 4})
     with pytest.raises(ConfigError, match="semantic: true"):
         SemanticChangeTask._labels({"label": torch.zeros(1)})
+
+
+SCD_CONFIG = """\
+seed_everything: 0
+model:
+  arch: ban-scd
+  arch_args: {{fm: {{kind: clip, patch_size: 8, img_size: 32, embed_dim: 64, num_heads: 2, num_layers: 3,
+              out_indices: [0, 1, 2]}}, bitab: mit-b0, channels: 32}}
+  num_semantic_classes: 3
+  optimizer: {{type: adamw, lr: 0.001, weight_decay: 0.01}}
+  param_groups: [{{pattern: cd_head, lr_mult: 10.0}}]
+data:
+  dataset: bandon
+  root: {root}
+  dataset_args: {{semantic: true}}
+  batch_size: 2
+  eval_batch_size: 1
+  crop_size: 32
+  augment: {{rotate: false, photometric: false}}
+  mean: clip
+  std: clip
+trainer:
+  accelerator: cpu
+  devices: 1
+  max_steps: 2
+  val_check_interval: 2
+  enable_progress_bar: false
+  enable_model_summary: false
+  num_sanity_val_steps: 0
+"""
+
+
+def test_cli_fit_and_test_on_miniature_bandon(tmp_path, monkeypatch, capsys, one_thread):
+    """`changekit fit/test` with a BANDON semantic config: the datamodule feeds label_sem1/2, SCD metrics come out."""
+    from test_data_datasets import _bandon
+
+    from changekit.cli import main as changekit_main
+
+    root = tmp_path / "BANDON"
+    _bandon(root, "train", "labels_unch0ch1ig255", enc255=False)
+    _bandon(root, "val", "labels", enc255=True)
+    _bandon(root, "test", "labels", enc255=True)
+    cfg = tmp_path / "scd.yaml"
+    cfg.write_text(SCD_CONFIG.format(root=root))
+    monkeypatch.chdir(tmp_path)
+    out_root = ["--output_root", str(tmp_path / "outputs")]
+    assert changekit_main(["fit", "-c", str(cfg), *out_root]) == 0
+    last = tmp_path / "outputs" / "scd" / "checkpoints" / "last.ckpt"
+    ck = torch.load(last, weights_only=True)
+    assert ck["global_step"] == 2 and ck["hyper_parameters"]["num_semantic_classes"] == 3
+    capsys.readouterr()
+    assert changekit_main(["test", "--ckpt_path", str(last), *out_root]) == 0  # the task class comes from the checkpoint
+    out = capsys.readouterr().out
+    assert "SeK" in out and "facade" in out
+    import json
+
+    res = json.loads((tmp_path / "outputs" / "scd" / "metrics_test.json").read_text())
+    assert res["sem_pixels"] == 2 * 4 * 32 * 32 and "scd_score" in res

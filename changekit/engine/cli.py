@@ -59,6 +59,27 @@ def _ckpt_defaults(ckpt_path: str | None) -> dict[str, Any]:
     return out
 
 
+def _task_class(config: str | None, argv: list[str], defaults: dict[str, Any]) -> type:
+    """:class:`SemanticChangeTask` when the run is a semantic-change one (``model.num_semantic_classes`` or
+    ``model.semantic_loss`` in the config, on the command line or recorded in the checkpoint), else
+    :class:`ChangeDetectionTask`."""
+    keys = ("num_semantic_classes", "semantic_loss")
+    scd = any(f"model.{k}" in defaults for k in keys) or any(a.startswith(f"--model.{k}") for a in argv for k in keys)
+    if not scd and config and Path(config).is_file():
+        import yaml
+
+        try:
+            model = (yaml.safe_load(Path(config).read_text()) or {}).get("model") or {}
+        except (yaml.YAMLError, AttributeError):
+            model = {}  # LightningCLI reports the bad file
+        scd = isinstance(model, dict) and any(k in model for k in keys)
+    if scd:
+        from changekit.engine.scd_task import SemanticChangeTask
+
+        return SemanticChangeTask
+    return ChangeDetectionTask
+
+
 class ChangeCLI(LightningCLI):
     """LightningCLI for :class:`ChangeDetectionTask` + :class:`ChangeDataModule` with changekit's defaults."""
 
@@ -84,7 +105,7 @@ class ChangeCLI(LightningCLI):
         }
         trainer_defaults.update(kwargs.pop("trainer_defaults", {}))
         super().__init__(
-            ChangeDetectionTask,
+            _task_class(config, argv, self.extra_defaults),
             ChangeDataModule,
             subclass_mode_model=False,
             subclass_mode_data=False,

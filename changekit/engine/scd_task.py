@@ -50,9 +50,25 @@ class SemanticChangeTask(ChangeDetectionTask):
         semantic_loss: loss of each semantic map, as ``loss`` (default ``{ce: 1.0}``).
     """
 
-    def __init__(self, arch: str, *args: Any, num_semantic_classes: int = 3,
-                 semantic_loss: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(arch, *args, **kwargs)
+    def __init__(
+        self,
+        arch: str,
+        arch_args: dict[str, Any] | None = None,
+        weights: str | None = None,
+        num_classes: int = 2,
+        ignore_index: int = 255,
+        loss: dict[str, Any] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        param_groups: list[dict[str, Any]] | None = None,
+        no_decay_norm: bool = False,
+        schedule: dict[str, Any] | None = None,
+        grad_clip: float | None = None,
+        eval: dict[str, Any] | None = None,  # noqa: A002 - the config key users write
+        num_semantic_classes: int = 3,
+        semantic_loss: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(arch, arch_args, weights, num_classes, ignore_index, loss, optimizer, param_groups,
+                         no_decay_norm, schedule, grad_clip, eval)
         self.save_hyperparameters()
         if not hasattr(self.model, "forward_scd"):
             raise ConfigError(f"model {arch!r} has no semantic heads (forward_scd); use a ban-scd_* model "
