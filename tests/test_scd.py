@@ -234,3 +234,25 @@ def test_cli_fit_and_test_on_miniature_bandon(tmp_path, monkeypatch, capsys, one
 
     res = json.loads((tmp_path / "outputs" / "scd" / "metrics_test.json").read_text())
     assert res["sem_pixels"] == 2 * 4 * 32 * 32 and "scd_score" in res
+
+
+def test_bandon_configs_build_and_run_at_512():
+    """Both BANDON configs: recipe values of the BAN repository, model built shape-only (meta), SCD outputs at 512."""
+    from pathlib import Path
+
+    import yaml
+
+    configs = sorted((Path(__file__).parents[1] / "configs" / "ban_scd").glob("*bandon.yaml"))
+    assert [p.stem.split("_")[2] for p in configs] == ["mit-b0", "mit-b2"]
+    t = torch.randn(1, 3, 512, 512, device="meta")
+    for path in configs:
+        cfg = yaml.safe_load(path.read_text())
+        m, d = cfg["model"], cfg["data"]
+        assert path.stem.startswith(m["arch"] + "_512x512_40k_")
+        assert m["optimizer"]["weight_decay"] == 0.01 and m["param_groups"] == [{"pattern": "cd_head", "lr_mult": 10.0}]
+        assert m["num_semantic_classes"] == 3 and d["dataset_args"] == {"semantic": True} and d["dataset"] == "bandon"
+        assert m["eval"]["mode"] == "slide" and m["schedule"]["max_iters"] == cfg["trainer"]["max_steps"] == 40000
+        model = changekit.build_model(path, fm_weights=None, bitab_weights=None, fm_init="meta").eval().to("meta")
+        with torch.no_grad():
+            out = model.forward_scd(t, t)
+        assert [tuple(v.shape) for v in out.values()] == [(1, 2, 512, 512), (1, 3, 512, 512), (1, 3, 512, 512)]
