@@ -244,6 +244,8 @@ class ChangeDataset(Dataset):
         std: Sequence[float] | None = None,
         strict: bool = True,
         preset: str | None = None,
+        text_classes: bool = False,
+        text_top_k: int | None = None,
     ) -> None:
         self.root = Path(root)
         self.split = split
@@ -276,6 +278,13 @@ class ChangeDataset(Dataset):
         self.samples: list[Sample] = self._scan(strict)
         if strict and self.problems:
             raise DataError(self._problem_message(self.problems))
+        # Per-image class names for language-driven models (CLIPFormer prompts), cached by `changekit clip-labels`.
+        self.text_classes: dict[Path, dict[str, list[str]]] | None = None
+        if text_classes:
+            from changekit.data.clip_labels import read_clip_classes
+
+            folders = {p.parent for s in self.samples for p in (s.t1, s.t2)}
+            self.text_classes = {f: read_clip_classes(f, text_top_k) for f in sorted(folders)}
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -422,7 +431,17 @@ class ChangeDataset(Dataset):
             out["label"] = lab
         for k, p in s.extra.items():
             out[k] = self.load_extra(k, p, t1.shape[:2])
+        if self.text_classes is not None:
+            out["classes_a"] = self._classes_of(s.t1)
+            out["classes_b"] = self._classes_of(s.t2)
         return out
+
+    def _classes_of(self, image: Path) -> list[str]:
+        table = self.text_classes[image.parent]
+        if image.stem not in table:
+            raise DataError(f"{image}: no CLIP class list in {image.parent.name}_clipcls.json; "
+                            f"re-run `changekit clip-labels {image.parent}`")
+        return table[image.stem]
 
     def load_extra(self, key: str, path: Path, hw: tuple[int, int]) -> np.ndarray:
         raise NotImplementedError

@@ -297,6 +297,8 @@ class ExchangeTime:
             return s
         s = dict(s)
         s["t1"], s["t2"] = s["t2"], s["t1"]
+        if "classes_a" in s:  # per-date class names follow their image
+            s["classes_a"], s["classes_b"] = s["classes_b"], s["classes_a"]
         if "label_sem1" in s and "label_sem2" in s:
             s["label_sem1"], s["label_sem2"] = s["label_sem2"], s["label_sem1"]
         return s

@@ -6,11 +6,17 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from changekit.errors import ConfigError
 
 __all__ = ["ChangeDataModule", "OriginalSize", "eval_sampler"]
+
+
+def collate_pairs(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Default collation, except per-image lists (CLIPFormer class names), which stay one list per sample."""
+    lists = {k: [it.pop(k) for it in items] for k in ("classes_a", "classes_b") if k in items[0]}
+    return {**default_collate(items), **lists}
 
 
 class OriginalSize(Dataset):
@@ -202,9 +208,10 @@ class ChangeDataModule(pl.LightningDataModule):
             if len(ds) < hp.batch_size:
                 raise ConfigError(f"the training set has {len(ds)} samples, fewer than data.batch_size={hp.batch_size}")
             return DataLoader(ds, batch_size=hp.batch_size, shuffle=True, drop_last=True, num_workers=hp.num_workers,
-                              persistent_workers=hp.num_workers > 0, pin_memory=torch.cuda.is_available())
+                              collate_fn=collate_pairs, persistent_workers=hp.num_workers > 0, pin_memory=torch.cuda.is_available())
         wrapped = OriginalSize(ds)
         return DataLoader(wrapped, batch_size=hp.eval_batch_size, shuffle=False, num_workers=hp.num_workers,
+                          collate_fn=collate_pairs,
                           sampler=eval_sampler(wrapped, self.trainer), pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:

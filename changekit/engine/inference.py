@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -43,8 +44,8 @@ def slide_windows(h: int, w: int, window: tuple[int, int], stride: tuple[int, in
     return out
 
 
-def _run(model: nn.Module, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
-    logits = model(t1, t2)
+def _run(model: nn.Module, t1: torch.Tensor, t2: torch.Tensor, **inputs: Any) -> torch.Tensor:
+    logits = model(t1, t2, **inputs)
     if logits.shape[-2:] != t1.shape[-2:]:
         logits = F.interpolate(logits, size=t1.shape[-2:], mode="bilinear", align_corners=False)
     return logits
@@ -58,8 +59,12 @@ def predict_logits(
     window: int | Sequence[int] | None = None,
     stride: int | Sequence[int] | None = None,
     resize: int | Sequence[int] | None = None,
+    **inputs: Any,
 ) -> torch.Tensor:
     """Logits (B, K, H, W) for a batch of image pairs.
+
+    ``inputs`` are further per-sample model inputs passed through unchanged (CLIPFormer's ``classes_a`` /
+    ``classes_b``); every window of an image sees its image's values.
 
     ``resize=(h, w)``: first rescale the images, keeping their aspect ratio, to fit ``(h, w)`` as mmseg's
     ``Resize(scale, keep_ratio=True)`` (a no-op when they already fit exactly), and resize the logits back.
@@ -76,10 +81,10 @@ def predict_logits(
         if size != (h, w):
             t1r = F.interpolate(t1, size=size, mode="bilinear", align_corners=False)
             t2r = F.interpolate(t2, size=size, mode="bilinear", align_corners=False)
-            out = predict_logits(model, t1r, t2r, mode, window, stride)
+            out = predict_logits(model, t1r, t2r, mode, window, stride, **inputs)
             return F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
     if mode == "whole":
-        return _run(model, t1, t2)
+        return _run(model, t1, t2, **inputs)
     if mode != "slide":
         raise ConfigError(f"evaluation mode must be 'whole' or 'slide', got {mode!r}")
     window, stride = _pair(window, "window"), _pair(stride, "stride")
@@ -87,7 +92,7 @@ def predict_logits(
     preds: torch.Tensor | None = None
     count = t1.new_zeros((1, 1, h, w))
     for y1, y2, x1, x2 in slide_windows(h, w, window, stride):
-        out = _run(model, t1[:, :, y1:y2, x1:x2], t2[:, :, y1:y2, x1:x2])
+        out = _run(model, t1[:, :, y1:y2, x1:x2], t2[:, :, y1:y2, x1:x2], **inputs)
         if preds is None:
             preds = out.new_zeros((b, out.shape[1], h, w))
         preds[:, :, y1:y2, x1:x2] += out

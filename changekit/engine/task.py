@@ -58,6 +58,14 @@ def build_task_model(arch: str, arch_args: Mapping[str, Any] | None, num_classes
     return model
 
 
+#: Batch keys that are model inputs besides the two images (per-image class names of language-driven models).
+MODEL_INPUT_KEYS = ("classes_a", "classes_b")
+
+
+def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
+
+
 class ChangeDetectionTask(pl.LightningModule):
     """Train/evaluate a change model built from the registry.
 
@@ -119,12 +127,12 @@ class ChangeDetectionTask(pl.LightningModule):
         self.print_tables = True
 
     # ------------------------------------------------------------------ forward / inference
-    def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
-        return self.model(t1, t2)
+    def forward(self, t1: torch.Tensor, t2: torch.Tensor, **inputs: Any) -> torch.Tensor:
+        return self.model(t1, t2, **inputs)
 
-    def predict_logits(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+    def predict_logits(self, t1: torch.Tensor, t2: torch.Tensor, **inputs: Any) -> torch.Tensor:
         c = self.eval_cfg
-        return predict_logits(self.model, t1, t2, c["mode"], c.get("window"), c.get("stride"), c.get("resize"))
+        return predict_logits(self.model, t1, t2, c["mode"], c.get("window"), c.get("stride"), c.get("resize"), **inputs)
 
     @property
     def eval_mode_description(self) -> str:
@@ -143,7 +151,7 @@ class ChangeDetectionTask(pl.LightningModule):
             )
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        logits = self.model(batch["t1"], batch["t2"])
+        logits = self.model(batch["t1"], batch["t2"], **model_inputs(batch))
         loss, parts = self.criterion(logits, batch["label"])
         bs = batch["t1"].shape[0]
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
@@ -175,7 +183,7 @@ class ChangeDetectionTask(pl.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: Mapping[str, Any], cm, prefix: str) -> None:
-        logits = self.predict_logits(batch["t1"], batch["t2"])
+        logits = self.predict_logits(batch["t1"], batch["t2"], **model_inputs(batch))
         label = batch["label"]
         if logits.shape[-2:] != label.shape[-2:]:
             logits = nn.functional.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
@@ -212,7 +220,7 @@ class ChangeDetectionTask(pl.LightningModule):
         self._eval_epoch_end(self.test_cm, "test")
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> dict[str, Any]:
-        logits = self.predict_logits(batch["t1"], batch["t2"])
+        logits = self.predict_logits(batch["t1"], batch["t2"], **model_inputs(batch))
         pred = logits.argmax(1).to(torch.uint8).cpu()
         label = batch["label"].cpu() if "label" in batch else None
         preds, labels = list(pred), list(label) if label is not None else None
