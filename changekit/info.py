@@ -105,18 +105,29 @@ def count_flops(
         return _count_flops(rebuild() if rebuild is not None else model, c, size, "cpu")
 
 
+def _is_weight_arg(name: str) -> bool:
+    """Factory arguments that name weight files (``pretrained``, ``weights``, ``fm_weights``, ``clip_weights``...)."""
+    return name in ("pretrained", "weights") or name.endswith("_weights")
+
+
 def model_info(config: Any, size: Sequence[int] = (512, 512)) -> dict[str, Any]:
     """Everything ``changekit info`` reports, as a JSON-ready dict."""
     from changekit.models.registry import build_model, model_spec_from_config
 
-    arch, _ = model_spec_from_config(config)
-    model = build_model(config)
+    arch, args = model_spec_from_config(config)
+    # Counts do not depend on weight values: build the architecture without reading weight files, so a
+    # config can be inspected before its pretrained files are downloaded.
+    skipped = sorted(k for k in args if _is_weight_arg(k) and args[k] is not None)
+    spec = {"arch": arch, "arch_args": {k: v for k, v in args.items() if k not in skipped}}
+    model = build_model(spec)
     info: dict[str, Any] = {"model": arch, "config": str(config), "input_size": [int(size[0]), int(size[1])]}
+    if skipped:
+        info["weights_not_loaded"] = skipped
     info["in_channels"] = int(getattr(model, "in_channels", 3))
     info["num_classes"] = getattr(model, "num_classes", None)
     info.update(parameter_counts(model))
     flops, per_module = count_flops(
-        model, (int(size[0]), int(size[1])), info["in_channels"], rebuild=lambda: build_model(config)
+        model, (int(size[0]), int(size[1])), info["in_channels"], rebuild=lambda: build_model(spec)
     )
     info["flops"] = flops
     info["flops_convention"] = FLOP_CONVENTION
@@ -163,6 +174,8 @@ def print_table(info: dict[str, Any]) -> None:
         f"params {info['params_total'] / 1e6:.2f} M (trainable {info['params_trainable'] / 1e6:.2f} M), "
         f"FLOPs {info['flops'] / 1e9:.2f} G at {h}x{w}\nFLOPs counting: {info['flops_convention']}."
     )
+    if info.get("weights_not_loaded"):
+        console.print(f"(architecture only: {', '.join(info['weights_not_loaded'])} not read; counts do not depend on them)")
 
 
 def main(argv: list[str] | None = None) -> int:

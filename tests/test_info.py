@@ -112,3 +112,13 @@ def test_flops_of_module_lists_indexed_by_the_parent():
 
     flops, per_module = count_flops(Indexed(), (8, 8))
     assert flops == per_module["stages"] == 2 * 8 * 8 * (4 * 3 + 4 * 4)
+
+
+def test_info_on_a_config_whose_weight_files_are_not_downloaded_yet(tmp_path):
+    """Counts come from the architecture: a recipe pointing at absent pretrained files is still inspectable."""
+    from changekit.info import model_info
+
+    cfg = tmp_path / "cf.yaml"
+    cfg.write_text("model:\n  arch: changeformer_mit-b0\n  arch_args: {pretrained: pretrain/absent_mit_b0.pth}\n")
+    info = model_info(str(cfg), size=(64, 64))
+    assert info["params_total"] == 3846754 and info["weights_not_loaded"] == ["pretrained"]
