@@ -299,7 +299,7 @@ def run(args: argparse.Namespace) -> DemoContext:
     print(format_metrics_table(metrics, task.eval_mode_description))
     ckpt = out / "model.ckpt"
     tmp_ckpt = out / ".model.ckpt.tmp"
-    trainer.save_checkpoint(tmp_ckpt)
+    trainer.save_checkpoint(tmp_ckpt, weights_only=True)  # an inference model: no optimiser state
     os.replace(tmp_ckpt, ckpt)
     summary = {k: metrics[k] for k in SUMMARY_KEYS}
     summary.update(

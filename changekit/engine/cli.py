@@ -172,11 +172,11 @@ def _run(command: str, argv: list[str]) -> int:
     ckpt_path = cli.config.get("ckpt_path")
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     if command == "fit":
-        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
         cb = trainer.checkpoint_callback
         if cb is not None and cb.dirpath and not trainer.interrupted:
             last = Path(cb.dirpath) / "last.ckpt"
-            trainer.save_checkpoint(last)  # the final state, whether or not validation ran at the last step
+            trainer.save_checkpoint(last, weights_only=False)  # the final state, whether or not validation ran at the last step
             if trainer.is_global_zero:
                 score = None if cb.best_model_score is None else f"{float(cb.best_model_score):.4f}"
                 print(f"checkpoints: best {cb.best_model_path or '-'} (val/f1 {score}), last {last}")
@@ -185,7 +185,7 @@ def _run(command: str, argv: list[str]) -> int:
         if not ckpt_path and not model.hparams.get("weights"):
             print(f"changekit {command}: warning: no --ckpt_path or model.weights given; evaluating an untrained model",
                   file=sys.stderr)
-        getattr(trainer, command)(model, datamodule=dm, ckpt_path=ckpt_path)
+        getattr(trainer, command)(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
         stage = "val" if command == "validate" else "test"
         res = model.results.get(stage)
         if res is not None and trainer.is_global_zero:
@@ -204,7 +204,7 @@ def _run(command: str, argv: list[str]) -> int:
         out_dir = Path(cli.config.get("output_dir") or cli.out_dir / "predictions")
         writer = PredictionWriter(out_dir, ignore_index=int(model.hparams.ignore_index))
         trainer.callbacks.append(writer)
-        trainer.predict(model, datamodule=dm, ckpt_path=ckpt_path, return_predictions=False)
+        trainer.predict(model, datamodule=dm, ckpt_path=ckpt_path, return_predictions=False, weights_only=True)
         if trainer.is_global_zero:
             print(f"change maps written to {out_dir / 'maps'}" + (f", error overlays to {out_dir / 'overlays'}" if (out_dir / "overlays").exists() else ""))
         return 0
