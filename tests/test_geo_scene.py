@@ -193,3 +193,28 @@ def test_polygons_valid_with_areas_of_changed_pixels(pair, tmp_path):
     with fiona.open(tmp_path / "big" / "changes.geojson") as src:
         areas = [f.properties["area"] for f in src]
     assert areas and min(areas) >= 400 * px_area and big["polygons_dropped"] > 0
+
+
+def test_preview_of_a_scene_larger_than_the_preview_keeps_every_change(tmp_path):
+    """The preview is decimated; a single changed pixel must survive the reduction (max filter)."""
+    import numpy as np
+    import rasterio
+    from PIL import Image
+    from rasterio.transform import from_origin
+
+    from changekit.geo.demo import preview_png
+
+    profile = dict(driver="GTiff", height=64, width=96, crs="EPSG:32631", transform=from_origin(0, 0, 1, 1))
+    change = np.zeros((64, 96), np.uint8)
+    change[33, 50] = 1
+    change[:4, :4] = 255
+    with rasterio.open(tmp_path / "c.tif", "w", count=1, dtype="uint8", nodata=255, **profile) as dst:
+        dst.write(change, 1)
+    with rasterio.open(tmp_path / "img.tif", "w", count=3, dtype="uint8", **profile) as dst:
+        dst.write(np.full((3, 64, 96), 100, np.uint8))
+    png = preview_png(tmp_path / "img.tif", tmp_path / "c.tif", tmp_path / "p.png", max_side=24)
+    rgb = np.array(Image.open(png))
+    assert rgb.shape == (16, 24, 3)
+    red = (rgb[..., 0] > 150) & (rgb[..., 1] < 100)
+    assert red.sum() == 1 and red[33 // 4, 50 // 4]
+    assert (rgb[0, 0] == [40, 40, 40]).all()  # nodata drawn grey

@@ -21,6 +21,22 @@ def _stretch(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
+def _read_max_decimated(ds, f: int, shape: tuple[int, int]) -> np.ndarray:
+    """Band 1 of a 0/1/255 change raster reduced by ``f`` with a max filter (change wins over no change, both
+    over nodata 255), one strip of ``f`` rows at a time so memory stays bounded. GDAL offers no max resampling
+    for plain reads."""
+    from rasterio.windows import Window
+
+    h, w = shape
+    out = np.empty(shape, np.uint8)
+    for r in range(h):
+        block = ds.read(1, window=Window(0, r * f, w * f, f)).astype(np.int16)
+        block[block == 255] = -1
+        row = block.reshape(f, w, f).max(axis=(0, 2))
+        out[r] = np.where(row < 0, 255, row)
+    return out
+
+
 def preview_png(image: str | Path, change: str | Path, out_png: str | Path, bands: list[int] | None = None,
                 max_side: int = 1600, label: str | Path | None = None, label_value: int = 1) -> Path:
     """A PNG of ``image`` (decimated to ``max_side``, 2-98 % stretch) with the change raster over it in red.
@@ -35,7 +51,7 @@ def preview_png(image: str | Path, change: str | Path, out_png: str | Path, band
     with rasterio.open(change) as c:
         f = max(1, int(np.ceil(max(c.height, c.width) / max_side)))
         shape = (max(1, c.height // f), max(1, c.width // f))
-        ch = c.read(1, out_shape=shape, resampling=Resampling.max if f > 1 else Resampling.nearest)
+        ch = _read_max_decimated(c, f, shape) if f > 1 else c.read(1, out_shape=shape)
     with rasterio.open(image) as src:
         idx = bands or ([1, 2, 3] if src.count >= 3 else [1, 1, 1])
         img = src.read(idx, out_shape=(len(idx),) + shape, resampling=Resampling.average if f > 1 else Resampling.nearest,
