@@ -69,15 +69,18 @@ def test_safetensors_and_torchscript(tmp_path):
 
 def test_strict_errors_name_the_file_and_keys(tmp_path):
     sd = collections.OrderedDict(Tiny().state_dict())
-    missing = dict(sd); missing.pop("bn.bias")
+    missing = dict(sd)
+    missing.pop("bn.bias")
     torch.save(missing, tmp_path / "missing.pth")
     with pytest.raises(CheckpointError, match=r"missing\.pth.*\n.*missing keys \(1\):\n\s+bn\.bias"):
         load_weights(Tiny(), tmp_path / "missing.pth")
-    extra = dict(sd); extra["head.weight"] = torch.zeros(1)
+    extra = dict(sd)
+    extra["head.weight"] = torch.zeros(1)
     torch.save(extra, tmp_path / "extra.pth")
     with pytest.raises(CheckpointError, match=r"unexpected keys \(1\):\n\s+head\.weight"):
         load_weights(Tiny(), tmp_path / "extra.pth")
-    shape = dict(sd); shape["conv.weight"] = torch.zeros(4, 3, 5, 5)
+    shape = dict(sd)
+    shape["conv.weight"] = torch.zeros(4, 3, 5, 5)
     torch.save(shape, tmp_path / "shape.pth")
     with pytest.raises(CheckpointError, match=r"conv\.weight: checkpoint \(4, 3, 5, 5\) vs model \(4, 3, 3, 3\)"):
         load_weights(Tiny(), tmp_path / "shape.pth")

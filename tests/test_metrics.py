@@ -6,7 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
-from changekit.metrics import ConfusionMatrix, confusion_matrix, format_metrics_table, metrics_from_confusion, score_main
+from changekit.metrics import (
+    ConfusionMatrix,
+    confusion_matrix,
+    format_metrics_table,
+    metrics_from_confusion,
+    score_main,
+)
 
 
 def test_hand_computed_confusion_and_metrics():
@@ -41,7 +47,10 @@ def _independent_metrics(pred, label, ignore):
     keep = label != ignore
     p, t = pred[keep], label[keep]
     out = {}
-    tp = np.sum((p == 1) & (t == 1)); fp = np.sum((p == 1) & (t == 0)); fn = np.sum((p == 0) & (t == 1)); tn = np.sum((p == 0) & (t == 0))
+    tp = np.sum((p == 1) & (t == 1))
+    fp = np.sum((p == 1) & (t == 0))
+    fn = np.sum((p == 0) & (t == 1))
+    tn = np.sum((p == 0) & (t == 0))
     out["precision"] = tp / (tp + fp)
     out["recall"] = tp / (tp + fn)
     out["f1"] = 2 * tp / (2 * tp + fp + fn)
@@ -88,14 +97,17 @@ def _write(path, arr):
 
 def test_score_command(tmp_path, capsys):
     pred_dir, label_dir = tmp_path / "pred", tmp_path / "label"
-    pred_dir.mkdir(); label_dir.mkdir()
+    pred_dir.mkdir()
+    label_dir.mkdir()
     rng = np.random.default_rng(1)
     all_p, all_l = [], []
     for i in range(3):
-        p = rng.integers(0, 2, size=(16, 16)); l = rng.integers(0, 2, size=(16, 16))
+        p = rng.integers(0, 2, size=(16, 16))
+        lab = rng.integers(0, 2, size=(16, 16))
         _write(pred_dir / f"img{i}.png", p * 255)
-        _write(label_dir / f"img{i}.png", l * 255)  # 0/255 labels: 255 means change
-        all_p.append(p); all_l.append(l)
+        _write(label_dir / f"img{i}.png", lab * 255)  # 0/255 labels: 255 means change
+        all_p.append(p)
+        all_l.append(lab)
     assert score_main([str(pred_dir), str(label_dir), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     want = _independent_metrics(np.stack(all_p), np.stack(all_l), 255)
@@ -107,7 +119,8 @@ def test_score_command_errors(tmp_path):
     from changekit.errors import DataError
 
     pred_dir, label_dir = tmp_path / "pred", tmp_path / "label"
-    pred_dir.mkdir(); label_dir.mkdir()
+    pred_dir.mkdir()
+    label_dir.mkdir()
     _write(pred_dir / "a.png", np.zeros((4, 4)))
     _write(label_dir / "b.png", np.zeros((4, 4)))
     with pytest.raises(DataError, match="no prediction for 1 label"):
