@@ -20,6 +20,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from changekit.models.heads.bit_head import (  # open-cd's BiT blocks, shared with BiT
+    TransformerDecoder,
+    TransformerEncoder,
+)
+
 __all__ = [
     "ConvModule",
     "LayerNorm2d",
@@ -29,10 +34,6 @@ __all__ = [
     "BridgeLayer",
     "align_module",
     "BAN_MLPDecoder",
-    "CrossAttention",
-    "FeedForward",
-    "TransformerEncoder",
-    "TransformerDecoder",
     "BAN_BITHead",
 ]
 
@@ -171,63 +172,6 @@ class BAN_MLPDecoder(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------- BiT head
-class CrossAttention(nn.Module):
-    """BiT's attention: bias-free q/k/v projections to ``embed_dims``, scale ``in_dims ** -0.5`` (not head dim)."""
-
-    def __init__(self, in_dims: int, embed_dims: int, num_heads: int, dropout_rate: float = 0.0):
-        super().__init__()
-        self.num_heads = num_heads
-        self.scale = in_dims ** -0.5
-        self.to_q = nn.Linear(in_dims, embed_dims, bias=False)
-        self.to_k = nn.Linear(in_dims, embed_dims, bias=False)
-        self.to_v = nn.Linear(in_dims, embed_dims, bias=False)
-        self.fc_out = nn.Sequential(nn.Linear(embed_dims, in_dims), nn.Dropout(dropout_rate))
-
-    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        b, n = x.shape[:2]
-        h = self.num_heads
-        q = self.to_q(x).reshape(b, n, h, -1).permute(0, 2, 1, 3)
-        k = self.to_k(ref).reshape(b, ref.shape[1], h, -1).permute(0, 2, 1, 3)
-        v = self.to_v(ref).reshape(b, ref.shape[1], h, -1).permute(0, 2, 1, 3)
-        attn = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * self.scale, dim=-1)
-        out = torch.matmul(attn, v).permute(0, 2, 1, 3).flatten(2)
-        return self.fc_out(out)
-
-
-class FeedForward(nn.Sequential):
-    def __init__(self, dim: int, hidden_dim: int, dropout_rate: float = 0.0):
-        super().__init__(nn.Linear(dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout_rate),
-                         nn.Linear(hidden_dim, dim), nn.Dropout(dropout_rate))
-
-
-class TransformerEncoder(nn.Module):
-    def __init__(self, in_dims: int, embed_dims: int, num_heads: int, drop_rate: float = 0.0):
-        super().__init__()
-        self.attn = CrossAttention(in_dims, embed_dims, num_heads, drop_rate)
-        self.ff = FeedForward(in_dims, embed_dims, drop_rate)
-        self.norm1 = nn.LayerNorm(in_dims)
-        self.norm2 = nn.LayerNorm(in_dims)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = self.norm1(x)
-        x = self.attn(n, n) + x
-        return self.ff(self.norm2(x)) + x
-
-
-class TransformerDecoder(nn.Module):
-    def __init__(self, in_dims: int, embed_dims: int, num_heads: int, drop_rate: float = 0.0):
-        super().__init__()
-        self.attn = CrossAttention(in_dims, embed_dims, num_heads, drop_rate)
-        self.ff = FeedForward(in_dims, embed_dims, drop_rate)
-        self.norm1 = nn.LayerNorm(in_dims)
-        self.norm1_ = nn.LayerNorm(in_dims)
-        self.norm2 = nn.LayerNorm(in_dims)
-
-    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        x = self.attn(self.norm1(x), self.norm1_(ref)) + x
-        return self.ff(self.norm2(x)) + x
-
-
 class BAN_BITHead(nn.Module):
     """BAN's BiT head for the ResNet Bi-TAB. Output at full input resolution (x2 pre-upsample, x4 at the end)."""
 
