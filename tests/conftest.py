@@ -1,4 +1,3 @@
-import os
 import sys
 from pathlib import Path
 
@@ -7,8 +6,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # so tests can `import golden`
 
-# Two cores on CI: keep torch from oversubscribing them when pytest runs tests in one process.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One intra-op thread for the whole suite: the test models are small (many short ops), where one thread is
+# as fast as two on an idle 2-core machine and far faster on a busy one (OpenMP threads spin against each
+# other: a tiny training step measured 10-40x slower with two threads under load).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -16,15 +16,6 @@ CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "ban").glob("*.yaml"))
 TINY_FM = dict(kind="clip", patch_size=8, img_size=32, embed_dim=64, num_heads=2, num_layers=3, out_indices=(0, 1, 2))
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models are many small ops: one thread avoids the threading overhead on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _golden_model(name: str, arch: str) -> tuple[BAN, dict]:
     g = load_golden(name)
     model = changekit.build_model(arch, fm_init="empty")  # every weight comes from the checkpoint
@@ -121,7 +112,7 @@ def _tiny_ban(bitab: str = "mit-b0", **kw) -> BAN:
     return changekit.build_model("ban", fm=dict(TINY_FM), bitab=bitab, **kw)
 
 
-def test_frozen_fm_one_batch_no_autograd_eval_mode(one_thread):
+def test_frozen_fm_one_batch_no_autograd_eval_mode():
     model = _tiny_ban().train()
     calls = []
     orig = model.image_encoder.model.forward_intermediates
@@ -140,14 +131,14 @@ def test_frozen_fm_one_batch_no_autograd_eval_mode(one_thread):
     assert model.image_encoder.model.patch_embed.proj.weight.requires_grad is False
 
 
-def test_bit_bitab_any_size(one_thread):
+def test_bit_bitab_any_size():
     model = _tiny_ban("bit").eval()
     with torch.no_grad():
         for h, w in ((64, 96), (72, 100)):
             assert model(torch.randn(1, 3, h, w), torch.randn(1, 3, h, w)).shape == (1, 2, h, w)
 
 
-def test_fm_feature_cache(tmp_path, one_thread):
+def test_fm_feature_cache(tmp_path):
     model = changekit.build_model("ban", fm=dict(TINY_FM), bitab="mit-b0", fm_cache_dir=tmp_path).eval()
     t1, t2 = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -162,7 +153,7 @@ def test_fm_feature_cache(tmp_path, one_thread):
     assert len(list(tmp_path.rglob("*.pt"))) == 4  # training never caches
 
 
-def test_timm_foundation_model_by_name(one_thread):
+def test_timm_foundation_model_by_name():
     """A non-CLIP timm model (DINOv2 with registers, reduced depth, random init) as BAN's FM."""
     model = changekit.build_model("ban", fm="timm:vit_small_patch14_reg4_dinov2", bitab="mit-b0", fm_img_size=56,
                                   depth=4).eval()
@@ -175,7 +166,7 @@ def test_timm_foundation_model_by_name(one_thread):
     assert count_parameters(model)[1] == count_parameters(model.decode_head)[0]
 
 
-def test_short_training_run_loss_falls_fm_unchanged(one_thread):
+def test_short_training_run_loss_falls_fm_unchanged():
     """A small BAN (tiny timm ViT FM, MiT-b0 Bi-TAB) learns synthetic changes; the FM does not move."""
     torch.manual_seed(0)
     model = changekit.build_model("ban", fm="timm:vit_tiny_patch16_224", bitab="mit-b0", fm_img_size=32, depth=3)

@@ -21,15 +21,6 @@ from changekit.models.foundation.loaders import load_fm_weights, resize_pos_embe
 W, P, IMG, HEADS = 64, 8, 32, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models are many small ops: one thread avoids the threading overhead on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_clip():
     """A tiny open_clip CLIP (QuickGELU, 3 vision blocks) and its visual residual stream after each block."""

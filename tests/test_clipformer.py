@@ -37,15 +37,6 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The reduced models are many small ops: one thread avoids the threading overhead (8x less CPU time here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_open_clip(text_layers: int = 2):
     """A randomly initialised open_clip CLIP with small widths (ViT image tower, CLIP text tower)."""
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg

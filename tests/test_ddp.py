@@ -11,14 +11,6 @@ import torch
 from engine_toy import write_toy_dataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models are many small ops: one thread is several times cheaper than two on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 def test_eval_sampler_splits_without_duplicates():
     from changekit.engine.datamodule import eval_sampler
 

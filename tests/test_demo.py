@@ -3,16 +3,6 @@
 import json
 
 import numpy as np
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_demo_writes_every_output(tmp_path, capsys):

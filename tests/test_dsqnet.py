@@ -9,17 +9,6 @@ from changekit import build_model, load_weights
 from changekit.engine.ohem import ohem_cross_entropy, ohem_mask
 from changekit.models.heads.dsq_heads import BMQ
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is as fast on an idle machine and far faster on a shared, loaded one
-    (two OpenMP threads spin against each other there, 10-40x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TINY_SWIN = dict(embed_dim=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))
 TINY_VITAE = dict(embed_dims=(8, 8, 16, 32), token_dims=(8, 16, 32, 64), NC_depth=(1, 1, 1, 1), NC_heads=(1, 2, 4, 8),
                   RC_heads=(1, 1, 2, 4), NC_group=(1, 4, 8, 16), RC_group=(1, 2, 4, 8))

@@ -10,14 +10,6 @@ from engine_toy import TOY_CONFIG, write_toy_dataset
 from changekit.cli import main as changekit_main
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models are many small ops: one thread is several times cheaper than two on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     root = write_toy_dataset(tmp_path_factory.mktemp("toy") / "data")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-import torch
 import torch.nn as nn
 
 import changekit
@@ -19,16 +17,6 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "changeformer"
 # Our counter ignores element-wise work (norms, activations, resizing) that mmengine counts, so we allow 3 %.
 OPENCD_B0_FLOPS_256 = 2.45e9
 FLOPS_TOLERANCE = 0.03
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core box, OpenMP threads spin-wait behind other processes
-    (a 64x64 ChangeFormer training step measured 0.4 s with 1 thread vs 15 s with 2 under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_info_json_changeformer_b0(capsys):

@@ -13,16 +13,6 @@ from changekit.models.backbones import mit as mit_mod
 from changekit.models.backbones.mit import MIT_PRETRAINED_URLS, MixVisionTransformer, mit
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on the shared 2-core box, OpenMP threads spin-wait behind other processes
-    (a 64x64 ChangeFormer training step measured 0.4 s with 1 thread vs 15 s with 2 under load)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # --------------------------------------------------------------------------------------------- ChangeFormer
 def test_golden_open_cd_checkpoint(tmp_path):
     g = load_golden("changeformer_mit-b0_256")

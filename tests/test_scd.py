@@ -13,14 +13,6 @@ from changekit.scd_metrics import SCDConfusion, scd_metrics_from_confusion, sek_
 TINY_FM = dict(kind="clip", patch_size=8, img_size=32, embed_dim=64, num_heads=2, num_layers=3, out_indices=(0, 1, 2))
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------------------------- metrics
 def test_sek_and_scd_score_hand_computed():
     # semantic confusion S[label, pred] summed over both dates; binary change confusion B[label, pred]
@@ -91,7 +83,7 @@ def test_registry_names_and_full_size_heads():
     assert trainable == count_parameters(m.decode_head)[0] == 5_398_953
 
 
-def test_tiny_scd_forward_shapes_and_state_dict_round_trip(tmp_path, one_thread):
+def test_tiny_scd_forward_shapes_and_state_dict_round_trip(tmp_path):
     model = changekit.build_model("ban-scd", fm=dict(TINY_FM), bitab="mit-b0").eval()
     t1, t2 = torch.randn(2, 3, 64, 96), torch.randn(2, 3, 64, 96)
     with torch.no_grad():
@@ -132,7 +124,7 @@ def _synthetic(n: int, g: torch.Generator) -> list[dict]:
     return items
 
 
-def test_semantic_change_task_loss_falls_and_scd_metrics(one_thread):
+def test_semantic_change_task_loss_falls_and_scd_metrics():
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
@@ -208,7 +200,7 @@ trainer:
 """
 
 
-def test_cli_fit_and_test_on_miniature_bandon(tmp_path, monkeypatch, capsys, one_thread):
+def test_cli_fit_and_test_on_miniature_bandon(tmp_path, monkeypatch, capsys):
     """`changekit fit/test` with a BANDON semantic config: the datamodule feeds label_sem1/2, SCD metrics come out."""
     from test_data_datasets import _bandon
 

@@ -9,17 +9,6 @@ import torch.nn.functional as F
 from changekit.checkpoints import CheckpointError
 from changekit.models.backbones.swin import SwinTransformer, load_swin_pretrained, swin_tiny
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is as fast on an idle machine and far faster on a shared, loaded one
-    (two OpenMP threads spin against each other there, 10-40x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SMALL = dict(embed_dim=12, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7, drop_path_rate=0.0)
 
 

@@ -10,17 +10,6 @@ import torch
 from changekit.checkpoints import CheckpointError
 from changekit.models.backbones.vitae import ViTAEv2, load_vitae_pretrained, vitaev2_s
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is as fast on an idle machine and far faster on a shared, loaded one
-    (two OpenMP threads spin against each other there, 10-40x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SMALL = dict(embed_dims=(8, 8, 16, 32), token_dims=(8, 16, 32, 64), NC_depth=(1, 1, 1, 1), NC_heads=(1, 2, 4, 8),
              RC_heads=(1, 1, 2, 4), NC_group=(1, 4, 8, 16), RC_group=(1, 2, 4, 8))
 
