@@ -33,24 +33,9 @@ import subprocess
 import sys
 import time
 
+from proc_memory import reset_peak, status_kib  # benchmarks/ is on sys.path when a script runs
+
 ARCH = "ban_vit-b16-clip_mit-b0"
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _setup(variant: str, mode: str, size: int, batch: int):
@@ -90,11 +75,11 @@ def memory_worker(variant: str, mode: str, size: int, batch: int, warmup: int, t
     torch.set_num_threads(threads)
     step = _setup(variant, mode, size, batch)
     gc.collect()
-    base = _status_kib("VmRSS")
-    reset = _reset_peak()
+    base = status_kib("VmRSS")
+    reset = reset_peak()
     for _ in range(max(1, warmup)):
         step()
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     return {"variant": variant, "mode": mode, "peak_mib": (peak - base) / 1024 if reset else peak / 1024,
             "peak_is_delta": reset}
 

@@ -25,24 +25,9 @@ import subprocess
 import sys
 import time
 
+from proc_memory import reset_peak, status_kib  # benchmarks/ is on sys.path when a script runs
+
 DEFAULT_MODELS = ["bit_r18", "changeformer_mit-b0", "changeformer_mit-b1"]
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def worker(name: str, size: int, mode: str, batch: int, warmup: int, iters: int, threads: int) -> dict:
@@ -75,15 +60,15 @@ def worker(name: str, size: int, mode: str, batch: int, warmup: int, iters: int,
             opt.step()
 
     gc.collect()
-    reset = _reset_peak()
-    base = _status_kib("VmRSS")
+    reset = reset_peak()
+    base = status_kib("VmRSS")
     for _ in range(warmup):
         step()
     t0 = time.perf_counter()
     for _ in range(iters):
         step()
     dt = time.perf_counter() - t0
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     return {
         "model": name,
         "size": size,

@@ -21,15 +21,9 @@ import subprocess
 import sys
 import time
 
+from proc_memory import reset_peak, status_kib  # benchmarks/ is on sys.path when a script runs
+
 ARCH = "clipformer_swin-t_vit-b16"
-
-
-def _kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 def worker(size: int, mode: str, batch: int, warmup: int, iters: int, threads: int, device: str) -> dict:
@@ -63,17 +57,13 @@ def worker(size: int, mode: str, batch: int, warmup: int, iters: int, threads: i
         step()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    base = _kib("VmRSS")
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+    base = status_kib("VmRSS")
+    reset_peak()
     t = time.perf_counter()
     for _ in range(iters):
         step()
     dt = (time.perf_counter() - t) / iters
-    mem = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else max(0, _kib("VmHWM") - base) / 1024
+    mem = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else max(0, status_kib("VmHWM") - base) / 1024
     return {"size": size, "mode": mode, "batch": batch, "sec_per_iter": dt, "pairs_per_s": batch / dt, "mem_mib": mem}
 
 

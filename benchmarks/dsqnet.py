@@ -22,15 +22,9 @@ import subprocess
 import sys
 import time
 
+from proc_memory import reset_peak, status_kib  # benchmarks/ is on sys.path when a script runs
+
 MODELS = ["dsqnet_swin-t", "dsqnet_vitaev2-s"]
-
-
-def _kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 def worker(name: str, size: int, mode: str, batch: int, warmup: int, iters: int, threads: int, device: str) -> dict:
@@ -63,13 +57,8 @@ def worker(name: str, size: int, mode: str, batch: int, warmup: int, iters: int,
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        reset = True
-    except OSError:
-        reset = False
-    base = _kib("VmRSS")
+    reset = reset_peak()
+    base = status_kib("VmRSS")
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     for _ in range(warmup):
@@ -83,7 +72,7 @@ def worker(name: str, size: int, mode: str, batch: int, warmup: int, iters: int,
     if device.startswith("cuda"):
         mem = torch.cuda.max_memory_allocated() / 2**20
     else:
-        mem = (_kib("VmHWM") - base) / 1024 if reset else float("nan")
+        mem = (status_kib("VmHWM") - base) / 1024 if reset else float("nan")
     return {"model": name, "size": size, "mode": mode, "pairs_per_s": batch * iters / dt, "s_per_call": dt / iters,
             "mem_mib": mem}
 

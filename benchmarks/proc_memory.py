@@ -1,0 +1,25 @@
+"""Peak-memory measurement shared by the benchmark scripts (Linux ``/proc``).
+
+Each benchmark case runs in a fresh subprocess; after the model is built the peak resident set (``VmHWM``) is
+reset by writing 5 to ``/proc/self/clear_refs``, so the reported figure is the increase caused by the timed
+work, not by imports or weight initialisation.
+"""
+
+
+def status_kib(field: str) -> int:
+    """A ``/proc/self/status`` field in KiB (``VmRSS``, ``VmHWM``...)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak() -> bool:
+    """Reset ``VmHWM`` to the current resident set; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
