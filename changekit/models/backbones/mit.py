@@ -27,9 +27,10 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import DropPath
 
 from changekit.errors import ChangekitError
+from changekit.models.backbones.weight_init import transformer_init
 
 __all__ = [
     "MIT_SETTINGS",
@@ -241,14 +242,8 @@ class MixVisionTransformer(nn.Module):
     def init_weights(self) -> None:
         """mmseg's initialisation: trunc-normal(0.02) linears, unit LayerNorms, He-normal (fan-out) convs."""
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Conv2d):
+            transformer_init(m)
+            if isinstance(m, nn.Conv2d):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
                 nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
                 if m.bias is not None:

@@ -36,6 +36,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 
+from changekit.models.backbones.weight_init import transformer_init
+
 __all__ = [
     "SwinTransformer",
     "swin_tiny",
@@ -259,19 +261,9 @@ class SwinTransformer(nn.Module):
             ))
         for i in self.out_indices:
             self.add_module(f"norm{i}", nn.LayerNorm(self.num_features[i]))
-        self.apply(self._init_weights)
+        self.apply(transformer_init)
         if pretrained:
             load_swin_pretrained(self, pretrained)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def no_weight_decay_keywords(self) -> set[str]:
         return {"relative_position_bias_table"}

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 
 from changekit.models.backbones.swin import relative_position_index, window_partition, window_reverse
+from changekit.models.backbones.weight_init import transformer_init
 
 __all__ = ["ViTAEv2", "vitaev2_s", "convert_vitae_state_dict", "load_vitae_pretrained", "VITAE_IGNORED_KEYS"]
 
@@ -286,19 +287,9 @@ class ViTAEv2(nn.Module):
             cin = token_dims[i]
         self.layers = nn.ModuleList(layers)
         self.stem_multiple = downsample_ratios[0]
-        self.apply(self._init_weights)
+        self.apply(transformer_init)
         if pretrained:
             load_vitae_pretrained(self, pretrained)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         p = self.stem_multiple
