@@ -44,24 +44,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import DropPath, Mlp, trunc_normal_
 
 from changekit.models.backbones.swin import relative_position_index, window_partition, window_reverse
 from changekit.models.backbones.weight_init import transformer_init
 
 __all__ = ["ViTAEv2", "vitaev2_s", "convert_vitae_state_dict", "load_vitae_pretrained", "VITAE_IGNORED_KEYS"]
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, out: int | None = None, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, out or dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 def _sdpa(q, k, v, bias=None, drop=0.0):
@@ -227,7 +215,7 @@ class NormalCell(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         hidden = int(dim * mlp_ratio)
-        self.mlp = Mlp(dim, hidden, dim, drop)
+        self.mlp = Mlp(dim, hidden, dim, drop=drop)
         self.PCM = nn.Sequential(
             nn.Conv2d(dim, hidden, 3, 1, 1, groups=group), nn.BatchNorm2d(hidden), nn.SiLU(inplace=True),
             nn.Conv2d(hidden, dim, 3, 1, 1, groups=group), nn.BatchNorm2d(dim), nn.SiLU(inplace=True),

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath
+from timm.layers import DropPath, Mlp
 
 __all__ = ["CSwinTextHead", "CSwinTextBlock", "LePEAttention"]
 
@@ -93,18 +93,6 @@ class LowRankBilinearAttention(nn.Module):
         return F.scaled_dot_product_attention(self.WQ(x), self.WK(text), self.WV(text))
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
 class CSwinTextBlock(nn.Module):
     """Text cross-attention followed by a CSWin block (``CrossShapedGLAttention`` in the released code)."""
 
@@ -137,7 +125,7 @@ class CSwinTextBlock(nn.Module):
         self.projattn = nn.Linear(dim, dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int], text: torch.Tensor) -> torch.Tensor:
         """``x`` (B, H·W, C) image tokens, ``text`` (B, T, C) → (B, H·W, C)."""
