@@ -60,3 +60,21 @@ def golden_checkpoint(golden: dict, path: Path) -> Path:
     """Write the golden weights as an open-cd checkpoint file ``{'state_dict': ...}``."""
     torch.save({"state_dict": golden_state_dict(golden), "meta": {"config": golden["config"]}}, path)
     return path
+
+
+def assert_reproduces_golden(name: str, arch: str, tmp_path: Path, atol: float = 1e-4):
+    """Build ``arch``, load the golden weights through ``changekit.load_weights`` as an open-cd checkpoint,
+    and check both the decoder-resolution ``logits`` and the full-resolution ``logits_full``. Returns (model, golden)."""
+    import changekit
+
+    g = load_golden(name)
+    model = changekit.build_model(arch)
+    changekit.load_weights(model, golden_checkpoint(g, tmp_path / f"{arch}_opencd.pth"))
+    model.eval()
+    with torch.no_grad():
+        logits = model(g["t1"], g["t2"])
+        raw = model.forward_decoder(g["t1"], g["t2"])
+    assert logits.shape == g["logits_full"].shape and raw.shape == g["logits"].shape
+    assert (logits - g["logits_full"]).abs().max().item() <= atol
+    assert (raw - g["logits"]).abs().max().item() <= atol
+    return model, g

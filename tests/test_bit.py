@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from golden import golden_checkpoint, golden_state_dict, load_golden
+from golden import assert_reproduces_golden, golden_state_dict, load_golden
 
 import changekit
 from changekit.checkpoints import CheckpointError
@@ -26,16 +26,7 @@ def test_registered_and_parameter_count():
 
 
 def test_golden_open_cd_checkpoint(tmp_path):
-    g = load_golden("bit_r18_256")
-    model = changekit.build_model("bit_r18")
-    changekit.load_weights(model, golden_checkpoint(g, tmp_path / "bit_r18_opencd.pth"))
-    model.eval()
-    with torch.no_grad():
-        logits = model(g["t1"], g["t2"])
-        raw = model.forward_decoder(g["t1"], g["t2"])
-    assert logits.shape == g["logits_full"].shape
-    assert (logits - g["logits_full"]).abs().max().item() <= 1e-4
-    assert (raw - g["logits"]).abs().max().item() <= 1e-4
+    assert_reproduces_golden("bit_r18_256", "bit_r18", tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from golden import golden_checkpoint, load_golden
+from golden import assert_reproduces_golden
 
 import changekit
 from changekit.errors import ChangekitError
@@ -15,17 +15,9 @@ from changekit.models.backbones.mit import MIT_PRETRAINED_URLS, MixVisionTransfo
 
 # --------------------------------------------------------------------------------------------- ChangeFormer
 def test_golden_open_cd_checkpoint(tmp_path):
-    g = load_golden("changeformer_mit-b0_256")
-    model = changekit.build_model("changeformer_mit-b0")
+    model, g = assert_reproduces_golden("changeformer_mit-b0_256", "changeformer_mit-b0", tmp_path)
     assert list(model.state_dict()) == [k for k, _, _ in g["keys"]]  # open-cd's layout and order
-    changekit.load_weights(model, golden_checkpoint(g, tmp_path / "changeformer_opencd.pth"))
-    model.eval()
-    with torch.no_grad():
-        logits = model(g["t1"], g["t2"])
-        raw = model.forward_decoder(g["t1"], g["t2"])
-    assert logits.shape == g["logits_full"].shape and raw.shape == g["logits"].shape == (1, 2, 64, 64)
-    assert (logits - g["logits_full"]).abs().max().item() <= 1e-4
-    assert (raw - g["logits"]).abs().max().item() <= 1e-4
+    assert g["logits"].shape == (1, 2, 64, 64)  # SegFormer head: 1/4 resolution
 
 
 @pytest.mark.parametrize(
