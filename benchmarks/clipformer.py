@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/clipformer.py --sizes 256 512 --iters 3 --threads 4 --device cuda
 
 Parameters are counted per top-level module (the table ``changekit info`` prints, with the learnable context
-and γ listed apart). FLOPs: ``changekit.info.count_flops`` (torch ``FlopCounterMode`` / 2, one multiply-add =
+and γ listed apart). FLOPs: ``changekit.models.summary.count_flops`` (torch ``FlopCounterMode`` / 2, one multiply-add =
 1 FLOP; convolutions, matmuls and attention, both dates, both prompts of both dates through the text tower).
 Each speed case runs in a fresh subprocess so that its peak memory is its own: **forward** (``eval()`` under
 ``inference_mode``, prompts with the fallback class list) and **train step** (forward, cross-entropy on the
@@ -70,8 +70,8 @@ def worker(size: int, mode: str, batch: int, warmup: int, iters: int, threads: i
 def sizes_table(size: int) -> None:
     import torch
 
-    from changekit.info import count_flops
     from changekit.models.clipformer import CLIPFormer
+    from changekit.models.summary import count_flops
 
     torch.manual_seed(0)
     model = CLIPFormer()

@@ -8,7 +8,7 @@ For every model and size, two cases run, each in a fresh subprocess so that its 
 configs use, backward, AdamW step). Throughput is pairs per second over ``--iters`` timed calls after
 ``--warmup`` untimed ones. CPU memory is the increase of the process's peak resident set (``VmHWM``) over the
 resident set after the model was built; on CUDA it is ``torch.cuda.max_memory_allocated``.
-FLOPs: ``changekit.info.count_flops`` (torch ``FlopCounterMode`` / 2, i.e. one multiply-add = 1 FLOP; convolutions,
+FLOPs: ``changekit.models.summary.count_flops`` (torch ``FlopCounterMode`` / 2, i.e. one multiply-add = 1 FLOP; convolutions,
 matmuls and attention, both dates; RoIAlign / grid_sample are not counted).
 """
 
@@ -31,7 +31,7 @@ def worker(name: str, size: int, mode: str, batch: int, warmup: int, iters: int,
     import torch
 
     import changekit
-    from changekit.engine.ohem import ohem_cross_entropy
+    from changekit.engine.losses import ChangeLoss
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -50,7 +50,7 @@ def worker(name: str, size: int, mode: str, batch: int, warmup: int, iters: int,
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
 
         def step() -> None:
-            loss = ohem_cross_entropy(model.forward_decoder(t1, t2), label, thresh=0.7, min_kept=100000)
+            loss = ChangeLoss({"ohem": {"thresh": 0.7, "min_kept": 100000}})(model.forward_decoder(t1, t2), label)[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import changekit
-    from changekit.info import count_flops
+    from changekit.models.summary import count_flops
 
     torch.set_num_threads(args.threads)
     if not args.no_flops:

@@ -16,6 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# the scene pipeline's test fixtures (a fast synthetic pair, a difference detector) live in tests/toys.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
 import torch
 
 
@@ -44,9 +47,10 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     a = p.parse_args()
+    from toys import write_scene_pair
+
     from changekit import build_model
     from changekit.geo.scene import run_scene
-    from changekit.geo.synthetic import write_scene_pair
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)

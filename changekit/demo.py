@@ -12,21 +12,21 @@ Runs on a laptop CPU in a few minutes (2 cores): it writes a small synthetic dat
 * ``figure.png``: T1 | T2 | ground truth | prediction for a few test samples, and the training curves;
 * ``logs/``: CSV training log; ``data/``: the synthetic dataset.
 
-Extra steps (the large-scene demo) plug in through :func:`extra_steps` (see :data:`EXTRA_STEPS`).
+Last, :func:`demo_scene` runs the model over a synthetic georeferenced scene with ``changekit scene``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-__all__ = ["main", "DemoContext", "EXTRA_STEPS", "extra_steps", "DEFAULTS"]
+from changekit.atomic import atomic_write, write_json
+from changekit.errors import ConfigError
+
+__all__ = ["run_demo", "demo_scene", "DemoContext", "DEFAULTS"]
 
 #: The recipe, tuned to reach change-class F1 >= 0.8 on the synthetic test split in < 5 min on 2 CPU cores
 #: (one thread; measured test F1 at 400 iterations: 0.897 / 0.886 / 0.895 for data seeds 0 / 1 / 2, and
@@ -55,22 +55,15 @@ class DemoContext:
     data_root: Path
     checkpoint: Path
     metrics: dict[str, Any]
-    args: argparse.Namespace
+    args: SimpleNamespace
     started: float
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-#: Functions ``step(ctx: DemoContext) -> None`` run after the main demo (in order). Register more with
-#: ``EXTRA_STEPS.append(fn)`` or put them in :func:`extra_steps`.
-EXTRA_STEPS: list[Callable[[DemoContext], None]] = []
 
 
 def scene_step(ctx: DemoContext) -> None:
     """Last stage: a synthetic georeferenced scene pair through ``changekit scene`` with the demo model."""
     if ctx.args.no_scene:
         return
-    from changekit.geo.demo import demo_scene
-
     h, w = ctx.args.scene_size
     print(f"[6/6] large-scene inference on a synthetic {h}x{w} GeoTIFF pair -> {ctx.out / 'scene'}")
     s = demo_scene(ctx.checkpoint, ctx.out / "scene", size=(h, w), progress=not ctx.args.no_progress)
@@ -78,41 +71,6 @@ def scene_step(ctx: DemoContext) -> None:
                           if k in s}
     print(f"      {s.get('windows')} windows, {s.get('polygons')} change polygons, scene F1 {s.get('f1', float('nan')):.3f}; "
           f"preview {s.get('preview')}")
-
-
-def extra_steps(ctx: DemoContext) -> None:
-    """HOOK for further demo stages (e.g. ``changekit scene`` on a synthetic GeoTIFF pair with the model in
-    ``ctx.checkpoint``). Runs every function in :data:`EXTRA_STEPS`; write outputs under ``ctx.out``."""
-    for step in [scene_step, *EXTRA_STEPS]:
-        step(ctx)
-
-
-def _parser() -> argparse.ArgumentParser:
-    d = DEFAULTS
-    p = argparse.ArgumentParser(prog="changekit demo", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default="outputs/demo", help="output folder")
-    p.add_argument("--size", type=int, default=d["size"], help="synthetic image size (px)")
-    p.add_argument("--n-train", type=int, default=d["n_train"])
-    p.add_argument("--n-val", type=int, default=d["n_val"])
-    p.add_argument("--n-test", type=int, default=d["n_test"])
-    p.add_argument("--crop", type=int, default=d["crop"], help="training crop size (px)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--steps", type=int, default=d["steps"], help="training iterations")
-    p.add_argument("--lr", type=float, default=d["lr"])
-    p.add_argument("--warmup", type=int, default=d["warmup"])
-    p.add_argument("--dice", type=float, default=d["dice"], help="Dice loss weight (CE weight is 1)")
-    p.add_argument("--val-every", type=int, default=d["val_every"], help="validate every N iterations")
-    p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--max-minutes", type=float, default=4.0, help="stop training after this long (safety cap)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default 1: robust on a busy machine; try 2+ on an idle one)")
-    p.add_argument("--figure-samples", type=int, default=4)
-    p.add_argument("--scene-size", type=int, nargs=2, default=(1536, 2048), metavar=("H", "W"),
-                   help="size of the synthetic georeferenced scene run through `changekit scene` at the end")
-    p.add_argument("--no-scene", action="store_true", help="skip the large-scene step")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
 
 
 class _Curves:
@@ -200,17 +158,10 @@ def make_figure(path: Path, data_root: Path, pred_dir: Path, names: list[str], c
                  fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def _default_threads() -> int:
@@ -220,7 +171,7 @@ def _default_threads() -> int:
     return 1
 
 
-def run(args: argparse.Namespace) -> DemoContext:
+def _run(args: SimpleNamespace) -> DemoContext:
     started = time.time()
     import torch
 
@@ -298,9 +249,8 @@ def run(args: argparse.Namespace) -> DemoContext:
     metrics = task.results["test"]
     print(format_metrics_table(metrics, task.eval_mode_description))
     ckpt = out / "model.ckpt"
-    tmp_ckpt = out / ".model.ckpt.tmp"
-    trainer.save_checkpoint(tmp_ckpt, weights_only=True)  # an inference model: no optimiser state
-    os.replace(tmp_ckpt, ckpt)
+    with atomic_write(ckpt) as tmp_ckpt:
+        trainer.save_checkpoint(tmp_ckpt, weights_only=True)  # an inference model: no optimiser state
     summary = {k: metrics[k] for k in SUMMARY_KEYS}
     summary.update(
         per_class=metrics["per_class"],
@@ -312,7 +262,7 @@ def run(args: argparse.Namespace) -> DemoContext:
         train_seconds=round(train_s, 1),
         recipe={k: getattr(args, k) for k in DEFAULTS},
     )
-    _write_json(out / "metrics.json", json_ready(summary))
+    write_json(out / "metrics.json", json_ready(summary))
 
     print(f"[4/6] change maps and error overlays -> {out / 'predictions'}")
     pred_dir = out / "predictions"
@@ -331,18 +281,62 @@ def run(args: argparse.Namespace) -> DemoContext:
     make_figure(out / "figure.png", data_root, pred_dir, names, curves, metrics)
 
     ctx = DemoContext(out=out, data_root=data_root, checkpoint=ckpt, metrics=summary, args=args, started=started)
-    extra_steps(ctx)
+    scene_step(ctx)
     total = time.time() - started
     print(f"demo finished in {total:.0f} s: change-class F1 {metrics['f1']:.4f}, IoU {metrics['iou']:.4f} "
           f"(test split, {task.eval_mode_description}); outputs in {out}")
     return ctx
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    import warnings
+def run_demo(out: str | Path = "outputs/demo", *, threads: int | None = None, max_minutes: float = 4.0,
+             figure_samples: int = 4, scene_size: tuple[int, int] = (1536, 2048), scene: bool = True,
+             progress: bool = True, **recipe: Any) -> DemoContext:
+    """Run the demo into ``out``; ``recipe`` overrides :data:`DEFAULTS` (``steps=100``, ``lr=1e-3`` ...)."""
+    unknown = sorted(set(recipe) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown demo setting(s) {unknown}; the recipe keys are {sorted(DEFAULTS)}")
+    args = SimpleNamespace(out=str(out), threads=threads, max_minutes=max_minutes, figure_samples=figure_samples,
+                           scene_size=tuple(scene_size), no_scene=not scene, no_progress=not progress,
+                           **{**DEFAULTS, **recipe})
+    return _run(args)
 
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*isinstance.*LeafSpec.*")
-    run(args)
-    return 0
+
+def demo_scene(model_ckpt: Any, out_dir: str | Path, size: tuple[int, int] = (2048, 3072), seed: int = 7,
+               window: int = 512, overlap: int = 128, batch_size: int = 4, device: str = "cpu",
+               progress: bool = True, **scene_kwargs: Any) -> dict:
+    """Synthetic georeferenced pair (``size`` px) -> ``changekit scene`` with the demo model -> outputs + preview.
+
+    ``model_ckpt``: a changekit checkpoint path (mean/std recorded inside) or an ``nn.Module`` (then pass
+    ``mean``/``std`` in ``scene_kwargs``). Writes, under ``out_dir``: ``t1.tif``, ``t2.tif``, ``label.tif``,
+    ``change.tif``, ``probability.tif``, ``changes.geojson``, ``changes.gpkg`` and ``preview.png``.
+    Returns the :func:`run_scene` summary plus ``preview``, ``inputs`` and, with a label, ``f1``.
+    """
+    import rasterio
+
+    from changekit.data.synthetic import write_geotiff_pair
+    from changekit.geo.preview import preview_png
+    from changekit.geo.scene import run_scene
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t1, t2, lab = out / "t1.tif", out / "t2.tif", out / "label.tif"
+    # the generator of the demo's training data: the same distribution the demo model learnt
+    write_geotiff_pair(t1, t2, lab, size=size, seed=seed)
+    kw: dict[str, Any] = dict(window=window, overlap=overlap, batch_size=batch_size, device=device, progress=progress)
+    kw.update(scene_kwargs)
+    if isinstance(model_ckpt, (str, Path)):
+        summary = run_scene(t1, t2, out, ckpt=model_ckpt, **kw)
+    else:
+        summary = run_scene(t1, t2, out, model=model_ckpt, **kw)
+    with rasterio.open(out / "change.tif") as c, rasterio.open(lab) as g:
+        tp = fp = fn = 0
+        for _, win in c.block_windows(1):
+            p, y = c.read(1, window=win), g.read(1, window=win)
+            ok = p != 255
+            tp += int(((p == 1) & (y == 1) & ok).sum())
+            fp += int(((p == 1) & (y == 0) & ok).sum())
+            fn += int(((p == 0) & (y == 1) & ok).sum())
+    summary["f1"] = 2 * tp / max(1, 2 * tp + fp + fn)
+    summary["preview"] = str(preview_png(t2, out / "change.tif", out / "preview.png", label=lab))
+    summary["inputs"] = {"t1": str(t1), "t2": str(t2), "label": str(lab)}
+    return summary

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from golden import golden_state_dict, load_golden
 
 import changekit
-from changekit.models.ban import BAN, count_parameters
+from changekit.config import load_config
+from changekit.models.ban import BAN
+from changekit.models.summary import parameter_counts
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "ban").glob("*.yaml"))
 TINY_FM = dict(kind="clip", patch_size=8, img_size=32, embed_dim=64, num_heads=2, num_layers=3, out_indices=(0, 1, 2))
@@ -65,7 +66,8 @@ PARAMS = {
 @pytest.mark.parametrize("arch", sorted(PARAMS))
 def test_parameter_counts(arch):
     model = changekit.build_model(arch, fm_init="meta")  # shape-only FM: counts without allocating it
-    total, trainable = count_parameters(model)
+    c = parameter_counts(model)
+    total, trainable = c["params_total"], c["params_trainable"]
     want_total, want_trainable = PARAMS[arch]
     if isinstance(want_total, int):
         assert (total, trainable) == (want_total, want_trainable)
@@ -77,14 +79,15 @@ def test_parameter_counts(arch):
 def test_every_config_builds_and_runs_at_512():
     """Each configs/ban/*.yaml builds its model and runs a forward pass at 512.
 
-    The trainable network of every configuration (Bi-TAB, bridges, decoder) runs for real at 512 on
-    real-shaped FM features; the frozen ViTs (up to 300 M parameters) run on the meta device, which checks
+    The trainable network of every configuration (Bi-TAB, bridges, decoder; once per Bi-TAB)
+    runs for real at 512 on real-shaped FM features; the frozen ViTs (up to 300 M parameters) run on the meta device, which checks
     every shape without the arithmetic; their numerics are covered by the goldens and the format tests.
     """
     assert len(CONFIGS) == 17
     t1, t2 = torch.randn(1, 3, 512, 512), torch.randn(1, 3, 512, 512)
+    seen = set()  # Bi-TABs run for real once each (the FM width only changes the bridges' input channels)
     for path in CONFIGS:
-        cfg = yaml.safe_load(path.read_text())
+        cfg = load_config(path)
         m, d = cfg["model"], cfg["data"]
         assert path.stem.startswith(m["arch"] + "_512x512_")
         assert Path(m["arch_args"]["fm_weights"]).name and m["grad_clip"] == 0.01
@@ -92,12 +95,15 @@ def test_every_config_builds_and_runs_at_512():
         iters = 80000 if path.stem.endswith("s2looking") else 40000
         assert m["schedule"]["max_iters"] == cfg["trainer"]["max_steps"] == iters
         model = changekit.build_model(path, fm_weights=None, bitab_weights=None, fm_init="meta").eval()
+        key = m["arch"].rsplit("_", 1)[-1]
         with torch.no_grad():
-            f1, f2 = model.extract_fm(t1.to("meta"), t2.to("meta"))
-            f1, f2 = [torch.randn(f.shape) for f in f1], [torch.randn(f.shape) for f in f2]
-            logits = model.decode_head(t1, t2, f1, f2)
-            assert torch.isfinite(logits).all(), path.name
-            assert logits.shape[-1] == (512 if "bit" in m["arch"] else 128), path.name
+            if key not in seen:
+                seen.add(key)
+                f1, f2 = model.extract_fm(t1.to("meta"), t2.to("meta"))
+                f1, f2 = [torch.randn(f.shape) for f in f1], [torch.randn(f.shape) for f in f2]
+                logits = model.decode_head(t1, t2, f1, f2)
+                assert torch.isfinite(logits).all(), path.name
+                assert logits.shape[-1] == (512 if "bit" in m["arch"] else 128), path.name
             model.to("meta")
             out = model(t1.to("meta"), t2.to("meta"))
         assert out.shape == (1, 2, 512, 512)
@@ -158,34 +164,6 @@ def test_timm_foundation_model_by_name():
         feats = fm(torch.randn(2, 3, 64, 80))
         assert [tuple(f.shape) for f in feats] == [(2, 384, 4, 4)] * 3  # register + CLS tokens dropped
         assert model(torch.randn(1, 3, 64, 80), torch.randn(1, 3, 64, 80)).shape == (1, 2, 64, 80)
-    assert count_parameters(model)[1] == count_parameters(model.decode_head)[0]
+    assert parameter_counts(model)["params_trainable"] == parameter_counts(model.decode_head)["params_total"]
 
 
-def test_short_training_run_loss_falls_fm_unchanged():
-    """A small BAN (tiny timm ViT FM, MiT-b0 Bi-TAB) learns synthetic changes; the FM does not move."""
-    torch.manual_seed(0)
-    model = changekit.build_model("ban", fm="timm:vit_tiny_patch16_224", bitab="mit-b0", fm_img_size=32, depth=3)
-    fm_before = {k: v.clone() for k, v in model.image_encoder.state_dict().items()}
-    g = torch.Generator().manual_seed(1)
-    n = 4
-    t1 = torch.randn(n, 3, 64, 64, generator=g)
-    t2 = t1.clone()
-    label = torch.zeros(n, 64, 64, dtype=torch.long)
-    for i in range(n):  # a 24x24 square changes in each pair (14% of the pixels)
-        y, x = torch.randint(0, 40, (2,), generator=g).tolist()
-        t2[i, :, y:y + 24, x:x + 24] += 2.0
-        label[i, y:y + 24, x:x + 24] = 1
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
-    model.train()
-    losses = []
-    for step in range(12):
-        idx = torch.arange(2) + 2 * (step % 2)
-        loss = torch.nn.functional.cross_entropy(model(t1[idx], t2[idx]), label[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    assert last < 0.5 * first and last < 0.3, losses  # 0.3: well below the all-"unchanged" prior (~0.41)
-    after = model.image_encoder.state_dict()
-    assert all(torch.equal(fm_before[k], after[k]) for k in fm_before)

@@ -11,8 +11,8 @@ from PIL import Image
 
 from changekit.data import (
     BandonDataset,
+    ChangeDataset,
     build_dataset,
-    dataset_from_config,
     decode_label,
     get_preset,
     list_presets,
@@ -189,21 +189,27 @@ def test_prediction_set_without_labels_and_flat_root(tmp_path):
     assert "label" not in build_dataset("levir-cd", tmp_path, None, labels=False)[0]
 
 
-def test_dataset_from_config_and_presets():
+def test_presets_and_the_config_builder():
+    from changekit.engine.datamodule import ChangeDataModule
+
     assert {"levir-cd", "levir-cd-plus", "s2looking", "whu-cd", "whu-cd-whole", "cdd", "sysu-cd", "dsifn",
             "clcd", "bandon", "folder"} <= set(list_presets())
-    assert get_preset("levir-cd").eval["mode"] == "slide" and get_preset("whu-cd").eval["mode"] == "whole"
+    assert get_preset("bandon").dataset_class is BandonDataset and get_preset("levir-cd").dataset_class is ChangeDataset
     with pytest.raises(ConfigError, match="unknown dataset preset 'levirx'"):
         get_preset("levirx")
     with pytest.raises(ConfigError, match="data.root"):
-        dataset_from_config({"dataset": "levir-cd"}, "train")
+        ChangeDataModule(dataset="levir-cd").build_dataset("train")
 
 
-def test_dataset_from_config(tmp_path):
+def test_config_builder_passes_layout_overrides(tmp_path):
+    from changekit.engine.datamodule import ChangeDataModule
+
     truth = _make_split(tmp_path / "val", ("t1", "t2", "cm"), ["q"])
-    ds = dataset_from_config({"dataset": "folder", "root": str(tmp_path), "dirs": ["t1", "t2", "cm"],
-                              "batch_size": 4, "crop_size": 16}, "val")
-    _check(ds, truth)
+    dm = ChangeDataModule(dataset="folder", root=str(tmp_path), dirs=["t1", "t2", "cm"], mean=[0.0] * 3,
+                          std=[1.0] * 3, size_divisor=None)
+    ds = dm.build_dataset("val")
+    assert ds.dirs == ("t1", "t2", "cm") and len(ds) == 1
+    _check(build_dataset("folder", tmp_path, "val", dirs=("t1", "t2", "cm")), truth)
 
 
 def test_decode_label_encodings():

@@ -8,17 +8,11 @@ import numpy as np
 def test_demo_writes_every_output(tmp_path, capsys):
     from PIL import Image
 
-    from changekit import demo
+    from changekit.cli import main as cli
 
-    seen = []
-    demo.EXTRA_STEPS.append(seen.append)
-    try:
-        code = demo.main(["--out", str(tmp_path / "demo"), "--size", "32", "--n-train", "8", "--n-val", "2",
-                          "--n-test", "3", "--crop", "32", "--batch-size", "4", "--steps", "4", "--val-every", "2",
-                          "--threads", "1", "--no-progress", "--figure-samples", "2",
-                          "--scene-size", "192", "256"])
-    finally:
-        demo.EXTRA_STEPS.remove(seen.append)
+    code = cli(["demo", "--out", str(tmp_path / "demo"), "--size", "32", "--n-train", "8", "--n-val", "2",
+                "--n-test", "3", "--crop", "32", "--batch-size", "4", "--steps", "4", "--val-every", "2",
+                "--threads", "1", "--no-progress", "--figure-samples", "2", "--scene-size", "192", "256"])
     assert code == 0
     out = tmp_path / "demo"
     metrics = json.loads((out / "metrics.json").read_text())
@@ -26,16 +20,15 @@ def test_demo_writes_every_output(tmp_path, capsys):
         assert key in metrics
     assert metrics["eval_mode"].startswith("whole") and metrics["pixels"] == 3 * 32 * 32
     assert "evaluation: whole" in capsys.readouterr().out
-    from changekit.engine import load_checkpoint_model
+    from changekit import load_model
 
-    model, info = load_checkpoint_model(out / "model.ckpt")
+    info = load_model(out / "model.ckpt").changekit_info
     assert info["arch"] == "fc_siam_diff" and info["mean"] is not None
     maps = sorted((out / "predictions" / "maps").glob("*.png"))
     assert len(maps) == 3 and len(list((out / "predictions" / "overlays").glob("*.png"))) == 3
     assert set(np.unique(np.array(Image.open(maps[0])))) <= {0, 255}
     fig = np.array(Image.open(out / "figure.png"))
     assert fig.shape[0] > 300 and fig.shape[1] > 300
-    assert len(seen) == 1 and seen[0].checkpoint == out / "model.ckpt"  # the extra-steps hook ran
     # the large-scene step: georeferenced rasters, polygons and a preview
     import rasterio
 
@@ -43,4 +36,3 @@ def test_demo_writes_every_output(tmp_path, capsys):
         assert (out / "scene" / name).is_file(), name
     with rasterio.open(out / "scene" / "change.tif") as c, rasterio.open(out / "scene" / "t1.tif") as t1:
         assert c.crs == t1.crs and c.transform == t1.transform and c.shape == (192, 256)
-    assert "scene" in seen[0].extra

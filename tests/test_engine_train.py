@@ -59,7 +59,7 @@ def _run(args, cwd, monkeypatch, capsys=None):
 def test_cli_fit_overrides_resume_test_predict(toy, tmp_path, monkeypatch, capsys):
     from PIL import Image
 
-    from changekit.engine import load_checkpoint_model
+    from changekit import load_model
     from changekit.engine.writers import OVERLAY_COLOURS
 
     root, cfg = toy
@@ -83,7 +83,8 @@ def test_cli_fit_overrides_resume_test_predict(toy, tmp_path, monkeypatch, capsy
     assert resumed["lr_schedulers"][0]["last_epoch"] == 6
     assert resumed["lr_schedulers"][0]["_last_lr"][0] == pytest.approx(0.005 * (1 - 4 / 17))
 
-    model, info = load_checkpoint_model(ckdir / "last.ckpt")
+    model = load_model(ckdir / "last.ckpt")
+    info = model.changekit_info
     assert not model.training and info["arch"] == "fc_siam_diff" and info["in_channels"] == 3
     assert info["std"] == [50.0, 50.0, 50.0] and info["eval"]["mode"] == "whole"
 

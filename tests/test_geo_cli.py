@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from toys import write_scene_pair
 
 from changekit import build_model
 from changekit.cli import main as cli
 from changekit.geo.inputs import open_inputs, resolve_scaling, train_range
-from changekit.geo.synthetic import write_scene_pair
 from changekit.geo.windows import Grid
 
 
@@ -100,9 +100,9 @@ def test_grid_covers_scene_and_weights_sum_to_one(size, window, overlap):
 
 def test_demo_scene_writes_outputs_and_preview(tmp_path):
     from PIL import Image
+    from toys import DiffModel
 
-    from changekit.geo import demo_scene
-    from changekit.geo.testing import DiffModel
+    from changekit.demo import demo_scene
 
     s = demo_scene(DiffModel(), tmp_path, size=(256, 320), window=128, overlap=32, mean=[0.0] * 3, std=[255.0] * 3,
                    scale="none", progress=False)

@@ -12,11 +12,10 @@ import shapely
 import torch
 from rasterio.transform import from_origin
 from shapely.geometry import shape
+from toys import ConstantModel, ConvModel, DiffModel, ddp_worker, write_scene_pair
 
 from changekit.errors import ConfigError, DataError
 from changekit.geo.scene import run_scene
-from changekit.geo.synthetic import write_scene_pair
-from changekit.geo.testing import ConstantModel, ConvModel, DiffModel, ddp_worker
 from changekit.geo.vectorize import change_polygons
 
 SIZE = (300, 430)  # not a multiple of the window: edge windows are pulled back
@@ -202,7 +201,7 @@ def test_preview_of_a_scene_larger_than_the_preview_keeps_every_change(tmp_path)
     from PIL import Image
     from rasterio.transform import from_origin
 
-    from changekit.geo.demo import preview_png
+    from changekit.geo.preview import preview_png
 
     profile = dict(driver="GTiff", height=64, width=96, crs="EPSG:32631", transform=from_origin(0, 0, 1, 1))
     change = np.zeros((64, 96), np.uint8)

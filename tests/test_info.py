@@ -9,7 +9,7 @@ import torch.nn as nn
 
 import changekit
 from changekit.cli import main as cli_main
-from changekit.info import count_flops, parameter_counts
+from changekit.models.summary import count_flops, parameter_counts
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "changeformer"
 
@@ -104,9 +104,9 @@ def test_flops_of_module_lists_indexed_by_the_parent():
 
 def test_info_on_a_config_whose_weight_files_are_not_downloaded_yet(tmp_path):
     """Counts come from the architecture: a recipe pointing at absent pretrained files is still inspectable."""
-    from changekit.info import model_info
+    from changekit.models.summary import model_info
 
     cfg = tmp_path / "cf.yaml"
-    cfg.write_text("model:\n  arch: changeformer_mit-b0\n  arch_args: {pretrained: pretrain/absent_mit_b0.pth}\n")
+    cfg.write_text("model:\n  arch: changeformer_mit-b0\n  arch_args: {backbone_weights: pretrain/absent_mit_b0.pth}\n")
     info = model_info(str(cfg), size=(64, 64))
-    assert info["params_total"] == 3846754 and info["weights_not_loaded"] == ["pretrained"]
+    assert info["params_total"] == 3846754 and info["weights_not_loaded"] == ["backbone_weights"]

@@ -6,12 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
+from changekit.cli import main as cli
 from changekit.metrics import (
     ConfusionMatrix,
     confusion_matrix,
     format_metrics_table,
     metrics_from_confusion,
-    score_main,
+    score_maps,
 )
 
 
@@ -108,7 +109,7 @@ def test_score_command(tmp_path, capsys):
         _write(label_dir / f"img{i}.png", lab * 255)  # 0/255 labels: 255 means change
         all_p.append(p)
         all_l.append(lab)
-    assert score_main([str(pred_dir), str(label_dir), "--json"]) == 0
+    assert cli(["score", str(pred_dir), str(label_dir), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     want = _independent_metrics(np.stack(all_p), np.stack(all_l), 255)
     for k in ("precision", "recall", "f1", "iou", "oa", "kappa", "miou", "mf1"):
@@ -124,8 +125,10 @@ def test_score_command_errors(tmp_path):
     _write(pred_dir / "a.png", np.zeros((4, 4)))
     _write(label_dir / "b.png", np.zeros((4, 4)))
     with pytest.raises(DataError, match="no prediction for 1 label"):
-        score_main([str(pred_dir), str(label_dir)])
+        score_maps(pred_dir, label_dir)
     _write(label_dir / "a.png", np.full((4, 4), 7))
     (label_dir / "b.png").unlink()
     with pytest.raises(DataError, match="a.png: label values"):
-        score_main([str(pred_dir), str(label_dir)])
+        score_maps(pred_dir, label_dir)
+    # through the command: one line naming the file, exit 2
+    assert cli(["score", str(pred_dir), str(label_dir)]) == 2

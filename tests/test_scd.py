@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import changekit
-from changekit.scd_metrics import SCDConfusion, scd_metrics_from_confusion, sek_from_confusion
+from changekit.config import load_config
+from changekit.metrics.scd import SCDConfusion, scd_metrics_from_confusion, sek_from_confusion
 
 TINY_FM = dict(kind="clip", patch_size=8, img_size=32, embed_dim=64, num_heads=2, num_layers=3, out_indices=(0, 1, 2))
 
@@ -71,7 +72,7 @@ def test_registry_names_and_full_size_heads():
     names = changekit.list_models()
     for n in ("ban-scd_vit-l14-clip_mit-b0", "ban-scd_vit-l14-clip_mit-b2", "ban-scd"):
         assert n in names
-    from changekit.models.ban import count_parameters
+    from changekit.models.summary import parameter_counts
 
     m = changekit.build_model("ban-scd_vit-l14-clip_mit-b0", fm_init="meta")
     head = m.decode_head
@@ -79,8 +80,9 @@ def test_registry_names_and_full_size_heads():
     assert [c.conv.in_channels for c in head.semantic_cd_head.convs] == [32, 64, 160, 256]
     assert head.binary_cd_head.conv_seg.out_channels == 2 and head.semantic_cd_head.conv_seg.out_channels == 3
     assert head.binary_cd_head.discriminator.layers[0].out_channels == 256  # MixFFN hidden = channels
-    total, trainable = count_parameters(m)
-    assert trainable == count_parameters(m.decode_head)[0] == 5_398_953
+    c = parameter_counts(m)
+    trainable = c["params_trainable"]
+    assert trainable == parameter_counts(m.decode_head)["params_total"] == 5_398_953
 
 
 def test_tiny_scd_forward_shapes_and_state_dict_round_trip(tmp_path):
@@ -172,6 +174,7 @@ def test_semantic_task_needs_semantic_model_and_labels():
 
 SCD_CONFIG = """\
 seed_everything: 0
+task: semantic-change
 model:
   arch: ban-scd
   arch_args: {{fm: {{kind: clip, patch_size: 8, img_size: 32, embed_dim: 64, num_heads: 2, num_layers: 3,
@@ -232,13 +235,12 @@ def test_bandon_configs_build_and_run_at_512():
     """Both BANDON configs: recipe values of the BAN repository, model built shape-only (meta), SCD outputs at 512."""
     from pathlib import Path
 
-    import yaml
 
     configs = sorted((Path(__file__).parents[1] / "configs" / "ban_scd").glob("*bandon.yaml"))
     assert [p.stem.split("_")[2] for p in configs] == ["mit-b0", "mit-b2"]
     t = torch.randn(1, 3, 512, 512, device="meta")
     for path in configs:
-        cfg = yaml.safe_load(path.read_text())
+        cfg = load_config(path)
         m, d = cfg["model"], cfg["data"]
         assert path.stem.startswith(m["arch"] + "_512x512_40k_")
         assert m["optimizer"]["weight_decay"] == 0.01 and m["param_groups"] == [{"pattern": "cd_head", "lr_mult": 10.0}]

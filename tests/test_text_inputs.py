@@ -9,7 +9,7 @@ import torch.nn as nn
 from PIL import Image
 
 from changekit.data import ChangeDataset
-from changekit.data.clip_labels import FORMAT
+from changekit.data.text_classes import FORMAT
 from changekit.engine.datamodule import collate_pairs
 from changekit.engine.inference import predict_logits
 from changekit.engine.task import model_inputs

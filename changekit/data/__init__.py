@@ -2,7 +2,7 @@
 
 Public API::
 
-    from changekit.data import ChangeDataset, BandonDataset, build_dataset, dataset_from_config, get_preset
+    from changekit.data import ChangeDataset, BandonDataset, build_dataset, get_preset
     from changekit.data import build_transforms, make_pair, write_dataset, write_geotiff_pair
     from changekit.data import read_image, read_label
 """
@@ -13,7 +13,6 @@ from changekit.data.presets import (
     PRESETS,
     DatasetPreset,
     build_dataset,
-    dataset_from_config,
     get_preset,
     list_presets,
 )
@@ -23,7 +22,7 @@ from changekit.data.transforms import STATS, build_transforms, resolve_stats
 __all__ = [
     "ChangeDataset", "BandonDataset", "Sample", "ValidationReport", "decode_label",
     "read_image", "read_label", "image_shape", "write_png", "write_tiff",
-    "PRESETS", "DatasetPreset", "get_preset", "list_presets", "build_dataset", "dataset_from_config",
+    "PRESETS", "DatasetPreset", "get_preset", "list_presets", "build_dataset",
     "build_transforms", "resolve_stats", "STATS",
     "make_pair", "write_dataset", "write_geotiff_pair",
 ]

@@ -281,19 +281,12 @@ class ChangeDataset(Dataset):
         # Per-image class names for language-driven models (CLIPFormer prompts), cached by `changekit clip-labels`.
         self.text_classes: dict[Path, dict[str, list[str]]] | None = None
         if text_classes:
-            from changekit.data.clip_labels import read_clip_classes
+            from changekit.data.text_classes import read_clip_classes
 
             folders = {p.parent for s in self.samples for p in (s.t1, s.t2)}
             self.text_classes = {f: read_clip_classes(f, text_top_k) for f in sorted(folders)}
 
     # ------------------------------------------------------------------ construction
-    @classmethod
-    def from_preset(cls, preset: str, root: str | os.PathLike, split: str | None = "train", **overrides: Any):
-        """Dataset for a named preset (``levir-cd``, ``s2looking``, ``whu-cd``, ...); overrides win."""
-        from changekit.data.presets import build_dataset
-
-        return build_dataset(preset, root, split, **overrides)
-
     @property
     def base_dir(self) -> Path:
         if self.split_dir and self.split is not None:
@@ -447,7 +440,11 @@ class ChangeDataset(Dataset):
         raise NotImplementedError
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item = self.transforms(self.load_arrays(i))
+        """The transformed sample, plus ``hw``: its size before any padding (predictions are cropped back to it)."""
+        arrays = self.load_arrays(i)
+        h, w = arrays["t1"].shape[:2]
+        item = self.transforms(arrays)
+        item["hw"] = torch.tensor([h, w])
         return item
 
     # ------------------------------------------------------------------ validation
@@ -599,15 +596,3 @@ class BandonDataset(ChangeDataset):
         if lab.shape != tuple(hw):
             raise DataError(f"{path}: building label size {lab.shape[::-1]} differs from the images {hw[::-1]}.")
         return lab
-
-
-def to_tensor_item(item: dict[str, Any]) -> dict[str, Any]:
-    """numpy HWC/HW arrays -> torch CHW float32 / HW int64 (other keys unchanged)."""
-    out = dict(item)
-    for k in ("t1", "t2"):
-        if isinstance(out.get(k), np.ndarray):
-            out[k] = torch.from_numpy(np.ascontiguousarray(out[k].transpose(2, 0, 1), dtype=np.float32))
-    for k, v in item.items():
-        if k.startswith("label") and isinstance(v, np.ndarray):
-            out[k] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64))
-    return out

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from changekit.atomic import atomic_write
 from changekit.errors import DataError
 
 PIL_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -32,7 +32,6 @@ __all__ = [
     "read_label",
     "write_png",
     "write_tiff",
-    "atomic_path",
 ]
 
 
@@ -163,36 +162,17 @@ def _is_jpeg(path: Path) -> bool:
     return path.suffix.lower() in (".jpg", ".jpeg")
 
 
-class atomic_path:
-    """Context manager yielding a temporary path next to ``path``; renamed onto it only on success."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-
-
-def write_png(path: str | os.PathLike, arr: np.ndarray) -> None:
+def write_png(path: str | os.PathLike, arr: np.ndarray) -> Path:
     """Write uint8/uint16 (H, W) or (H, W, 3|4) to PNG/JPG atomically (temp name, then rename)."""
     from PIL import Image
 
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    with atomic_path(path) as tmp:
+    with atomic_write(path) as tmp:
         fmt = "JPEG" if _is_jpeg(Path(path)) else "PNG"
-        Image.fromarray(arr).save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return Path(path)
 
 
 def write_tiff(
@@ -217,6 +197,6 @@ def write_tiff(
         profile["transform"] = transform
     if nodata is not None:
         profile["nodata"] = nodata
-    with atomic_path(path) as tmp:
+    with atomic_write(path) as tmp:
         with _quiet(), rasterio.open(tmp, "w", **profile) as ds:
             ds.write(np.moveaxis(arr, -1, 0))

@@ -1,4 +1,4 @@
-"""Dataset presets: the official layouts, suffixes, label encodings, splits, statistics and evaluation modes
+"""Dataset presets: the official layouts, suffixes, label encodings, splits and statistics
 of the change-detection benchmarks (open-cd conventions, ``opencd/datasets/*.py``).
 
 A config picks one by name::
@@ -9,7 +9,8 @@ A config picks one by name::
       # any ChangeDataset argument overrides the preset: dirs, suffixes, list_file, label_encoding,
       # bands, in_channels, mean, std, ...
 
-``build_dataset(preset, root, split, **overrides)`` / ``dataset_from_config(data_cfg, split)`` return the dataset.
+``build_dataset(preset, root, split, **overrides)`` returns the dataset (the one builder: ``ChangeDataModule``
+and the dataset tools use it).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from changekit.data.datasets import BandonDataset, ChangeDataset
 from changekit.errors import ConfigError
 
-__all__ = ["DatasetPreset", "PRESETS", "get_preset", "list_presets", "build_dataset", "dataset_from_config"]
+__all__ = ["DatasetPreset", "PRESETS", "get_preset", "list_presets", "build_dataset"]
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,7 @@ class DatasetPreset:
     std: Any = None
     image_size: tuple[int, int] | None = None  # native tile size (informative)
     crop_size: int | None = 256  # training crop of the reference configs
-    eval: dict = field(default_factory=lambda: {"mode": "whole"})
-    dataset_class: str = "ChangeDataset"
+    dataset_class: type[ChangeDataset] = ChangeDataset
     layout: str = ""  # human-readable layout (docs, check-dataset)
     extra: dict = field(default_factory=dict)  # dataset_class-specific keyword arguments
 
@@ -56,22 +57,20 @@ class DatasetPreset:
         return asdict(self)
 
 
-_SLIDE_1024 = {"mode": "slide", "crop_size": 512, "stride": 256}
-
 PRESETS: dict[str, DatasetPreset] = {
     p.name: p
     for p in [
         DatasetPreset(
             "levir-cd", "LEVIR-CD (Chen & Shi 2020): 637 pairs of 1024x1024 Google Earth RGB, 0.5 m; 445/64/128.",
-            image_size=(1024, 1024), crop_size=512, eval=_SLIDE_1024,
+            image_size=(1024, 1024), crop_size=512,
             layout="{train,val,test}/{A,B,label}/<name>.png; labels 0/255"),
         DatasetPreset(
             "levir-cd-plus", "LEVIR-CD+: 985 pairs of 1024x1024 RGB; train/test only (637/348).",
-            splits=("train", "test"), image_size=(1024, 1024), crop_size=512, eval=_SLIDE_1024,
+            splits=("train", "test"), image_size=(1024, 1024), crop_size=512,
             layout="{train,test}/{A,B,label}/<name>.png; labels 0/255"),
         DatasetPreset(
             "s2looking", "S2Looking (Shen et al. 2021): 5000 side-looking satellite pairs 1024x1024; 3500/1000/500.",
-            dirs=("Image1", "Image2", "label"), image_size=(1024, 1024), crop_size=512, eval=_SLIDE_1024,
+            dirs=("Image1", "Image2", "label"), image_size=(1024, 1024), crop_size=512,
             layout="{train,val,test}/{Image1,Image2,label}/<name>.png; labels 0/255"),
         DatasetPreset(
             "whu-cd", "WHU-CD, open-cd's 256x256 tiles: one folder of tiles, splits from list files.",
@@ -81,7 +80,6 @@ PRESETS: dict[str, DatasetPreset] = {
         DatasetPreset(
             "whu-cd-whole", "WHU-CD whole images (one large GeoTIFF pair per split; cut with `changekit tile`).",
             suffixes=(".tif", ".tif", ".tif"), splits=("train", "test"), crop_size=512,
-            eval={"mode": "slide", "crop_size": 512, "stride": 256},
             layout="{train,test}/{A,B,label}/<name>.tif; labels 0/255"),
         DatasetPreset(
             "cdd", "CDD (Lebedev et al. 2018; open-cd calls it SVCD): 256x256 seasonal-change JPGs; 10000/3000/3000.",
@@ -103,7 +101,7 @@ PRESETS: dict[str, DatasetPreset] = {
         DatasetPreset(
             "bandon", "BANDON (Pang et al. 2023): off-nadir building change, cities x dates, with building labels.",
             dirs=("imgs", "imgs", "labels"), suffixes=(".jpg", ".jpg", ".png"), label_encoding="0-1",
-            ignore_value=255, crop_size=512, eval=_SLIDE_1024, dataset_class="BandonDataset",
+            ignore_value=255, crop_size=512, dataset_class=BandonDataset,
             layout="{split}/imgs/<city>/<t>/<name>.jpg; {split}/labels_unch0ch1ig255/<city>/<tA>VS<tB>/<name>.png "
                    "(train: 0/1/255-ignore) or {split}/labels/... (val/test: 0/255); "
                    "building_labels/<city>/<t>/<name>.png (0 bg, 1 roof, 2 facade)"),
@@ -136,37 +134,10 @@ def build_dataset(preset: str | DatasetPreset, root: str | os.PathLike, split: s
                   **overrides: Any):
     """A dataset of ``preset`` at ``root`` for ``split``; keyword overrides (any ChangeDataset argument)
     win over the preset's values (e.g. ``transforms=``, ``labels=False``, ``bands=[3, 2, 1]``)."""
-    from changekit.data import datasets as ds_mod
-
     p = get_preset(preset) if isinstance(preset, str) else preset
     kw = p.dataset_kwargs()
     kw.update(overrides)
-    cls = getattr(ds_mod, p.dataset_class)
-    return cls(root, split, preset=p.name, **kw)
-
-
-_CFG_KEYS_NOT_DATASET = {"dataset", "root", "batch_size", "num_workers", "crop_size", "cat_max_ratio", "augment",
-                         "size_divisor", "splits", "eval", "train_split", "val_split", "test_split", "predict_split"}
-
-
-def dataset_from_config(data: dict[str, Any], split: str | None, transforms=None, **overrides: Any):
-    """``data: {dataset: <preset>, root: ..., <ChangeDataset overrides>}`` -> dataset for ``split``.
-    Loader/augmentation keys (batch_size, crop_size, augment, ...) are ignored here."""
-    if "root" not in data:
-        raise ConfigError("data.root is missing: set it to the dataset folder.")
-    name = data.get("dataset", "folder")
-    kw = {k: v for k, v in data.items() if k not in _CFG_KEYS_NOT_DATASET}
-    for k in ("dirs", "suffixes", "bands"):
-        if isinstance(kw.get(k), list):
-            kw[k] = tuple(kw[k]) if k != "bands" else list(kw[k])
-    kw.update(overrides)
-    if transforms is not None:
-        kw["transforms"] = transforms
-    try:
-        return build_dataset(name, data["root"], split, **kw)
-    except TypeError as e:
-        raise ConfigError(f"data config: {e}. Allowed keys: the ChangeDataset arguments "
-                          "(dirs, suffixes, split_dir, list_file, label_encoding, ignore_value, bands, ...).") from e
+    return p.dataset_class(root, split, preset=p.name, **kw)
 
 
 def preset_with(name: str, **changes: Any) -> DatasetPreset:

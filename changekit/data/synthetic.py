@@ -13,6 +13,7 @@ direction per date (shadows of unchanged buildings move), misregistration of dat
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from changekit.data.io import atomic_path, write_png
+from changekit.atomic import atomic_write
+from changekit.data.io import write_png
 
 __all__ = ["make_pair", "write_dataset", "write_geotiff_pair", "render_window", "render_pair_window", "render_label", "SceneParams", "scene_params"]
 
@@ -325,9 +327,8 @@ def write_geotiff_pair(
         img_prof.pop("tiled"), img_prof.pop("blockxsize"), img_prof.pop("blockysize")
         prof.pop("tiled"), prof.pop("blockxsize"), prof.pop("blockysize")
     paths = [Path(t1_path), Path(t2_path)] + ([Path(label_path)] if label_path is not None else [])
-    ctxs = [atomic_path(p) for p in paths]
-    tmps = [c.__enter__() for c in ctxs]
-    try:
+    with contextlib.ExitStack() as stack:  # every file appears complete, or none does
+        tmps = [stack.enter_context(atomic_write(p)) for p in paths]
         dss = [rasterio.open(tmps[0], "w", **img_prof), rasterio.open(tmps[1], "w", **img_prof)]
         if label_path is not None:
             dss.append(rasterio.open(tmps[2], "w", **dict(prof, count=1)))
@@ -354,9 +355,3 @@ def write_geotiff_pair(
         finally:
             for ds in dss:
                 ds.close()
-    except BaseException as e:
-        for c in ctxs:
-            c.__exit__(type(e), e, None)
-        raise
-    for c in ctxs:
-        c.__exit__(None, None, None)

@@ -362,12 +362,22 @@ class Pad:
         return f"Pad(size_divisor={self.size_divisor}, size={self.size})"
 
 
+def to_tensor_item(item: dict[str, Any]) -> dict[str, Any]:
+    """numpy HWC/HW arrays -> torch CHW float32 / HW int64 (other keys unchanged)."""
+    out = dict(item)
+    for k in ("t1", "t2"):
+        if isinstance(out.get(k), np.ndarray):
+            out[k] = torch.from_numpy(np.ascontiguousarray(out[k].transpose(2, 0, 1), dtype=np.float32))
+    for k, v in item.items():
+        if k.startswith("label") and isinstance(v, np.ndarray):
+            out[k] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64))
+    return out
+
+
 class ToTensor:
     """numpy HWC float32 / HW int -> torch CHW float32 / HW int64."""
 
     def __call__(self, s: Sample) -> Sample:
-        from changekit.data.datasets import to_tensor_item
-
         return to_tensor_item(s)
 
     def __repr__(self) -> str:

@@ -10,31 +10,13 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from changekit.errors import ConfigError
 
-__all__ = ["ChangeDataModule", "OriginalSize", "eval_sampler"]
+__all__ = ["ChangeDataModule", "eval_sampler"]
 
 
 def collate_pairs(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Default collation, except per-image lists (CLIPFormer class names), which stay one list per sample."""
     lists = {k: [it.pop(k) for it in items] for k in ("classes_a", "classes_b") if k in items[0]}
     return {**default_collate(items), **lists}
-
-
-class OriginalSize(Dataset):
-    """Wraps a :class:`~changekit.data.ChangeDataset` and adds ``hw`` (the size before padding) to each item,
-    so that predictions can be cropped back to the image size."""
-
-    def __init__(self, ds) -> None:
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        arrays = self.ds.load_arrays(i)
-        h, w = arrays["t1"].shape[:2]
-        item = self.ds.transforms(arrays)
-        item["hw"] = torch.tensor([h, w])
-        return item
 
 
 def eval_sampler(ds: Dataset, trainer: pl.Trainer | None):
@@ -209,10 +191,9 @@ class ChangeDataModule(pl.LightningDataModule):
                 raise ConfigError(f"the training set has {len(ds)} samples, fewer than data.batch_size={hp.batch_size}")
             return DataLoader(ds, batch_size=hp.batch_size, shuffle=True, drop_last=True, num_workers=hp.num_workers,
                               collate_fn=collate_pairs, persistent_workers=hp.num_workers > 0, pin_memory=torch.cuda.is_available())
-        wrapped = OriginalSize(ds)
-        return DataLoader(wrapped, batch_size=hp.eval_batch_size, shuffle=False, num_workers=hp.num_workers,
+        return DataLoader(ds, batch_size=hp.eval_batch_size, shuffle=False, num_workers=hp.num_workers,
                           collate_fn=collate_pairs,
-                          sampler=eval_sampler(wrapped, self.trainer), pin_memory=torch.cuda.is_available())
+                          sampler=eval_sampler(ds, self.trainer), pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

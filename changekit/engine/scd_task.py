@@ -7,7 +7,7 @@ change model. The batches must carry ``label_sem1`` / ``label_sem2`` besides ``l
 
 Loss (as the BAN repository's ``SCD_BitemporalAdapterHead.loss_by_feat``): ``loss`` (default CE) on the change
 logits + ``semantic_loss`` (default CE, weight 1) on each date's semantic logits, ignore value 255, logits
-resized to the label size. Validation/test log the SCD metrics of :mod:`changekit.scd_metrics` (``val/sek``,
+resized to the label size. Validation/test log the SCD metrics of :mod:`changekit.metrics.scd` (``val/sek``,
 ``val/scd_score``, ``val/sem_miou``, and the binary ``val/f1``, ``val/iou``, ``val/miou`` ...), with the same
 whole/slide evaluation as the change task applied to all three outputs.
 """
@@ -25,6 +25,7 @@ from changekit.engine.inference import predict_logits
 from changekit.engine.losses import ChangeLoss
 from changekit.engine.task import ChangeDetectionTask
 from changekit.errors import ConfigError
+from changekit.metrics.scd import SCD_SUMMARY_KEYS, SCDConfusion, format_scd_table
 
 __all__ = ["SemanticChangeTask"]
 
@@ -50,25 +51,12 @@ class SemanticChangeTask(ChangeDetectionTask):
         semantic_loss: loss of each semantic map, as ``loss`` (default ``{ce: 1.0}``).
     """
 
-    def __init__(
-        self,
-        arch: str,
-        arch_args: dict[str, Any] | None = None,
-        weights: str | None = None,
-        num_classes: int = 2,
-        ignore_index: int = 255,
-        loss: dict[str, Any] | None = None,
-        optimizer: dict[str, Any] | None = None,
-        param_groups: list[dict[str, Any]] | None = None,
-        no_decay_norm: bool = False,
-        schedule: dict[str, Any] | None = None,
-        grad_clip: float | None = None,
-        eval: dict[str, Any] | None = None,  # noqa: A002 - the config key users write
-        num_semantic_classes: int = 3,
-        semantic_loss: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(arch, arch_args, weights, num_classes, ignore_index, loss, optimizer, param_groups,
-                         no_decay_norm, schedule, grad_clip, eval)
+    TASK_NAME = "semantic-change"
+
+    def __init__(self, *args: Any, num_semantic_classes: int = 3, semantic_loss: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # arch, arch_args, loss, ... exactly as ChangeDetectionTask
+        arch = self.hparams.arch
         self.save_hyperparameters()
         if not hasattr(self.model, "forward_scd"):
             raise ConfigError(f"model {arch!r} has no semantic heads (forward_scd); use a ban-scd_* model "
@@ -79,8 +67,6 @@ class SemanticChangeTask(ChangeDetectionTask):
                               f"{num_semantic_classes}")
         ii = self.hparams.ignore_index
         self.semantic_criterion = ChangeLoss(semantic_loss or {"ce": 1.0}, ignore_index=ii)
-        from changekit.scd_metrics import SCDConfusion
-
         self.val_cm = SCDConfusion(num_semantic_classes, ignore_index=ii)
         self.test_cm = SCDConfusion(num_semantic_classes, ignore_index=ii)
 
@@ -127,8 +113,6 @@ class SemanticChangeTask(ChangeDetectionTask):
     def _eval_epoch_end(self, cm, prefix: str) -> None:
         metrics = cm.compute()  # synchronised over processes by torchmetrics
         cm.reset()
-        from changekit.scd_metrics import SCD_SUMMARY_KEYS, format_scd_table
-
         scalars = {k: float(metrics[k]) if metrics[k] == metrics[k] else 0.0 for k in SCD_SUMMARY_KEYS}
         self.log_dict({f"{prefix}/{k}": v for k, v in scalars.items()}, on_step=False, on_epoch=True, sync_dist=False)
         self.results[prefix] = {**metrics, "eval_mode": self.eval_mode_description}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,12 +10,15 @@ import lightning.pytorch as pl
 import torch
 import torch.nn as nn
 
+from changekit.checkpoints import load_weights
 from changekit.engine.inference import describe_eval_mode, predict_logits
 from changekit.engine.losses import ChangeLoss
 from changekit.engine.optim import build_optimizer, build_param_groups, build_scheduler
 from changekit.errors import ConfigError
+from changekit.metrics import SUMMARY_KEYS, ConfusionMatrix, format_metrics_table
+from changekit.models import build_model
 
-__all__ = ["ChangeDetectionTask", "load_checkpoint_model", "build_task_model"]
+__all__ = ["ChangeDetectionTask", "build_task_model"]
 
 EVAL_KEYS = {"mode", "window", "stride", "crop_size", "resize"}
 OPTIM_KEYS = {"type", "name", "lr", "weight_decay", "betas", "momentum", "nesterov", "eps"}
@@ -37,25 +39,13 @@ def _check_eval(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def build_task_model(arch: str, arch_args: Mapping[str, Any] | None, num_classes: int) -> nn.Module:
-    """Build ``arch`` from the registry, passing ``num_classes`` when the factory accepts it."""
-    from changekit import build_model
-    from changekit.models.registry import _REGISTRY, _discover
-
-    kwargs = dict(arch_args or {})
-    _discover()
-    factory = _REGISTRY.get(arch)
-    if factory is not None and "num_classes" not in kwargs:
-        params = inspect.signature(factory).parameters
-        if "num_classes" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            kwargs["num_classes"] = num_classes
+    """``arch`` from the registry with ``num_classes``; configuration problems as :class:`ConfigError`."""
     try:
-        model = build_model({"arch": arch, "arch_args": kwargs})
+        return build_model({"arch": arch, "arch_args": dict(arch_args or {})}, num_classes=num_classes)
     except KeyError as e:
         raise ConfigError(f"model.arch: {e.args[0]}") from None
-    got = getattr(model, "num_classes", num_classes)
-    if got != num_classes:
-        raise ConfigError(f"model {arch!r} predicts {got} classes but model.num_classes is {num_classes}")
-    return model
+    except ValueError as e:
+        raise ConfigError(f"model: {e.args[0] if e.args else e}") from None
 
 
 #: Batch keys that are model inputs besides the two images (per-image class names of language-driven models).
@@ -114,12 +104,8 @@ class ChangeDetectionTask(pl.LightningModule):
         self.optim_cfg = optimizer
         self.model = build_task_model(arch, arch_args, num_classes)
         if weights:
-            from changekit import load_weights
-
             load_weights(self.model, weights)
         self.criterion = ChangeLoss(loss or {"ce": 1.0}, ignore_index=ignore_index)
-
-        from changekit.metrics import ConfusionMatrix
 
         self.val_cm = ConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
         self.test_cm = ConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
@@ -200,16 +186,12 @@ class ChangeDetectionTask(pl.LightningModule):
     def _eval_epoch_end(self, cm, prefix: str) -> None:
         metrics = cm.compute()  # synchronised over processes by torchmetrics
         cm.reset()
-        from changekit.metrics import SUMMARY_KEYS
-
         # undefined values (e.g. precision/F1 when nothing is predicted as change) are logged as 0 so that
         # checkpoint selection and curves stay usable; the table and JSON show them as n/a
         scalars = {k: float(metrics[k]) if metrics[k] == metrics[k] else 0.0 for k in SUMMARY_KEYS if k in metrics}
         self.log_dict({f"{prefix}/{k}": v for k, v in scalars.items()}, on_step=False, on_epoch=True, sync_dist=False)
         self.results[prefix] = {**metrics, "eval_mode": self.eval_mode_description}
         if self.print_tables and not self.trainer.sanity_checking and self.trainer.is_global_zero:
-            from changekit.metrics import format_metrics_table
-
             title = f"{prefix} (step {self.global_step})"
             print(f"\n{title}\n" + format_metrics_table(metrics, self.eval_mode_description), flush=True)
 
@@ -235,6 +217,9 @@ class ChangeDetectionTask(pl.LightningModule):
         return out
 
     # ------------------------------------------------------------------ checkpoints
+    #: what ``changekit.load_model`` and the CLI read back to pick the task class (``task`` in a config)
+    TASK_NAME = "change"
+
     def checkpoint_info(self) -> dict[str, Any]:
         """What a checkpoint needs to rebuild the model and its input normalisation without the config."""
         hp = self.hparams
@@ -245,6 +230,7 @@ class ChangeDetectionTask(pl.LightningModule):
             "ignore_index": int(hp.ignore_index),
             "in_channels": getattr(self.model, "in_channels", None),
             "eval": dict(self.eval_cfg),
+            "task": self.TASK_NAME,
         }
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and hasattr(dm, "normalisation_info"):
@@ -268,45 +254,3 @@ def _plain(obj: Any) -> Any:
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     return str(obj)
-
-
-def load_checkpoint_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model stored in a changekit training checkpoint, in eval mode.
-
-    Returns ``(model, info)`` where ``info`` holds ``arch``, ``arch_args``, ``num_classes``, ``ignore_index``,
-    ``in_channels``, ``mean``, ``std``, ``bands`` (None where the checkpoint does not record them) and
-    ``eval`` (``{mode, window, stride}``). The file is read safely (``weights_only``) and loaded strictly.
-    """
-    from changekit import load_weights
-    from changekit.checkpoints import CheckpointError, extract_state_dict, read_checkpoint
-
-    ckpt = read_checkpoint(path)
-    if not isinstance(ckpt, Mapping):
-        raise CheckpointError(f"{path}: not a changekit checkpoint (expected a dict with 'state_dict')")
-    info = dict(ckpt.get("changekit") or {})
-    hp = ckpt.get("hyper_parameters") or {}
-    if not info:
-        if "arch" not in hp:
-            raise CheckpointError(
-                f"{path}: no model configuration inside (not written by `changekit fit`); "
-                "build the model with changekit.build_model and use changekit.load_weights instead"
-            )
-        info = {
-            "arch": hp["arch"],
-            "arch_args": dict(hp.get("arch_args") or {}),
-            "num_classes": int(hp.get("num_classes", 2)),
-            "ignore_index": int(hp.get("ignore_index", 255)),
-            "eval": dict(hp.get("eval") or {"mode": "whole"}),
-        }
-        dhp = ckpt.get("datamodule_hyper_parameters") or {}
-        for key in ("mean", "std", "bands"):
-            info[key] = dhp.get(f"resolved_{key}", dhp.get(key))
-    for key in ("mean", "std", "bands", "in_channels"):
-        info.setdefault(key, None)
-    info.setdefault("eval", {"mode": "whole"})
-    model = build_task_model(info["arch"], info.get("arch_args"), int(info.get("num_classes", 2)))
-    load_weights(model, extract_state_dict(ckpt, str(path)))
-    if info.get("in_channels") is None:
-        info["in_channels"] = getattr(model, "in_channels", None)
-    model.eval()
-    return model, info

@@ -7,7 +7,6 @@ and renamed, so an interrupted run never leaves a half-written PNG.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+
+from changekit.data.io import write_png
 
 __all__ = ["OVERLAY_COLOURS", "error_overlay", "write_png", "write_change_map", "PredictionWriter"]
 
@@ -41,22 +42,6 @@ def error_overlay(pred: Any, label: Any, ignore_index: int = 255) -> np.ndarray:
         out[mask & valid] = OVERLAY_COLOURS[key]
     out[~valid] = OVERLAY_COLOURS["ignore"]
     return out
-
-
-def write_png(path: str | Path, array: np.ndarray) -> Path:
-    """Write a uint8 (H, W) or (H, W, 3) array as PNG atomically (temporary name, then rename)."""
-    from PIL import Image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def write_change_map(path: str | Path, pred: Any) -> Path:

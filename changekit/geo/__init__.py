@@ -1,8 +1,11 @@
-"""Large georeferenced scenes: streamed, blended, resumable and shardable change inference (docs/scenes.md)."""
+"""Large georeferenced scenes: streamed, blended, resumable and shardable change inference (docs/scenes.md).
+
+No Lightning here: models come from files through :func:`changekit.load_model`.
+"""
 
 from __future__ import annotations
 
-__all__ = ["run_scene", "demo_scene", "preview_png"]
+__all__ = ["run_scene", "preview_png"]
 
 
 def run_scene(*args, **kwargs):
@@ -12,15 +15,8 @@ def run_scene(*args, **kwargs):
     return _run(*args, **kwargs)
 
 
-def demo_scene(*args, **kwargs):
-    """See :func:`changekit.geo.demo.demo_scene`."""
-    from changekit.geo.demo import demo_scene as _demo
-
-    return _demo(*args, **kwargs)
-
-
 def preview_png(*args, **kwargs):
-    """See :func:`changekit.geo.demo.preview_png`."""
-    from changekit.geo.demo import preview_png as _preview
+    """See :func:`changekit.geo.preview.preview_png`."""
+    from changekit.geo.preview import preview_png as _preview
 
     return _preview(*args, **kwargs)

@@ -16,12 +16,10 @@ Peak memory is bounded by the window, the batch and GDAL's block cache, not by t
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,22 +30,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from changekit.atomic import atomic_write, write_json
+from changekit.data.transforms import STATS
 from changekit.errors import ConfigError
 from changekit.geo.distributed import dist_context, local_rank
 from changekit.geo.inputs import SceneInputs, open_inputs, parse_bands, resolve_scaling, train_range
 from changekit.geo.windows import Grid
 from changekit.geo.writers import StripWriter, assemble_rasters, strip_path, to_cog
+from changekit.models.loading import load_model
 
-__all__ = ["run_scene", "load_scene_model", "main", "OUTPUTS"]
+__all__ = ["run_scene", "OUTPUTS"]
 
 OUTPUTS = ("change.tif", "probability.tif", "changes.geojson", "changes.gpkg")
 PLAN_VERSION = 1
 GDAL_CACHE_MB = 64
 
-NAMED_STATS = {
-    "imagenet": ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375]),
-    "clip": ([122.7709, 116.7460, 104.0937], [68.5005, 66.6322, 70.3232]),
-}
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -56,43 +53,15 @@ def _stats(value: Any, kind: str) -> list[float] | None:
         return None
     if isinstance(value, str):
         key = value.strip().lower()
-        if key in NAMED_STATS:
-            return list(NAMED_STATS[key][0 if kind == "mean" else 1])
+        if key in STATS:
+            return list(STATS[key][0 if kind == "mean" else 1])
         try:
             return [float(v) for v in value.split(",")]
         except ValueError:
-            raise ConfigError(f"{kind} {value!r}: give numbers separated by commas or one of {sorted(NAMED_STATS)}") from None
+            raise ConfigError(f"{kind} {value!r}: give numbers separated by commas or one of {sorted(STATS)}") from None
     if isinstance(value, (int, float)):
         return [float(value)]
     return [float(v) for v in value]
-
-
-def load_scene_model(ckpt: str | Path | None, config: str | Path | None = None) -> tuple[nn.Module, dict]:
-    """``(model, info)`` from a changekit checkpoint (config inside) or from ``config`` + weights."""
-    if config is not None:
-        import yaml
-
-        from changekit import build_model, load_weights
-
-        model = build_model(config)
-        if ckpt is not None:
-            load_weights(model, ckpt)
-        info: dict[str, Any] = {"arch": getattr(model, "changekit_spec", {}).get("arch")}
-        if str(config).endswith((".yaml", ".yml")):
-            with open(config) as f:
-                data = (yaml.safe_load(f) or {}).get("data") or {}
-            data = data.get("init_args", data)
-            info["mean"], info["std"], info["bands"] = data.get("mean"), data.get("std"), data.get("bands")
-        info["in_channels"] = getattr(model, "in_channels", None)
-        return model.eval(), info
-    if ckpt is None:
-        raise ConfigError("give --ckpt (a changekit checkpoint records its config) or --config with --ckpt")
-    try:
-        from changekit.engine import load_checkpoint_model
-    except ImportError as e:  # pragma: no cover - engine not installed
-        raise ConfigError(f"cannot read {ckpt} without --config ({e})") from e
-    model, info = load_checkpoint_model(ckpt)
-    return model.eval(), dict(info)
 
 
 def _model_fingerprint(model: nn.Module) -> str:
@@ -244,7 +213,8 @@ def run_scene(
     try:
         info: dict[str, Any] = {}
         if model is None:
-            model, info = load_scene_model(ckpt, config)
+            model = load_model(ckpt, config)
+            info = model.changekit_info
         model.eval()
         dev = torch.device(device)
         if dev.type == "cuda" and dev.index is None and dist.world_size > 1:
@@ -278,9 +248,7 @@ def run_scene(
                     shutil.rmtree(partial)
                 partial.mkdir(parents=True, exist_ok=True)
                 if not plan_file.exists():
-                    tmp = plan_file.with_suffix(".json.tmp")
-                    tmp.write_text(json.dumps(plan, indent=1))
-                    os.replace(tmp, plan_file)
+                    write_json(plan_file, plan)
             dist.barrier()
             same = plan_file.exists() and json.loads(plan_file.read_text()) == json.loads(json.dumps(plan))
             if not dist.all_ok(same):
@@ -369,9 +337,8 @@ def _finish(grid: Grid, inputs: SceneInputs, partial: Path, out: Path, threshold
                               on_block=lambda d, n: bar.update(task, completed=d, total=n))
     if cog:
         for p in (change_tmp, prob_tmp):
-            c = p.with_suffix(".cog.tif")
-            to_cog(p, c)
-            os.replace(c, p)
+            with atomic_write(p) as c:
+                to_cog(p, c)
     result = {"changed_pixels": counts["changed"], "valid_pixels": counts["valid"], "nodata_pixels": counts["nodata"],
               "assemble_s": time.perf_counter() - t0}
     outputs = {"change": out / "change.tif", "probability": out / "probability.tif"}
@@ -395,70 +362,3 @@ def _finish(grid: Grid, inputs: SceneInputs, partial: Path, out: Path, threshold
         shutil.rmtree(partial, ignore_errors=True)
     result["outputs"] = {k: str(v) for k, v in outputs.items()}
     return result
-
-
-# ------------------------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="changekit scene",
-        description="Run a change model over two georeferenced scenes of any size (streamed, blended, resumable).",
-        epilog="Under torchrun (or any launcher that sets RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT) strips are "
-               "shared out across processes; --out must then be on a shared file system. See docs/scenes.md.",
-    )
-    p.add_argument("--t1", required=True, help="date-1 raster (GeoTIFF, COG, VRT, anything rasterio opens)")
-    p.add_argument("--t2", required=True, help="date-2 raster")
-    p.add_argument("--ckpt", help="changekit checkpoint (records its model config, mean and std) or weights for --config")
-    p.add_argument("--config", help="model YAML config (only needed when --ckpt does not record one)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--bands", help="1-based bands to read from both dates, in model order, e.g. 4,3,2 (default: 1..C)")
-    p.add_argument("--scale", default="auto",
-                   help="stored values -> training units: auto (default), none, dtype, percentile[:LO,HI], linear:MIN,MAX")
-    p.add_argument("--input-range", help="MIN,MAX of the training units (default: 0,1 if every mean <= 1 else 0,255)")
-    p.add_argument("--mean", help="per-band mean in training units (overrides the checkpoint), or imagenet/clip")
-    p.add_argument("--std", help="per-band std in training units (overrides the checkpoint), or imagenet/clip")
-    p.add_argument("--align", action="store_true", help="warp date 2 onto date 1's grid when the grids differ")
-    p.add_argument("--resampling", default="bilinear", help="resampling for --align (nearest, bilinear, cubic, ...)")
-    p.add_argument("--window", type=int, default=512, help="window size in pixels (default 512)")
-    p.add_argument("--overlap", type=int, default=128, help="overlap between windows in pixels (default 128)")
-    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--threshold", type=float, default=0.5, help="change if probability >= this (default 0.5)")
-    p.add_argument("--min-area", type=float, default=0.0, help="drop polygons smaller than this (CRS units^2)")
-    p.add_argument("--simplify", type=float, default=None, help="simplify polygons with this tolerance (CRS units)")
-    p.add_argument("--no-vectors", action="store_true", help="skip changes.geojson / changes.gpkg")
-    p.add_argument("--cog", action="store_true", help="write the rasters as Cloud-Optimised GeoTIFFs with overviews")
-    p.add_argument("--restart", action="store_true", help="discard an unfinished run in --out instead of resuming it")
-    p.add_argument("--keep-partial", action="store_true", help="keep --out/.partial (strip files) after finishing")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    rng = None
-    if args.input_range:
-        try:
-            rng = [float(v) for v in args.input_range.split(",")]
-            assert len(rng) == 2
-        except (ValueError, AssertionError):
-            raise ConfigError(f"--input-range {args.input_range!r}: write MIN,MAX, e.g. 0,255") from None
-    if args.ckpt is None and args.config is None:
-        raise ConfigError("give --ckpt (and --config if the checkpoint does not record its model config)")
-    s = run_scene(
-        args.t1, args.t2, args.out, ckpt=args.ckpt, config=args.config, mean=args.mean, std=args.std,
-        bands=args.bands, scale=args.scale, input_range=rng, align=args.align, resampling=args.resampling,
-        window=args.window, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-        threshold=args.threshold, min_area=args.min_area, simplify=args.simplify, vectors=not args.no_vectors,
-        cog=args.cog, restart=args.restart, keep_partial=args.keep_partial, progress=not args.quiet and sys.stderr.isatty(),
-    )
-    if s["rank"] == 0:
-        print(f"scene {s['grid']} px, bands {s['bands']}, scaling {s['scaling']}"
-              + (", date 2 warped onto date 1's grid" if s["aligned"] else ""))
-        print(f"{s['windows']} windows in {s['strips']} strips ({s['strips_resumed']} strips resumed), "
-              f"{s['seconds']:.1f} s, {s['megapixels_per_s']:.3g} MP/s")
-        print(f"changed pixels: {s['changed_pixels']} of {s['valid_pixels']} valid ({s['nodata_pixels']} no data)")
-        if "polygons" in s:
-            print(f"polygons: {s['polygons']} (dropped below --min-area: {s['polygons_dropped']})")
-        for k, v in s["outputs"].items():
-            print(f"  {k:<12} {v}")
-    return 0

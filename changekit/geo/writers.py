@@ -2,7 +2,7 @@
 
 A strip file holds strip ``i`` blended horizontally, ``(win_h, W)`` raw little-endian uint16 in row-major
 order: probability ``round(p * 65534)``, and :data:`NODATA16` where either date has no data. Strip files
-are written under a ``.tmp`` name and renamed when complete, so a strip file that exists is finished
+are written under a temporary name and renamed when complete (:mod:`changekit.atomic`), so a strip file that exists is finished
 (that is the resume record). The final rasters are computed from them in tile-aligned blocks:
 ``p(y, x) = sum_i ny_i(y) * P_i(y, x)`` over the strips covering row ``y``, in ascending strip order, so
 the result does not depend on which process computed which strip or in which run.
@@ -10,6 +10,7 @@ the result does not depend on which process computed which strip or in which run
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from changekit.atomic import atomic_write
 from changekit.geo.windows import Grid
 
 NODATA16 = 65535
@@ -33,12 +35,14 @@ def strip_path(partial: Path, i: int) -> Path:
 
 
 class StripWriter:
-    """Writes column ranges of one strip straight to its file (no width-sized buffer in memory)."""
+    """Writes column ranges of one strip straight to its file (no width-sized buffer in memory), through
+    :func:`changekit.atomic.atomic_write`: the strip file appears on :meth:`commit`, never half-written."""
 
     def __init__(self, partial: Path, i: int, height: int, width: int) -> None:
         self.final = strip_path(partial, i)
-        self.tmp = self.final.with_suffix(".u16.tmp")
         self.height, self.width = height, width
+        self._stack = contextlib.ExitStack()
+        self.tmp = self._stack.enter_context(atomic_write(self.final))
         self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         os.ftruncate(self.fd, height * width * 2)
 
@@ -48,16 +52,24 @@ class StripWriter:
         for r in range(q.shape[0]):
             os.pwrite(self.fd, q[r].tobytes(), (r * self.width + x0) * 2)
 
-    def commit(self) -> None:
-        os.fsync(self.fd)
-        os.close(self.fd)
-        self.fd = -1
-        os.replace(self.tmp, self.final)
-
-    def abandon(self) -> None:
+    def _close_fd(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def commit(self) -> None:
+        os.fsync(self.fd)
+        self._close_fd()
+        self._stack.close()  # renames the finished strip into place
+
+    def abandon(self) -> None:
+        """Drop an unfinished strip (no-op after :meth:`commit`): its temporary file is removed."""
+        self._close_fd()
+        self._stack.__exit__(_Abandoned, _Abandoned(), None)
+
+
+class _Abandoned(Exception):
+    """Tells the atomic writer of an unfinished strip to discard its temporary file."""
 
 
 def read_strip(partial: Path, i: int, grid: Grid, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from changekit.models.backbones.mit import MIT_SETTINGS, mit
-from changekit.models.registry import register_model
+from changekit.models.registry import register_config
 
 __all__ = ["ConvBNReLU", "SegformerHead", "ChangeFormer"]
 
@@ -78,13 +78,13 @@ class ChangeFormer(nn.Module):
         channels: int = 256,
         drop_path_rate: float = 0.1,
         dropout_ratio: float = 0.1,
-        pretrained: str | Path | None = None,
+        backbone_weights: str | Path | None = None,
     ):
         super().__init__()
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.backbone = mit(
-            size, in_channels=in_channels, pretrained=pretrained, drop_path_rate=drop_path_rate
+            size, in_channels=in_channels, weights=backbone_weights, drop_path_rate=drop_path_rate
         )
         self.decode_head = SegformerHead(
             [2 * c for c in self.backbone.out_channels], channels, num_classes, dropout_ratio
@@ -105,21 +105,9 @@ class ChangeFormer(nn.Module):
         )
 
 
-def _factory(size: str):
-    def build(
-        num_classes: int = 2, in_channels: int = 3, pretrained: str | Path | None = None, **kwargs
-    ) -> ChangeFormer:
-        return ChangeFormer(
-            size, num_classes=num_classes, in_channels=in_channels, pretrained=pretrained, **kwargs
-        )
-
-    build.__name__ = f"changeformer_mit_{size}"
-    build.__doc__ = (
-        f"open-cd ChangeFormer with a MiT-{size} encoder. ``pretrained``: None, a local mmseg/NVlabs MiT file, "
-        f"or ``'imagenet'`` (downloads mmseg's mit_{size} once through torch.hub)."
-    )
-    return build
-
-
 for _size in MIT_SETTINGS:
-    register_model(_factory(_size), name=f"changeformer_mit-{_size}")
+    register_config(
+        f"changeformer_mit-{_size}", ChangeFormer,
+        f"open-cd ChangeFormer with a MiT-{_size} encoder. ``backbone_weights``: None, a local mmseg/NVlabs MiT file, "
+        f"or ``'imagenet'`` (downloads mmseg's mit_{_size} once through torch.hub).", _size,
+    )

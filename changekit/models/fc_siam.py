@@ -144,15 +144,7 @@ class FCSiamDiff(nn.Module):
 
 @register_model
 def fc_siam_diff(
-    num_classes: int = 2, in_channels: int = 3, base_channel: int = 16, pretrained: str | None = None
+    num_classes: int = 2, in_channels: int = 3, base_channel: int = 16
 ) -> FCSiamDiff:
-    """FC-Siam-diff as open-cd's ``fc_siam_diff_256x256_40k_levircd`` (1.35 M parameters).
-
-    ``pretrained``: optional path of a changekit or open-cd checkpoint of this model, loaded strictly.
-    """
-    model = FCSiamDiff(num_classes=num_classes, in_channels=in_channels, base_channel=base_channel)
-    if pretrained:
-        from changekit.checkpoints import load_weights
-
-        load_weights(model, pretrained)
-    return model
+    """FC-Siam-diff as open-cd's ``fc_siam_diff_256x256_40k_levircd`` (1.35 M parameters)."""
+    return FCSiamDiff(num_classes=num_classes, in_channels=in_channels, base_channel=base_channel)

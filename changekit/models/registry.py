@@ -12,12 +12,15 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
+
+from changekit.checkpoints import load_weights
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _DISCOVERED = False
@@ -36,17 +39,64 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | No
     return wrap(fn) if fn is not None else wrap
 
 
+def register_config(name: str, builder: Callable[..., nn.Module], doc: str, *args: Any) -> None:
+    """Register the named configuration ``name`` = ``builder(*args, **kwargs)`` (a family's variants, e.g.
+    ``ban_vit-b16-clip_mit-b0`` = ``ban("clip_vit-b16", "mit-b0", ...)``). The factory shows the builder's
+    remaining keyword parameters, so ``build_model`` passes ``num_classes`` and ``weights`` through."""
+
+    def factory(**kwargs: Any) -> nn.Module:
+        return builder(*args, **kwargs)
+
+    params = list(inspect.signature(builder).parameters.values())[len(args):]
+    factory.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    factory.__name__ = factory.__qualname__ = name.replace("-", "_")
+    factory.__module__ = builder.__module__
+    factory.__doc__ = doc
+    register_model(factory, name=name)
+
+
+#: Packages of ``changekit/models`` that hold parts several families share, not families.
+SHARED_PACKAGES = ("backbones", "foundation", "text")
+
+
 def _discover() -> None:
-    """Import every model family module once so that their ``@register_model`` calls run."""
+    """Import every model family (a module or a package of ``changekit/models``) once, so that their
+    ``@register_model`` calls run."""
     global _DISCOVERED
     if _DISCOVERED:
         return
-    import changekit.models as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_") and info.name != "registry" and not info.ispkg:
-            importlib.import_module(f"changekit.models.{info.name}")
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if info.name.startswith("_") or info.name in ("registry", "loading", "summary", *SHARED_PACKAGES):
+            continue
+        importlib.import_module(f"changekit.models.{info.name}")
     _DISCOVERED = True
+
+
+def is_weight_arg(name: str) -> bool:
+    """Factory arguments that name weight files (``weights``, ``fm_weights``, ``backbone_weights`` ...)."""
+    return name == "weights" or name.endswith("_weights")
+
+
+def without_weights(arch_args: Mapping[str, Any]) -> dict[str, Any]:
+    """``arch_args`` less the weight files: the architecture alone (for counting, or before loading a checkpoint
+    that holds every weight)."""
+    return {k: v for k, v in arch_args.items() if not is_weight_arg(k)}
+
+
+def get_factory(arch: str) -> Callable[..., nn.Module]:
+    """The factory registered as ``arch``; ``KeyError`` with the closest names otherwise."""
+    _discover()
+    if arch not in _REGISTRY:
+        close = difflib.get_close_matches(arch, _REGISTRY, n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else " Run `changekit models` to list them."
+        raise KeyError(f"unknown model {arch!r}.{hint}")
+    return _REGISTRY[arch]
+
+
+def family_of(arch: str) -> str:
+    """The family (the module or package under ``changekit/models``) that registers ``arch``."""
+    module = get_factory(arch).__module__
+    return module.split(".")[2] if module.startswith("changekit.models.") else module
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -68,34 +118,43 @@ def model_spec_from_config(config: str | Path | Mapping[str, Any]) -> tuple[str,
         return str(spec["arch"]), dict(spec.get("arch_args") or {})
     text = str(config)
     if text.endswith((".yaml", ".yml")):
-        import yaml
+        from changekit.config import load_config
 
-        path = Path(text)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        with path.open() as f:
-            data = yaml.safe_load(f) or {}
         try:
-            return model_spec_from_config(data)
+            return model_spec_from_config(load_config(text))
         except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
+            raise ValueError(f"{text}: {e}") from None
     return text, {}
 
 
-def build_model(config: str | Path | Mapping[str, Any], **overrides: Any) -> nn.Module:
+def build_model(config: str | Path | Mapping[str, Any], num_classes: int | None = None, **overrides: Any) -> nn.Module:
     """Build a change-detection model from a registered name, a spec mapping or a YAML config.
+
+    Weight arguments follow one vocabulary: ``weights`` is a whole-model file (changekit, Lightning or open-cd
+    checkpoint, loaded strictly), ``<part>_weights`` the weights of one part (``backbone_weights``,
+    ``fm_weights``, ``bitab_weights``, ``clip_weights``), given as files or hub names (:mod:`changekit.models.hub`).
 
     The returned module's ``forward(t1, t2)`` takes two normalised (B, C, H, W) tensors and
     returns logits (B, num_classes, H, W). ``model.changekit_spec`` records how it was built,
-    so that checkpoints can rebuild it.
+    so that checkpoints can rebuild it. ``num_classes`` is passed to factories that take it (unless the
+    spec sets it) and checked against the built model's ``num_classes``.
     """
     arch, kwargs = model_spec_from_config(config)
     kwargs.update(overrides)
-    _discover()
-    if arch not in _REGISTRY:
-        close = difflib.get_close_matches(arch, _REGISTRY, n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else " Run `changekit models` to list them."
-        raise KeyError(f"unknown model {arch!r}.{hint}")
-    model = _REGISTRY[arch](**kwargs)
-    model.changekit_spec = {"arch": arch, "arch_args": kwargs}
+    factory = get_factory(arch)
+    params = inspect.signature(factory).parameters
+    if num_classes is not None and "num_classes" not in kwargs:
+        if "num_classes" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            kwargs["num_classes"] = num_classes
+    # `weights` (a whole-model file) means the same for every model: factories that can use it to skip
+    # work (BAN allocates its frozen ViT uninitialised) take it; for the others it is loaded here
+    weights = kwargs.get("weights") if "weights" not in params else None
+    model = factory(**{k: v for k, v in kwargs.items() if not (k == "weights" and "weights" not in params)})
+    if weights is not None:
+        load_weights(model, weights)
+    got = getattr(model, "num_classes", num_classes)
+    if num_classes is not None and got != num_classes:
+        raise ValueError(f"model {arch!r} predicts {got} classes but {num_classes} were asked for")
+    recorded = {k: v for k, v in kwargs.items() if not (k == "weights" and isinstance(v, Mapping))}
+    model.changekit_spec = {"arch": arch, "arch_args": recorded}
     return model

@@ -366,12 +366,12 @@ def load_mit_pretrained(
 
 
 def mit(
-    size: str = "b0", in_channels: int = 3, pretrained: str | Path | None = None, **kwargs: Any
+    size: str = "b0", in_channels: int = 3, weights: str | Path | None = None, **kwargs: Any
 ) -> MixVisionTransformer:
-    """Build MiT-``size`` (b0, b1, b2) with mmseg's settings; ``pretrained`` as in :func:`load_mit_pretrained`."""
+    """Build MiT-``size`` (b0, b1, b2) with mmseg's settings; ``weights`` as in :func:`load_mit_pretrained`."""
     if size not in MIT_SETTINGS:
         raise ValueError(f"unknown MiT size {size!r}; choose from {', '.join(MIT_SETTINGS)}")
     model = MixVisionTransformer(in_channels=in_channels, **{**MIT_SETTINGS[size], **kwargs})
-    if pretrained:
-        load_mit_pretrained(model, pretrained, size)
+    if weights:
+        load_mit_pretrained(model, weights, size)
     return model

@@ -251,7 +251,7 @@ def load_resnet_pretrained(
             except (OSError, RuntimeError) as e:  # URLError is an OSError; a hash mismatch is a RuntimeError
                 raise ChangekitError(
                     f"could not download {text} ({type(e).__name__}: {e}); download it by hand and pass the local "
-                    "file as `pretrained`"
+                    "file as the weights"
                 ) from e
             sd = extract_state_dict(obj, text)
         else:
@@ -266,11 +266,11 @@ def load_resnet_pretrained(
     return model, dropped
 
 
-def resnet18_v1c(pretrained: str | Path | None = None, **kwargs) -> ResNetV1c:
-    """ResNet-18 V1c; ``pretrained``: None, ``"imagenet"`` (= ``open-mmlab://resnet18_v1c``), a name, URL or file."""
+def resnet18_v1c(weights: str | Path | None = None, **kwargs) -> ResNetV1c:
+    """ResNet-18 V1c; ``weights``: None, ``"imagenet"`` (= ``open-mmlab://resnet18_v1c``), a name, URL or file."""
     model = ResNetV1c(depth=18, **kwargs)
-    if pretrained:
+    if weights:
         load_resnet_pretrained(
-            model, _DEFAULT_PRETRAINED[18] if str(pretrained) == "imagenet" else pretrained
+            model, _DEFAULT_PRETRAINED[18] if str(weights) == "imagenet" else weights
         )
     return model

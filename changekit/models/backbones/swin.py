@@ -223,7 +223,7 @@ class SwinTransformer(nn.Module):
         drop_path_rate: stochastic depth, linearly increasing over all blocks (open-cd DSQNet uses 0.3).
         out_indices: which stages to return.
         frozen_stages: -1 for none; k ≥ 0 freezes the patch embedding and stages 0..k-1 (as mmseg).
-        pretrained: optional path of an ImageNet checkpoint (official or mmseg format), see
+        weights: optional path of an ImageNet checkpoint (official or mmseg format), see
             :func:`load_swin_pretrained`.
     """
 
@@ -231,7 +231,7 @@ class SwinTransformer(nn.Module):
                  num_heads: Sequence[int] = (3, 6, 12, 24), window_size: int = 7, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, patch_size: int = 4, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.2, out_indices: Sequence[int] = (0, 1, 2, 3), patch_norm: bool = True,
-                 pretrained: str | Path | None = None) -> None:
+                 weights: str | Path | None = None) -> None:
         super().__init__()
         self.num_layers = len(depths)
         self.embed_dim = embed_dim
@@ -250,8 +250,8 @@ class SwinTransformer(nn.Module):
         for i in self.out_indices:
             self.add_module(f"norm{i}", nn.LayerNorm(self.num_features[i]))
         self.apply(transformer_init)
-        if pretrained:
-            load_swin_pretrained(self, pretrained)
+        if weights:
+            load_swin_pretrained(self, weights)
 
     def no_weight_decay_keywords(self) -> set[str]:
         return {"relative_position_bias_table"}

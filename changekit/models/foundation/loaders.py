@@ -17,9 +17,7 @@ grid differs are resized like mmseg (bicubic on the grid, align_corners=False, C
 with a final encoder norm and no pre-norm (timm / JAX AugReg) has that norm loaded into ``norm_pre``: the
 IN-21k quirk of open-cd's ``vitjax2opencd.py``, which BAN's IN-21k results were trained with.
 
-Hub specs for users who are online (never used by tests): ``open_clip:<arch>/<tag>`` (e.g.
-``open_clip:ViT-B-16/openai``), ``hf-hub:<repo>[/<file>]`` (open_clip layout, e.g.
-``hf-hub:chendelong/RemoteCLIP/RemoteCLIP-ViT-B-32.pt``) and ``timm:<name>``.
+Hub names for users who are online (never used by tests): see :mod:`changekit.models.hub`.
 """
 
 from __future__ import annotations
@@ -35,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from changekit.checkpoints import CheckpointError, extract_state_dict, read_checkpoint
+from changekit.models.hub import hub_state_dict, is_hub_name
 
 __all__ = [
     "detect_format",
@@ -239,28 +238,6 @@ def resize_pos_embed(pos: torch.Tensor, grid: tuple[int, int], num_prefix: int =
     return torch.cat([prefix, body], dim=1)
 
 
-def _from_hub(spec: str) -> dict[str, torch.Tensor]:
-    """Download FM weights by hub name (only when a user asks for one)."""
-    if spec.startswith("open_clip:"):
-        import open_clip
-
-        arch, _, tag = spec[len("open_clip:"):].partition("/")
-        model = open_clip.create_model(arch, pretrained=tag or None)
-        return dict(model.state_dict())
-    if spec.startswith("hf-hub:"):
-        from huggingface_hub import hf_hub_download
-
-        parts = spec[len("hf-hub:"):].split("/")
-        repo = "/".join(parts[:2])
-        filename = "/".join(parts[2:]) or "open_clip_pytorch_model.bin"
-        return extract_state_dict(read_checkpoint(hf_hub_download(repo, filename)), spec)
-    if spec.startswith("timm:"):
-        import timm
-
-        return dict(timm.create_model(spec[len("timm:"):], pretrained=True, num_classes=0).state_dict())
-    raise CheckpointError(f"unknown hub spec {spec!r}; use open_clip:<arch>/<tag>, hf-hub:<repo>[/<file>] or timm:<name>")
-
-
 def read_fm_state_dict(source: str | Path | Mapping[str, torch.Tensor], depth: int | None = None
                        ) -> tuple[dict[str, torch.Tensor], list[str], str]:
     """Read FM weights in any supported format; return (timm-layout state dict, ignored keys, format name)."""
@@ -268,8 +245,8 @@ def read_fm_state_dict(source: str | Path | Mapping[str, torch.Tensor], depth: i
         sd = extract_state_dict(source, "state dict")
     else:
         text = str(source)
-        if text.startswith(("open_clip:", "hf-hub:", "timm:")):
-            sd = _from_hub(text)
+        if is_hub_name(text):
+            sd = hub_state_dict(text)
         elif text.endswith(".npz"):
             if not Path(text).is_file():
                 raise CheckpointError(f"{text}: no such weight file")

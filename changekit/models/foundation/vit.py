@@ -23,8 +23,6 @@ cache its features on disk (``cache_dir``), keyed by a hash of each resized inpu
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -33,6 +31,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from changekit.atomic import atomic_write
 
 __all__ = ["FM_PRESETS", "FrozenViT", "build_fm", "preset_fm", "vit_fm", "timm_fm", "default_out_indices"]
 
@@ -160,10 +160,8 @@ class FrozenViT(nn.Module):
             for j, i in enumerate(todo):
                 item = [f[j].clone() for f in feats]
                 per_item[i] = item
-                fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-                os.close(fd)
-                torch.save([t.cpu() for t in item], tmp)
-                os.replace(tmp, folder / f"{keys[i]}.pt")
+                with atomic_write(folder / f"{keys[i]}.pt") as tmp:
+                    torch.save([t.cpu() for t in item], tmp)
         return [torch.stack([item[s].to(x.device, x.dtype) for item in per_item]) for s in range(len(self.out_indices))]
 
 

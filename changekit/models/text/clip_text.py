@@ -16,7 +16,6 @@ final-LayerNorm feature at the EOT position (``argmax(tokens) + M``) times ``tex
 from __future__ import annotations
 
 import functools
-import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,7 +24,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from changekit.checkpoints import CheckpointError, extract_state_dict, read_checkpoint
+from changekit.checkpoints import CheckpointError, extract_state_dict, read_state_dict
+from changekit.models.hub import hub_state_dict, is_hub_name
 
 __all__ = [
     "CLIPTextContextEncoder",
@@ -35,7 +35,6 @@ __all__ = [
     "sot_eot_ids",
     "clip_state_dict",
     "load_clip_text_weights",
-    "is_hub_name",
 ]
 
 
@@ -196,15 +195,6 @@ _TEXT_ROOTS = ("token_embedding.weight", "positional_embedding", "text_projectio
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".tar")
 
 
-def is_hub_name(spec: str) -> bool:
-    """True for an open_clip hub name such as ``ViT-B-16:openai`` or ``hf-hub:org/repo`` (not a file)."""
-    if Path(spec).exists():
-        return False
-    if spec.startswith("hf-hub:"):
-        return True
-    return bool(re.fullmatch(r"[\w.\-]+(:[\w.\-]+)?", spec)) and not spec.lower().endswith(_WEIGHT_SUFFIXES)
-
-
 def clip_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Full CLIP state dict (OpenAI layout) from a file, a mapping or an open_clip hub name (online only).
 
@@ -215,34 +205,11 @@ def clip_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.T
         sd = extract_state_dict(source, "state dict")
     else:
         spec = str(source)
-        if is_hub_name(spec):
-            sd = _hub_state_dict(spec)
+        if is_hub_name(spec):  # open_clip:ViT-B-16/openai, hf-hub:..., see changekit.models.hub
+            sd = hub_state_dict(spec)
         else:
-            sd = read_state_dict_any(spec)
+            sd = read_state_dict(spec)
     return {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
-
-
-def read_state_dict_any(path: str | Path) -> dict[str, torch.Tensor]:
-    obj = read_checkpoint(path)
-    return extract_state_dict(obj, str(path))
-
-
-def _hub_state_dict(spec: str) -> dict[str, torch.Tensor]:
-    import open_clip
-
-    name, _, tag = spec.partition(":")
-    if name == "hf-hub":
-        name, tag = spec, ""
-    try:
-        model = open_clip.create_model(name, pretrained=tag or None)
-    except Exception as e:  # network errors, unknown names
-        raise CheckpointError(
-            f"could not fetch open_clip model {spec!r} ({type(e).__name__}: {e}); offline, pass a local file "
-            "(OpenAI's ViT-B-16.pt or an open_clip state dict) instead"
-        ) from e
-    sd = model.state_dict()
-    # CustomTextCLIP keeps the text tower under ``text.``; the loaders below handle either layout
-    return dict(sd)
 
 
 def _find_text_prefix(sd: Mapping[str, torch.Tensor]) -> str:

@@ -1,6 +1,6 @@
 """BAN for semantic change detection on BANDON (BAN repository ``opencd_custom/models/decode_heads/ban_mit_scd.py``).
 
-The same frozen foundation model and Bi-Temporal Adapter Branch as :mod:`changekit.models.ban` (MiT Bi-TAB),
+The same frozen foundation model and Bi-Temporal Adapter Branch as :mod:`changekit.models.ban.model` (MiT Bi-TAB),
 with two MLP heads on the four Bi-TAB stage maps of each date:
 
 * ``decode_head.binary_cd_head`` (``BAN_BCD_MLPDecoder``): per level, concat the two dates' maps -> 1x1
@@ -29,9 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from changekit.errors import ConfigError
-from changekit.models.ban import BAN, BitemporalAdapterBranch, _init_decoder, ban
-from changekit.models.heads.ban_heads import ConvModule, MixFFN
-from changekit.models.registry import register_model
+from changekit.models.ban.heads import ConvModule, MixFFN
+from changekit.models.ban.model import BAN, BitemporalAdapterBranch, _init_decoder, ban
+from changekit.models.registry import register_config, register_model
 
 __all__ = ["BAN_SCD", "BAN_BCD_MLPDecoder", "BAN_SCD_MLPDecoder", "SCD_BitemporalAdapterHead", "ban_scd"]
 
@@ -126,14 +126,14 @@ class BAN_SCD(BAN):
 
 def ban_scd(fm: str | dict = "clip_vit-l14-336", bitab: str = "mit-b0", *, num_classes: int = 2,
             num_semantic_classes: int = 3, channels: int = 256, dropout_ratio: float = 0.1,
-            weights: str | Path | None = None, pretrained: str | Path | None = None, **kwargs: Any) -> BAN_SCD:
-    """Build BAN-SCD: ``fm``/``bitab`` and the other keyword arguments as :func:`changekit.models.ban.ban`
-    (the Bi-TAB must be MiT); ``weights``/``pretrained``: a whole checkpoint (ours or the BAN repository's)."""
+            weights: str | Path | None = None, **kwargs: Any) -> BAN_SCD:
+    """Build BAN-SCD: ``fm``/``bitab`` and the other keyword arguments as :func:`changekit.models.ban.model.ban`
+    (the Bi-TAB must be MiT); ``weights``: a whole checkpoint (ours or the BAN repository's)."""
     if num_classes != 2:
         raise ConfigError("BAN-SCD's change head is binary (num_classes=2)")
     if not bitab.startswith("mit-"):
         raise ConfigError(f"BAN-SCD needs a MiT Bi-TAB (mit-b0, mit-b1, mit-b2), not {bitab!r}")
-    full = weights or pretrained
+    full = weights
     if full is not None:  # every weight comes from the checkpoint: allocate the FM without initialising it
         kwargs.pop("fm_weights", None)
         kwargs.pop("bitab_weights", None)
@@ -154,13 +154,9 @@ def ban_scd(fm: str | dict = "clip_vit-l14-336", bitab: str = "mit-b0", *, num_c
 
 
 def _factory(name: str, fm: str, bitab: str) -> None:
-    def make(**kwargs: Any) -> BAN_SCD:
-        return ban_scd(fm, bitab, **kwargs)
-
-    make.__name__ = make.__qualname__ = name.replace("-", "_")
-    make.__doc__ = (f"BAN-SCD (BANDON semantic change) with the frozen {fm} foundation model and the {bitab} Bi-TAB "
-                    f"(BAN repository config {name.replace('ban-scd', 'ban')}_512x512_40k_bandon-scd).")
-    register_model(make, name=name)
+    doc = (f"BAN-SCD (BANDON semantic change) with the frozen {fm} foundation model and the {bitab} Bi-TAB "
+           f"(BAN repository config {name.replace('ban-scd', 'ban')}_512x512_40k_bandon-scd).")
+    register_config(name, ban_scd, doc, fm, bitab)
 
 
 for _b in ("mit-b0", "mit-b1", "mit-b2"):

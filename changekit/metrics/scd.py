@@ -3,7 +3,7 @@
 Three maps are scored per image pair: the binary change map and the semantic map of each date
 (BANDON: 0 background, 1 roof, 2 facade). Pixels labelled with the ignore value (255) are dropped.
 
-* **Binary**: the usual confusion metrics of the change map (:func:`changekit.metrics.metrics_from_confusion`):
+* **Binary**: the usual confusion metrics of the change map (:func:`changekit.metrics.binary.metrics_from_confusion`):
   change-class precision / recall / F1 / IoU (the published numbers) and the two-class means (mIoU, mF1).
 * **Semantic**: one K×K confusion ``S[label, prediction]`` accumulated over **both dates together** over the
   whole set; semantic mIoU / mF1 / OA are its per-class means as for the binary map.
@@ -32,7 +32,12 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from changekit.metrics import _pct, confusion_matrix, metrics_from_confusion
+from changekit.metrics.binary import (
+    confusion_matrix,
+    format_metrics_table,
+    format_percent,
+    metrics_from_confusion,
+)
 
 __all__ = ["SCDConfusion", "sek_from_confusion", "scd_metrics_from_confusion", "format_scd_table"]
 
@@ -104,7 +109,6 @@ class SCDConfusion(Metric):
 def format_scd_table(metrics: dict[str, Any], mode: str | None = None,
                      semantic_names: list[str] | None = None) -> str:
     """The binary table of :func:`changekit.metrics.format_metrics_table` followed by the semantic one and SeK."""
-    from changekit.metrics import format_metrics_table
 
     lines = [format_metrics_table(metrics, mode), ""]
     pc = metrics["sem_per_class"]
@@ -114,12 +118,12 @@ def format_scd_table(metrics: dict[str, Any], mode: str | None = None,
     lines.append(f"{'semantic':<{width}} | {'IoU':>6} | {'F1':>6} | {'Prec':>6} | {'Recall':>6}")
     lines.append("-" * (width + 37))
     for i, name in enumerate(names):
-        lines.append(f"{name:<{width}} | {_pct(pc['iou'][i])} | {_pct(pc['f1'][i])} | "
-                     f"{_pct(pc['precision'][i])} | {_pct(pc['recall'][i])}")
+        lines.append(f"{name:<{width}} | {format_percent(pc['iou'][i])} | {format_percent(pc['f1'][i])} | "
+                     f"{format_percent(pc['precision'][i])} | {format_percent(pc['recall'][i])}")
     lines.append("-" * (width + 37))
-    lines.append(f"semantic mIoU {_pct(metrics['sem_miou']).strip()}  mF1 {_pct(metrics['sem_mf1']).strip()}  "
-                 f"OA {_pct(metrics['sem_oa']).strip()}")
-    lines.append(f"SeK {_pct(metrics['sek']).strip()}  (kappa0 {_pct(metrics['kappa0']).strip()}, "
-                 f"IoU_fg {_pct(metrics['iou_fg']).strip()})  SCD score {_pct(metrics['scd_score']).strip()} "
+    lines.append(f"semantic mIoU {format_percent(metrics['sem_miou']).strip()}  mF1 {format_percent(metrics['sem_mf1']).strip()}  "
+                 f"OA {format_percent(metrics['sem_oa']).strip()}")
+    lines.append(f"SeK {format_percent(metrics['sek']).strip()}  (kappa0 {format_percent(metrics['kappa0']).strip()}, "
+                 f"IoU_fg {format_percent(metrics['iou_fg']).strip()})  SCD score {format_percent(metrics['scd_score']).strip()} "
                  "(0.3 binary mIoU + 0.7 SeK)")
     return "\n".join(lines)

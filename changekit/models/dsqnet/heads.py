@@ -1,5 +1,5 @@
 """DSQNet decoder pieces: deep-semantics pyramid (DSP/CFP), query-key generation, bidirectional matching query
-(BMQ), flow dual-alignment fusion (FDAF), MixFFN projection head. See :mod:`changekit.models.dsqnet`.
+(BMQ), flow dual-alignment fusion (FDAF), MixFFN projection head. See :mod:`changekit.models.dsqnet.model`.
 
 Widths: ``channels`` is the classifier input width; the per-date feature width is ``c = channels // 2`` and the
 deep-semantic (query) width is ``m = channels``. The released HEAD head is ``channels = 64`` (m = 64, c = 32).

@@ -1,6 +1,6 @@
-"""``changekit fit | validate | test | predict``: LightningCLI runs driven by YAML configs.
+"""The Lightning entry of ``changekit fit | validate | test | predict``: LightningCLI runs driven by YAML configs.
 
-Each function takes argv (the arguments after the sub-command) and returns an exit code::
+:func:`run` takes the command and its argv (the arguments after the sub-command) and returns an exit code::
 
     changekit fit -c configs/fcsn/fc_siam_diff_256x256_40k_levircd.yaml --trainer.max_steps 100 --model.optimizer.lr 1e-3
     changekit fit -c CONFIG --ckpt_path last                     # resume from outputs/<config>/checkpoints/last.ckpt
@@ -12,22 +12,32 @@ Defaults: rich progress bar, TensorBoard + CSV logs and checkpoints under ``outp
 monitor, ``seed_everything: 0``. With ``--ckpt_path FILE`` the model settings recorded in the checkpoint are
 the defaults, so ``changekit test --ckpt_path FILE --data.root ...`` works without the training config;
 the config file and the command line still override them (e.g. the evaluation mode).
+
+The task class comes from the config's ``task`` key (``change``, the default, or ``semantic-change``), else
+from the checkpoint given with ``--ckpt_path``. Config files may start from ``_base_`` files
+(:mod:`changekit.config`); they are merged before LightningCLI reads them.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from changekit.atomic import write_json
+from changekit.config import load_config
 from changekit.engine.datamodule import ChangeDataModule
+from changekit.engine.scd_task import SemanticChangeTask
 from changekit.engine.task import ChangeDetectionTask
+from changekit.errors import ConfigError
 
-__all__ = ["fit", "validate", "test", "predict", "ChangeCLI"]
+__all__ = ["run", "ChangeCLI", "TASKS", "COMMANDS"]
+
+#: ``task`` key of a config -> LightningModule class
+TASKS: dict[str, type] = {"change": ChangeDetectionTask, "semantic-change": SemanticChangeTask}
+COMMANDS = ("fit", "validate", "test", "predict")
 
 
 def _flag_value(argv: list[str], *names: str) -> str | None:
@@ -40,10 +50,11 @@ def _flag_value(argv: list[str], *names: str) -> str | None:
     return None
 
 
-def _ckpt_defaults(ckpt_path: str | None) -> dict[str, Any]:
-    """Model/data settings recorded in a checkpoint, as parser defaults (``model.*``, ``data.*``)."""
+def _ckpt_defaults(ckpt_path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Model/data settings recorded in a checkpoint, as parser defaults (``model.*``, ``data.*``), and the
+    checkpoint's ``changekit`` record."""
     if not ckpt_path or not Path(ckpt_path).is_file():
-        return {}
+        return {}, {}
     from changekit.checkpoints import read_checkpoint
 
     ckpt = read_checkpoint(ckpt_path)
@@ -56,28 +67,40 @@ def _ckpt_defaults(ckpt_path: str | None) -> dict[str, Any]:
     for k, v in dhp.items():
         if not k.startswith("_") and not k.startswith("resolved_"):
             out[f"data.{k}"] = v
-    return out
+    record = dict(ckpt.get("changekit") or {}) if isinstance(ckpt, dict) else {}
+    if "task" not in record and "model.num_semantic_classes" in out:  # files written before `task` was recorded
+        record["task"] = "semantic-change"
+    return out, record
 
 
-def _task_class(config: str | None, argv: list[str], defaults: dict[str, Any]) -> type:
-    """:class:`SemanticChangeTask` when the run is a semantic-change one (``model.num_semantic_classes`` or
-    ``model.semantic_loss`` in the config, on the command line or recorded in the checkpoint), else
-    :class:`ChangeDetectionTask`."""
-    keys = ("num_semantic_classes", "semantic_loss")
-    scd = any(f"model.{k}" in defaults for k in keys) or any(a.startswith(f"--model.{k}") for a in argv for k in keys)
-    if not scd and config and Path(config).is_file():
-        import yaml
+def _config_flags(argv: list[str]) -> list[int]:
+    """Positions of the values of ``-c`` / ``--config`` in argv (``--config=FILE`` counts as its own flag)."""
+    return [i + 1 for i, a in enumerate(argv[:-1]) if a in ("-c", "--config")]
 
-        try:
-            model = (yaml.safe_load(Path(config).read_text()) or {}).get("model") or {}
-        except (yaml.YAMLError, AttributeError):
-            model = {}  # LightningCLI reports the bad file
-        scd = isinstance(model, dict) and any(k in model for k in keys)
-    if scd:
-        from changekit.engine.scd_task import SemanticChangeTask
 
-        return SemanticChangeTask
-    return ChangeDetectionTask
+def _expand_configs(argv: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """argv with every config file replaced by its merged content (``_base_`` resolved), and those contents."""
+    import yaml
+
+    argv, configs = list(argv), []
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            argv[i : i + 1] = ["--config", a.split("=", 1)[1]]
+    for i in _config_flags(argv):
+        if Path(argv[i]).is_file():
+            cfg = load_config(argv[i])
+            configs.append(cfg)
+            argv[i] = yaml.safe_dump(cfg, sort_keys=False)
+    return argv, configs
+
+
+def _task_name(argv: list[str], configs: list[dict[str, Any]], ckpt: dict[str, Any]) -> str:
+    """The ``task`` of the run: command line, else the last config that sets it, else the checkpoint's."""
+    from_configs = next((c["task"] for c in reversed(configs) if c.get("task")), None)
+    name = _flag_value(argv, "--task") or from_configs or ckpt.get("task") or "change"
+    if name not in TASKS:
+        raise ConfigError(f"task {name!r}: use one of {', '.join(TASKS)}")
+    return name
 
 
 class ChangeCLI(LightningCLI):
@@ -86,6 +109,7 @@ class ChangeCLI(LightningCLI):
     def __init__(self, command: str, argv: list[str], **kwargs: Any) -> None:
         self.command = command
         config = _flag_value(argv, "-c", "--config")
+        argv, configs = _expand_configs(argv)
         ckpt = _flag_value(argv, "--ckpt_path")
         if config:
             self.run_name = Path(config).stem
@@ -95,7 +119,8 @@ class ChangeCLI(LightningCLI):
             self.run_name = Path(ckpt).stem if ckpt and ckpt != "last" else "run"
         self.output_root = Path(_flag_value(argv, "--output_root") or "outputs")
         self.out_dir = self.output_root / self.run_name
-        self.extra_defaults = _ckpt_defaults(_flag_value(argv, "--ckpt_path"))
+        self.extra_defaults, record = _ckpt_defaults(_flag_value(argv, "--ckpt_path"))
+        self.task_name = _task_name(argv, configs, record)
         trainer_defaults = {
             "default_root_dir": str(self.out_dir),
             "logger": [
@@ -104,15 +129,23 @@ class ChangeCLI(LightningCLI):
             ],
         }
         trainer_defaults.update(kwargs.pop("trainer_defaults", {}))
+        # LightningCLI warns when it gets `args` while sys.argv holds arguments too (ours are in argv)
+        saved_argv, sys.argv = sys.argv, sys.argv[:1]
+        try:
+            self._init_cli(argv, trainer_defaults, kwargs)
+        finally:
+            sys.argv = saved_argv
+
+    def _init_cli(self, argv: list[str], trainer_defaults: dict[str, Any], kwargs: dict[str, Any]) -> None:
         super().__init__(
-            _task_class(config, argv, self.extra_defaults),
+            TASKS[self.task_name],
             ChangeDataModule,
             subclass_mode_model=False,
             subclass_mode_data=False,
             seed_everything_default=0,
             trainer_defaults=trainer_defaults,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"prog": f"changekit {command}"},
+            parser_kwargs={"prog": f"changekit {self.command}"},
             auto_configure_optimizers=False,
             args=argv,
             run=False,
@@ -122,6 +155,8 @@ class ChangeCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         from lightning.pytorch.callbacks import ModelCheckpoint
 
+        parser.add_argument("--task", type=str, default=self.task_name,
+                            help=f"the kind of run: {' | '.join(TASKS)} (picks the LightningModule)")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="checkpoint to start from: a file, or 'last' to resume fit")
         parser.add_argument("--output_root", type=str, default="outputs", help="runs write under OUTPUT_ROOT/<config name>/")
@@ -191,11 +226,7 @@ def _run(command: str, argv: list[str]) -> int:
         if res is not None and trainer.is_global_zero:
             from changekit.metrics import json_ready
 
-            out = cli.out_dir / f"metrics_{command}.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(json_ready(dict(res)), indent=2))
-            os.replace(tmp, out)
+            out = write_json(cli.out_dir / f"metrics_{command}.json", json_ready(dict(res)))
             print(f"metrics written to {out}")
         return 0
     if command == "predict":
@@ -211,20 +242,8 @@ def _run(command: str, argv: list[str]) -> int:
     raise ValueError(command)
 
 
-def fit(argv: list[str]) -> int:
-    return _run("fit", argv)
-
-
-def validate(argv: list[str]) -> int:
-    return _run("validate", argv)
-
-
-def test(argv: list[str]) -> int:
-    return _run("test", argv)
-
-
-def predict(argv: list[str]) -> int:
-    return _run("predict", argv)
-
-
-test.__test__ = False  # not a pytest test
+def run(command: str, argv: list[str]) -> int:
+    """``changekit <command> ARGV`` for command in :data:`COMMANDS`; returns the exit code."""
+    if command not in COMMANDS:
+        raise ValueError(f"{command!r} is not a Lightning command ({', '.join(COMMANDS)})")
+    return _run(command, argv)

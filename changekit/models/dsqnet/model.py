@@ -45,14 +45,14 @@ import torch.nn.functional as F
 
 from changekit.models.backbones.swin import SwinTransformer, load_swin_pretrained
 from changekit.models.backbones.vitae import ViTAEv2, load_vitae_pretrained
-from changekit.models.heads.dsq_heads import DSQHead
+from changekit.models.dsqnet.heads import DSQHead
 from changekit.models.registry import register_model
 
 __all__ = ["DSQNet", "dsqnet_swin_t", "dsqnet_vitaev2_s"]
 
 
 class DSQNet(nn.Module):
-    """Backbone shared by both dates + :class:`~changekit.models.heads.dsq_heads.DSQHead`."""
+    """Backbone shared by both dates + :class:`~changekit.models.dsqnet.heads.DSQHead`."""
 
     def __init__(self, backbone: nn.Module, channels: int = 64, num_classes: int = 2, in_channels: int = 3,
                  **head_kwargs: Any) -> None:

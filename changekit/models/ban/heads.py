@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from changekit.models.heads.bit_head import (  # open-cd's BiT blocks, shared with BiT
+from changekit.models.bit import (  # open-cd's BiT blocks, shared with BiT
     TransformerDecoder,
     TransformerEncoder,
 )

@@ -1,4 +1,4 @@
-"""``changekit info``: parameters and FLOPs of a model configuration.
+"""Parameters and FLOPs of a model configuration (what ``changekit info`` reports).
 
 Parameters are split by ``requires_grad`` into trainable and frozen, in total and per top-level module.
 FLOPs are counted for one image pair of the given size (both dates go through the network, as open-cd's
@@ -14,9 +14,7 @@ allows it, and on CPU otherwise.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -105,19 +103,14 @@ def count_flops(
         return _count_flops(rebuild() if rebuild is not None else model, c, size, "cpu")
 
 
-def _is_weight_arg(name: str) -> bool:
-    """Factory arguments that name weight files (``pretrained``, ``weights``, ``fm_weights``, ``clip_weights``...)."""
-    return name in ("pretrained", "weights") or name.endswith("_weights")
-
-
 def model_info(config: Any, size: Sequence[int] = (512, 512)) -> dict[str, Any]:
     """Everything ``changekit info`` reports, as a JSON-ready dict."""
-    from changekit.models.registry import build_model, model_spec_from_config
+    from changekit.models.registry import build_model, is_weight_arg, model_spec_from_config
 
     arch, args = model_spec_from_config(config)
     # Counts do not depend on weight values: build the architecture without reading weight files, so a
     # config can be inspected before its pretrained files are downloaded.
-    skipped = sorted(k for k in args if _is_weight_arg(k) and args[k] is not None)
+    skipped = sorted(k for k in args if is_weight_arg(k) and args[k] is not None)
     spec = {"arch": arch, "arch_args": {k: v for k, v in args.items() if k not in skipped}}
     model = build_model(spec)
     info: dict[str, Any] = {"model": arch, "config": str(config), "input_size": [int(size[0]), int(size[1])]}
@@ -137,70 +130,3 @@ def model_info(config: Any, size: Sequence[int] = (512, 512)) -> dict[str, Any]:
     if rest > 0:  # work done in the model's own forward (or in parameter-free children)
         info["modules"]["(other)"] = {"params": 0, "trainable": 0, "frozen": 0, "flops": rest}
     return info
-
-
-def _human(n: float, unit: str = "") -> str:
-    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= div:
-            return f"{n / div:.2f} {suffix}{unit}"
-    return f"{n:.0f} {unit}".rstrip()
-
-
-def print_table(info: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    h, w = info["input_size"]
-    table = Table(title=f"{info['model']}  ({info['in_channels']}-band pairs, {h}x{w})", title_justify="left")
-    table.add_column("module")
-    table.add_column("params", justify="right")
-    table.add_column("trainable", justify="right")
-    table.add_column("frozen", justify="right")
-    table.add_column("FLOPs", justify="right")
-    for name, e in info["modules"].items():
-        table.add_row(name, f"{e['params']:,}", f"{e['trainable']:,}", f"{e['frozen']:,}", _human(e["flops"]))
-    table.add_section()
-    table.add_row(
-        "total",
-        f"{info['params_total']:,}",
-        f"{info['params_trainable']:,}",
-        f"{info['params_frozen']:,}",
-        _human(info["flops"]),
-        style="bold",
-    )
-    console = Console()
-    console.print(table)
-    console.print(
-        f"params {info['params_total'] / 1e6:.2f} M (trainable {info['params_trainable'] / 1e6:.2f} M), "
-        f"FLOPs {info['flops'] / 1e9:.2f} G at {h}x{w}\nFLOPs counting: {info['flops_convention']}."
-    )
-    if info.get("weights_not_loaded"):
-        console.print(f"(architecture only: {', '.join(info['weights_not_loaded'])} not read; counts do not depend on them)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="changekit info",
-        description="Parameters (total, trainable, frozen, per top-level module) and FLOPs of a model. "
-        "FLOPs count one multiply-add as one FLOP (as open-cd's mmengine counter) for one image pair, both dates.",
-    )
-    p.add_argument("config", help="a registered model name (see `changekit models`) or a YAML config path")
-    p.add_argument(
-        "--size", type=int, nargs="+", default=[512], metavar="N", help="input size: N or H W (default 512)"
-    )
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
-    args = p.parse_args(argv)
-    if len(args.size) > 2 or min(args.size) <= 0:
-        p.error("--size takes one or two positive integers")
-    size = (args.size[0], args.size[-1])
-    from changekit.errors import ConfigError
-
-    try:
-        info = model_info(args.config, size)
-    except (KeyError, ValueError) as e:
-        raise ConfigError(f"{args.config}: {e.args[0] if e.args else e}") from None
-    if args.json:
-        print(json.dumps(info, indent=2))
-    else:
-        print_table(info)
-    return 0

@@ -31,10 +31,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from changekit.errors import ConfigError
+from changekit.models.ban.heads import BAN_BITHead, BAN_MLPDecoder, BridgeLayer, align_module
 from changekit.models.foundation.loaders import load_fm_weights, opencd_vit_to_timm
 from changekit.models.foundation.vit import FrozenViT, build_fm
-from changekit.models.heads.ban_heads import BAN_BITHead, BAN_MLPDecoder, BridgeLayer, align_module
-from changekit.models.registry import register_model
+from changekit.models.registry import register_config, register_model
 
 __all__ = ["BAN", "BitemporalAdapterBranch", "BitemporalAdapterHead", "ban", "build_bitab"]
 
@@ -145,14 +145,14 @@ def build_bitab(bitab: str, fm_channels: int, weights: str | Path | None = None)
     if bitab.startswith("mit-"):
         from changekit.models.backbones.mit import mit
 
-        enc = mit(bitab[4:], drop_path_rate=0.1, pretrained=weights)
+        enc = mit(bitab[4:], drop_path_rate=0.1, weights=weights)
         chans = list(enc.out_channels)
         branch = BitemporalAdapterBranch(enc, "mit", fm_channels, (1, 2, 3), chans, _MIT_HEADS)
         return branch, BAN_MLPDecoder(chans, channels=128, num_classes=2, dropout_ratio=0.1)
     if bitab in ("bit", "r18"):
         from changekit.models.backbones.resnet import resnet18_v1c
 
-        enc = resnet18_v1c(pretrained=weights, num_stages=3, strides=(1, 2, 1), dilations=(1, 1, 1), out_indices=(2,))
+        enc = resnet18_v1c(weights=weights, num_stages=3, strides=(1, 2, 1), dilations=(1, 1, 1), out_indices=(2,))
         chans = [64 * 2**i for i in range(4)]
         branch = BitemporalAdapterBranch(enc, "resnet", fm_channels, (0, 1, 2), chans, (1, 2, 4, 8))
         return branch, BAN_BITHead(in_channels=256, channels=32, embed_dims=64, enc_depth=1, dec_depth=8, num_heads=8,
@@ -162,7 +162,7 @@ def build_bitab(bitab: str, fm_channels: int, weights: str | Path | None = None)
 
 def _init_decoder(m: nn.Module) -> None:
     """mmcv ConvModule init (He-normal fan-out for ReLU convs, unit BN) for the decoder's ConvModules."""
-    from changekit.models.heads.ban_heads import ConvModule
+    from changekit.models.ban.heads import ConvModule
 
     for mod in m.modules():
         if isinstance(mod, ConvModule):
@@ -176,7 +176,7 @@ def _init_decoder(m: nn.Module) -> None:
 
 def ban(fm: str | Mapping[str, Any] = "clip_vit-b16", bitab: str = "mit-b0", *, num_classes: int = 2, in_channels: int = 3,
         fm_weights: str | Path | Mapping[str, torch.Tensor] | None = None, bitab_weights: str | Path | None = None,
-        weights: str | Path | None = None, pretrained: str | Path | None = None,
+        weights: str | Path | None = None,
         fm_out_indices: Sequence[int] | None = None, fm_img_size: int | None = None, fm_num_layers: int | None = None,
         fm_cache_dir: str | Path | None = None, fm_init: str = "random", **fm_kwargs: Any) -> BAN:
     """Build a BAN model.
@@ -186,7 +186,7 @@ def ban(fm: str | Mapping[str, Any] = "clip_vit-b16", bitab: str = "mit-b0", *, 
     bitab: ``mit-b0``, ``mit-b1``, ``mit-b2`` or ``bit`` (ResNet-18 V1c with the BiT head).
     fm_weights: FM weights in an official format (see :mod:`changekit.models.foundation.loaders`) or a hub spec.
     bitab_weights: ImageNet weights for the Bi-TAB encoder (a file, or ``"imagenet"`` to download).
-    weights / pretrained: a whole BAN checkpoint (changekit or open-cd layout), loaded strictly.
+    weights: a whole BAN checkpoint (changekit or open-cd layout), loaded strictly.
     fm_init: ``"random"``; ``"empty"`` (allocated, not initialised: only when every FM weight is loaded right
         after, which is implied by ``fm_weights`` / ``weights``); ``"meta"`` (shape-only FM, for counting
         parameters and checking shapes without allocating the large ViTs).
@@ -195,7 +195,7 @@ def ban(fm: str | Mapping[str, Any] = "clip_vit-b16", bitab: str = "mit-b0", *, 
         raise ConfigError("BAN's decoders are built for binary change (num_classes=2)")
     if in_channels != 3:
         raise ConfigError(f"BAN's foundation model takes RGB images; in_channels={in_channels} is not supported")
-    full = weights or pretrained
+    full = weights
     if fm_init not in ("random", "empty", "meta"):
         raise ConfigError(f"fm_init must be 'random', 'empty' or 'meta', not {fm_init!r}")
     if fm_init == "meta" and (fm_weights is not None or full is not None):
@@ -223,12 +223,8 @@ def ban(fm: str | Mapping[str, Any] = "clip_vit-b16", bitab: str = "mit-b0", *, 
 
 
 def _factory(name: str, fm: str, bitab: str) -> None:
-    def make(**kwargs: Any) -> BAN:
-        return ban(fm, bitab, **kwargs)
-
-    make.__name__ = make.__qualname__ = name.replace("-", "_")
-    make.__doc__ = f"BAN with the frozen {fm} foundation model and the {bitab} Bi-TAB (open-cd config {name})."
-    register_model(make, name=name)
+    doc = f"BAN with the frozen {fm} foundation model and the {bitab} Bi-TAB (open-cd config {name})."
+    register_config(name, ban, doc, fm, bitab)
 
 
 for _fm_name, _fm in (("vit-b16-clip", "clip_vit-b16"), ("vit-l14-clip", "clip_vit-l14-336")):
@@ -245,11 +241,3 @@ _factory("ban_vit-b16-in21k_mit-b2", "in21k_vit-b16", "mit-b2")
 def ban_generic(**kwargs: Any) -> BAN:
     """BAN with any FM (``fm='timm:vit_small_patch14_dinov2'``...) and Bi-TAB (``bitab='mit-b0'``)."""
     return ban(**kwargs)
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(total, trainable) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    return total, sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-

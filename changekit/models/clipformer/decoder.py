@@ -1,4 +1,7 @@
-"""CLIPFormer's text-guided CSWin decoder ("VLGT", ``CSwinTextDecode`` in the released code).
+"""CLIPFormer's decoding side: the per-scale fusion streams (FPN, the ChangeFormer-style difference decoder,
+squeeze-excitation merge) and the text-guided CSWin decoder ("VLGT", ``CSwinTextDecode`` in the released code).
+
+The CSWin decoder:
 
 Four UNet-like upsampling stages. Each stage upsamples its input ×2 (nearest, 3×3 conv, GroupNorm 32, ReLU)
 to ``channels/2``, then runs one block:
@@ -28,9 +31,155 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 
-__all__ = ["CSwinTextHead", "CSwinTextBlock", "LePEAttention"]
+__all__ = ["CSwinTextHead", "CSwinTextBlock", "LePEAttention", "FPN", "ConvAct", "DifferenceDecoder", "SELayerV2"]
 
 
+# ----------------------------------------------------------------------------- fusion streams
+def make_divisible(value: float, divisor: int = 8, min_ratio: float = 0.9) -> int:
+    """mmcv's ``make_divisible`` (used by the SE layer's squeeze width)."""
+    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return new + divisor if new < min_ratio * value else new
+
+
+class ConvAct(nn.Module):
+    """mmcv ``ConvModule`` without norm: conv (with bias) + optional activation; key ``conv.*``."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int = 1, act: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2)
+        self.act = act if act is not None else nn.Identity()
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")  # mmcv ConvModule init
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x))
+
+
+class HSigmoid(nn.Module):
+    """mmcv ``HSigmoid(bias=3, divisor=6)``: ``clamp((x + 3) / 6, 0, 1)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x + 3.0) / 6.0).clamp_(0.0, 1.0)
+
+
+class SELayerV2(nn.Module):
+    """ChangeCLIP's ``SELayer_v2``: squeeze-excitation reweighting, then a 1×1 conv + ReLU to ``out_channels``."""
+
+    def __init__(self, channels: int, out_channels: int, ratio: int = 16) -> None:
+        super().__init__()
+        mid = make_divisible(channels // ratio, 8)
+        self.conv1 = ConvAct(channels, mid, 1, nn.ReLU(inplace=True))
+        self.conv2 = ConvAct(mid, channels, 1, HSigmoid())
+        self.conv_last = ConvAct(channels, out_channels, 1, nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.conv2(self.conv1(F.adaptive_avg_pool2d(x, 1)))
+        return self.conv_last(x * w)
+
+
+class FPN(nn.Module):
+    """mmseg ``FPN`` (no norm, no activation, nearest top-down, ``num_outs == len(in_channels)``)."""
+
+    def __init__(self, in_channels: Sequence[int], out_channels: int) -> None:
+        super().__init__()
+        self.lateral_convs = nn.ModuleList([ConvAct(c, out_channels, 1) for c in in_channels])
+        self.fpn_convs = nn.ModuleList([ConvAct(out_channels, out_channels, 3) for _ in in_channels])
+        for m in self.modules():  # mmseg FPN: xavier_init(uniform) on its convs
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        lat = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]
+        for i in range(len(lat) - 1, 0, -1):
+            lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=lat[i - 1].shape[-2:], mode="nearest")
+        return [conv(x) for conv, x in zip(self.fpn_convs, lat)]
+
+
+class _ConvLayer(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel_size: int, padding: int) -> None:
+        super().__init__()
+        self.conv2d = nn.Conv2d(cin, cout, kernel_size, padding=padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2d(x)
+
+
+class ResidualBlock(nn.Module):
+    """ChangeFormer's ``ResidualBlock`` (undefined in the released CLIPFormer): ``x + 0.1·conv(relu(conv(x)))``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = _ConvLayer(channels, channels, 3, 1)
+        self.conv2 = _ConvLayer(channels, channels, 3, 1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.relu(self.conv1(x))) * 0.1
+
+
+class _UpsampleConv(nn.Module):
+    def __init__(self, channels: int, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        self.conv2d = nn.ConvTranspose2d(channels, channels, kernel_size, stride=stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2d(x)
+
+
+class _TokenLinear(nn.Module):
+    """ChangeFormer's ``MLP``: a per-pixel Linear, kept as a Linear so the key is ``proj.weight``."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(cin, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def _conv_diff(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(cout), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU()
+    )
+
+
+class DifferenceDecoder(nn.Module):
+    """``get_optimal_dist``: ChangeFormer's DecoderTransformer_v3 difference pyramid.
+
+    Returns ``[D0 (1/2), D1 (1/4), D2 (1/8), D3 (1/16), D4 (1/32)]`` (the released code's reversed list).
+    """
+
+    def __init__(self, in_channels: Sequence[int], dim: int = 256) -> None:
+        super().__init__()
+        for i, c in enumerate(in_channels, start=1):
+            setattr(self, f"linear_c{i}", _TokenLinear(c, dim))
+            setattr(self, f"diff_c{i}", _conv_diff(2 * dim, dim))
+        self.linear_fuse = nn.Sequential(nn.Conv2d(4 * dim, dim, 1), nn.BatchNorm2d(dim))
+        self.convd2x = _UpsampleConv(dim, 2, 2)
+        self.dense_2x = nn.Sequential(ResidualBlock(dim))
+        self.convd1x = _UpsampleConv(dim, 1, 1)
+        self.dense_1x = nn.Sequential(ResidualBlock(dim))
+
+    def forward(self, feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        size1 = feats_a[0].shape[-2:]
+        diffs: list[torch.Tensor] = []
+        prev = None
+        for i in (4, 3, 2, 1):
+            lin = getattr(self, f"linear_c{i}")
+            d = getattr(self, f"diff_c{i}")(torch.cat([lin(feats_a[i - 1]), lin(feats_b[i - 1])], dim=1))
+            if prev is not None:
+                d = d + F.interpolate(prev, size=d.shape[-2:], mode="bilinear", align_corners=False)
+            diffs.append(d)
+            prev = d
+        ups = [F.interpolate(d, size=size1, mode="bilinear", align_corners=False) for d in diffs[:3]]
+        c = self.linear_fuse(torch.cat([*ups, diffs[3]], dim=1))
+        c0 = self.dense_1x(self.convd1x(self.dense_2x(self.convd2x(c))))
+        return [c0, *diffs[::-1]]
+
+
+# --------------------------------------------------------------------------------------------- the model
+# ----------------------------------------------------------------------------- text-guided CSWin decoder
 class LePEAttention(nn.Module):
     """Self-attention inside stripes of one orientation with locally-enhanced positional encoding.
 

@@ -1,4 +1,4 @@
-"""``changekit clip-labels``: per-image CLIP zero-shot class lists for CLIPFormer's foreground prompts.
+"""CLIP zero-shot class lists per image (``changekit clip-labels``) for CLIPFormer's foreground prompts.
 
 CLIPFormer (like ChangeCLIP) writes the classes CLIP sees in each image into that image's foreground prompt.
 This command runs CLIP zero-shot classification over the 56-class remote-sensing vocabulary of ChangeCLIP's
@@ -14,24 +14,20 @@ some. The JSON maps each image's file stem to its classes, most probable first, 
     {"format": "changekit-clip-labels/1", "model": "...", "vocabulary": [...], "template": "{}",
      "images": {"train_1": [["building", 0.41], ["dense residential", 0.22], ...], ...}}
 
-:func:`read_clip_classes` reads it back as ``{stem: [class, ...]}`` (optionally the top k) for
+:func:`changekit.data.text_classes.read_clip_classes` reads it back as ``{stem: [class, ...]}`` (optionally the top k) for
 ``CLIPFormer.forward(t1, t2, classes_a, classes_b)``. Existing files are reused when they cover every image
 with the same model and vocabulary (``--overwrite`` recomputes).
 
 CLIP weights: ``--clip-weights`` takes OpenAI's TorchScript checkpoints (``ViT-B-16.pt``, ``RN50.pt``) or an
 open_clip state dict (``.pt``/``.bin``/``.safetensors``); ``--clip-model`` an open_clip hub name
-(``ViT-B-16:openai``), which needs the network. **Fallback**: with ``--fallback`` (no weights available) every
+(``open_clip:ViT-B-16/openai``, see :mod:`changekit.models.hub`), which needs the network. **Fallback**: with ``--fallback`` (no weights available) every
 image gets the fixed list :data:`changekit.models.clipformer.FALLBACK_CLASSES`, the same list the model uses
 when it is given no classes; results then rest on the learnable context alone, not on per-image semantics.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,20 +36,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from changekit.errors import ChangekitError, DataError
+from changekit.atomic import write_json
+from changekit.data.text_classes import FORMAT, output_path
+from changekit.errors import DataError
 
-__all__ = [
-    "main",
-    "build_clip",
-    "ClipZeroShot",
-    "label_folder",
-    "find_image_folders",
-    "output_path",
-    "read_clip_classes",
-    "FORMAT",
-]
+__all__ = ["build_clip", "ClipZeroShot", "label_folder", "find_image_folders"]
 
-FORMAT = "changekit-clip-labels/1"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -189,12 +177,6 @@ def find_image_folders(root: str | Path) -> list[Path]:
     return found
 
 
-def output_path(folder: str | Path) -> Path:
-    """Where the class lists of ``folder`` are cached: ``<folder>_clipcls.json`` beside it."""
-    folder = Path(folder)
-    return folder.parent / f"{folder.name}_clipcls.json"
-
-
 def _to_rgb8(arr: np.ndarray, path: Path, bands: Sequence[int] | None) -> np.ndarray:
     if bands is not None:
         arr = arr[:, :, list(bands)]
@@ -207,17 +189,6 @@ def _to_rgb8(arr: np.ndarray, path: Path, bands: Sequence[int] | None) -> np.nda
         lo, hi = np.percentile(arr, 2), np.percentile(arr, 98)
         arr = (arr - lo) / max(hi - lo, 1e-6) * 255.0
     return np.clip(arr, 0, 255)
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def label_folder(
@@ -275,80 +246,6 @@ def label_folder(
         "top_k": top_k,
         "images": result,
     }
-    _write_json_atomic(out, data)
+    write_json(out, data)
     log(f"wrote {out} ({len(result)} images)")
     return out
-
-
-def read_clip_classes(path: str | Path, top_k: int | None = None) -> dict[str, list[str]]:
-    """``{stem: [class, ...]}`` from a clip-labels JSON (or the image folder it belongs to), most probable first."""
-    path = Path(path)
-    if path.is_dir():
-        path = output_path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no CLIP class lists; run `changekit clip-labels {path.parent}` first")
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as e:
-        raise DataError(f"{path}: not valid JSON ({e}); re-run `changekit clip-labels --overwrite`") from e
-    if data.get("format") != FORMAT or not isinstance(data.get("images"), dict):
-        raise DataError(f"{path}: not a changekit clip-labels file (format {data.get('format')!r})")
-    return {stem: [c for c, _ in ranking][:top_k] for stem, ranking in data["images"].items()}
-
-
-# --------------------------------------------------------------------------------------------- CLI
-def main(argv: Sequence[str] | None = None) -> int:
-    from changekit.models.clipformer import FALLBACK_CLASSES, RS_CLASSES_56
-
-    p = argparse.ArgumentParser(
-        prog="changekit clip-labels",
-        description="CLIP zero-shot class lists per image (56-class remote-sensing vocabulary) for CLIPFormer prompts.",
-        epilog=f"Without CLIP weights use --fallback: every image gets the fixed list {', '.join(FALLBACK_CLASSES)}.",
-    )
-    p.add_argument("folders", nargs="+", help="image folders, or dataset roots searched for image folders")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--clip-weights", help="OpenAI CLIP TorchScript file (ViT-B-16.pt) or open_clip state dict")
-    src.add_argument("--clip-model", help="open_clip hub name, e.g. ViT-B-16:openai (downloads; needs the network)")
-    src.add_argument("--fallback", action="store_true", help="no CLIP: write the fixed fallback class list for every image")
-    p.add_argument("--out", help="output JSON (only with a single image folder); default <folder>_clipcls.json")
-    p.add_argument("--top-k", type=int, default=None, help="keep the k most probable classes (default: all, ranked)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--bands", type=int, nargs=3, default=None, help="0-based R G B band indices for multi-band images")
-    p.add_argument("--template", default="{}", help="text prompt per class (default: the bare name, as ChangeCLIP)")
-    p.add_argument("--no-quick-gelu", action="store_true", help="GELU text/image MLPs (non-OpenAI open_clip weights)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--overwrite", action="store_true", help="recompute even when an up-to-date JSON exists")
-    args = p.parse_args(list(argv) if argv is not None else None)
-    if "{}" not in args.template:
-        raise ChangekitError(f"--template {args.template!r} must contain '{{}}' where the class name goes")
-    if args.top_k is not None and args.top_k < 1:
-        raise ChangekitError("--top-k must be at least 1")
-
-    folders = [f for root in args.folders for f in find_image_folders(root)]
-    if args.out and len(folders) != 1:
-        raise ChangekitError(f"--out needs exactly one image folder, found {len(folders)}: {', '.join(map(str, folders[:4]))}")
-
-    if args.fallback:
-        classifier, name = None, "fallback"
-    else:
-        source = args.clip_weights or args.clip_model
-        if args.clip_weights and not Path(args.clip_weights).is_file():
-            raise ChangekitError(
-                f"--clip-weights {args.clip_weights}: no such file. Give OpenAI's ViT-B-16.pt or an open_clip state dict; "
-                "without CLIP weights use --fallback (a fixed class list for every image)."
-            )
-        if args.clip_model:
-            from changekit.models.text.clip_text import is_hub_name
-
-            if not is_hub_name(args.clip_model) and not args.clip_model.startswith("hf-hub:"):
-                raise ChangekitError(f"--clip-model {args.clip_model!r}: give an open_clip name like ViT-B-16:openai")
-        model = build_clip(source, quick_gelu=not args.no_quick_gelu)
-        classifier = ClipZeroShot(model, RS_CLASSES_56, args.template, args.device)
-        name = str(Path(source).name if args.clip_weights else source)
-    for folder in folders:
-        label_folder(
-            folder, classifier, name, out=args.out, top_k=args.top_k, batch_size=args.batch_size,
-            bands=args.bands, template=args.template, overwrite=args.overwrite,
-            log=lambda m: print(m, file=sys.stderr),
-        )
-    return 0

@@ -19,10 +19,7 @@ so the metrics of N processes equal those of one.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +28,8 @@ from torchmetrics import Metric
 
 from changekit.errors import DataError
 
-__all__ = ["ConfusionMatrix", "confusion_matrix", "metrics_from_confusion", "format_metrics_table", "score_main"]
+__all__ = ["ConfusionMatrix", "confusion_matrix", "metrics_from_confusion", "format_metrics_table", "json_ready",
+           "SUMMARY_KEYS", "format_percent"]
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = 255) -> torch.Tensor:
@@ -125,7 +123,7 @@ def metrics_from_confusion(mat: torch.Tensor | np.ndarray, change_class: int = 1
     }
 
 
-def _pct(v: float) -> str:
+def format_percent(v: float) -> str:
     return "   n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:6.2f}"
 
 
@@ -142,16 +140,16 @@ def format_metrics_table(metrics: dict[str, Any], mode: str | None = None, class
     lines.append("-" * (width + 37))
     for i, name in enumerate(names):
         lines.append(
-            f"{name:<{width}} | {_pct(pc['iou'][i])} | {_pct(pc['f1'][i])} | {_pct(pc['precision'][i])} | {_pct(pc['recall'][i])}"
+            f"{name:<{width}} | {format_percent(pc['iou'][i])} | {format_percent(pc['f1'][i])} | {format_percent(pc['precision'][i])} | {format_percent(pc['recall'][i])}"
         )
     lines.append("-" * (width + 37))
     lines.append(
-        f"change class: F1 {_pct(metrics['f1']).strip()}  IoU {_pct(metrics['iou']).strip()}  "
-        f"P {_pct(metrics['precision']).strip()}  R {_pct(metrics['recall']).strip()}"
+        f"change class: F1 {format_percent(metrics['f1']).strip()}  IoU {format_percent(metrics['iou']).strip()}  "
+        f"P {format_percent(metrics['precision']).strip()}  R {format_percent(metrics['recall']).strip()}"
     )
     lines.append(
-        f"OA {_pct(metrics['oa']).strip()}  kappa {_pct(metrics['kappa']).strip()}  "
-        f"mIoU {_pct(metrics['miou']).strip()}  mF1 {_pct(metrics['mf1']).strip()}  ({metrics['pixels']} pixels)"
+        f"OA {format_percent(metrics['oa']).strip()}  kappa {format_percent(metrics['kappa']).strip()}  "
+        f"mIoU {format_percent(metrics['miou']).strip()}  mF1 {format_percent(metrics['mf1']).strip()}  ({metrics['pixels']} pixels)"
     )
     return "\n".join(lines)
 
@@ -168,95 +166,3 @@ def json_ready(metrics: dict[str, Any]) -> dict[str, Any]:
     if isinstance(metrics, float) and math.isnan(metrics):
         return None
     return metrics
-
-
-# --------------------------------------------------------------------------------- changekit score
-_MAP_SUFFIXES = {".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg"}
-
-
-def _read_map(path: Path) -> np.ndarray:
-    from changekit.data.io import read_image
-
-    arr = read_image(path)
-    if arr.ndim == 3:
-        if arr.shape[2] != 1:
-            raise DataError(f"{path}: a change map must have one band, found {arr.shape[2]}")
-        arr = arr[..., 0]
-    return arr
-
-
-def _list_maps(folder: Path, what: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise DataError(f"{what} folder not found: {folder}")
-    maps: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.suffix.lower() in _MAP_SUFFIXES:
-            if p.stem in maps:
-                raise DataError(f"{what} folder {folder} has two maps named {p.stem!r}: {maps[p.stem].name} and {p.name}")
-            maps[p.stem] = p
-    if not maps:
-        raise DataError(f"{what} folder {folder} holds no PNG/TIFF maps")
-    return maps
-
-
-def _to_classes(arr: np.ndarray, path: Path, ignore: int, is_label: bool, encoding: str) -> np.ndarray:
-    """0/255 or 0/1 maps to 0/1; labels keep the ignore value. See ``changekit score -h`` for the rule."""
-    values = set(np.unique(arr).tolist())
-    if not is_label:
-        if values <= {0, 1}:
-            return arr.astype(np.int64)
-        if values <= {0, 255}:
-            return (arr == 255).astype(np.int64)
-        raise DataError(f"{path}: prediction values {sorted(values)} are not 0/1 or 0/255")
-    if encoding == "auto":
-        encoding = "index" if 1 in values else "binary255"
-    if encoding == "binary255":
-        if not values <= {0, 255}:
-            raise DataError(f"{path}: label values {sorted(values)} are not 0/255 (use --label-encoding index for 0/1 labels)")
-        return (arr == 255).astype(np.int64)
-    if not values <= {0, 1, ignore}:
-        raise DataError(f"{path}: label values {sorted(values)} are not 0/1 or the ignore value {ignore}")
-    return arr.astype(np.int64)
-
-
-def score_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="changekit score",
-        description=(
-            "Metrics of saved binary change maps against labels, matched by file name (stem). "
-            "Predictions: 0/255 or 0/1. Labels: 0/255 (255 = change) or 0/1 with the ignore value; "
-            "'auto' reads a label map as 0/1 + ignore when it contains a 1, else as 0/255."
-        ),
-    )
-    p.add_argument("pred_dir", type=Path)
-    p.add_argument("label_dir", type=Path)
-    p.add_argument("--ignore", type=int, default=255, help="label value excluded from the metrics (default 255)")
-    p.add_argument("--label-encoding", choices=["auto", "binary255", "index"], default="auto")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON (the keys of metrics.json)")
-    args = p.parse_args(argv)
-
-    preds = _list_maps(args.pred_dir, "prediction")
-    labels = _list_maps(args.label_dir, "label")
-    missing = sorted(labels.keys() - preds.keys())
-    extra = sorted(preds.keys() - labels.keys())
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"no prediction for {len(missing)} label(s) in {args.label_dir}: {', '.join(missing[:5])}")
-        if extra:
-            parts.append(f"no label for {len(extra)} prediction(s) in {args.pred_dir}: {', '.join(extra[:5])}")
-        raise DataError("; ".join(parts) + ". Predictions and labels are matched by file name without extension.")
-
-    mat = torch.zeros(2, 2, dtype=torch.long)
-    for stem, label_path in labels.items():
-        label = _to_classes(_read_map(label_path), label_path, args.ignore, True, args.label_encoding)
-        pred = _to_classes(_read_map(preds[stem]), preds[stem], args.ignore, False, args.label_encoding)
-        if pred.shape != label.shape:
-            raise DataError(f"{preds[stem]}: size {pred.shape[::-1]} differs from its label {label_path} {label.shape[::-1]}")
-        mat += confusion_matrix(torch.from_numpy(pred), torch.from_numpy(label), 2, args.ignore)
-    metrics = metrics_from_confusion(mat)
-    if args.json:
-        print(json.dumps(json_ready({k: metrics[k] for k in SUMMARY_KEYS} | {"per_class": metrics["per_class"], "confusion": metrics["confusion"]}), indent=2))
-    else:
-        print(format_metrics_table(metrics, mode=f"saved maps ({len(labels)} pairs, ignore {args.ignore})"))
-    return 0

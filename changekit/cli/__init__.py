@@ -1,0 +1,62 @@
+"""The ``changekit`` command: a thin dispatcher to one module per sub-command.
+
+Each module of this package is one command: ``main(argv: list[str]) -> int``. This package is the only place
+that parses command lines; the library modules it calls take Python arguments. ``fit``/``validate``/``test``/
+``predict`` hand their argv to LightningCLI (:mod:`changekit.engine.lightning_cli`). Errors that a user can
+fix (:class:`changekit.errors.ChangekitError`) are printed as one line without a traceback, exit status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module of changekit.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fit": ("fit", "train a model from a YAML config"),
+    "validate": ("validate", "evaluate a checkpoint on the validation split"),
+    "test": ("test", "evaluate a checkpoint on the test split"),
+    "predict": ("predict", "write change maps (and error overlays where labels exist)"),
+    "demo": ("demo", "synthetic data -> trained FC-Siam-diff -> metrics, maps and figures"),
+    "score": ("score", "metrics from saved prediction and label maps"),
+    "models": ("models", "list the registered model configurations"),
+    "info": ("info", "parameters and FLOPs of a model config"),
+    "scene": ("scene", "run a model over two large georeferenced scenes"),
+    "check-dataset": ("check_dataset", "check a dataset folder against a preset"),
+    "tile": ("tile", "cut large image pairs into tiles"),
+    "stats": ("stats", "per-band mean/std of a dataset"),
+    "clip-labels": ("clip_labels", "CLIP zero-shot class lists per image (CLIPFormer prompts)"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "usage: changekit <command> [options]\n\ncommands:\n" + "\n".join(lines) + "\n\n`changekit <command> -h` for help on one."
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"changekit: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module, _ = COMMANDS[name]
+    from changekit.errors import ChangekitError
+
+    try:
+        code = importlib.import_module(f"changekit.cli.{module}").main(rest)
+    except ChangekitError as e:
+        print(f"changekit {name}: error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"changekit {name}: error: {e}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

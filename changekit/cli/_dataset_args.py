@@ -1,0 +1,64 @@
+"""Arguments and output helpers shared by the dataset commands (check-dataset, tile, stats)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+
+def add_dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("preset", help="dataset preset (levir-cd, levir-cd-plus, s2looking, whu-cd, whu-cd-whole, cdd, "
+                                  "sysu-cd, dsifn, clcd, bandon, folder)")
+    p.add_argument("root", help="dataset root folder")
+    p.add_argument("--split", action="append", dest="splits", metavar="SPLIT",
+                   help="split to use (repeatable); default: the preset's splits. 'none' = flat root/{A,B,label}")
+    p.add_argument("--dirs", nargs=3, metavar=("DATE1", "DATE2", "LABEL"), help="override folder names")
+    p.add_argument("--suffix", nargs="+", metavar="SUF", help="override suffixes: one, or one per folder")
+    p.add_argument("--list-file", help="names list, e.g. 'list/{split}.txt'")
+    p.add_argument("--label-encoding", choices=["binary", "0-255", "0-1", "index"])
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--bands", type=int, nargs="+", help="0-based band indices to use")
+    p.add_argument("--in-channels", type=int, help="expected band count")
+    p.add_argument("--no-labels", action="store_true", help="prediction-only set (no label folder)")
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    if args.dirs:
+        kw["dirs"] = tuple(args.dirs)
+    if args.suffix:
+        kw["suffixes"] = args.suffix[0] if len(args.suffix) == 1 else tuple(args.suffix)
+    if args.list_file:
+        kw["list_file"] = args.list_file
+    if args.label_encoding:
+        kw["label_encoding"] = args.label_encoding
+    if args.num_classes:
+        kw["num_classes"] = args.num_classes
+    if args.bands:
+        kw["bands"] = args.bands
+    if args.in_channels:
+        kw["in_channels"] = args.in_channels
+    if args.no_labels:
+        kw["labels"] = False
+    return kw
+
+
+def console():
+    from rich.console import Console
+
+    return Console(file=sys.stdout, width=max(160, _term_width()), soft_wrap=False, highlight=False)
+
+
+def _term_width() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 120
+
+
+def fmt_counter(c, key=lambda k: str(k), k: int = 4) -> str:
+    items = c.most_common()
+    s = ", ".join(f"{key(a)} ({n})" for a, n in items[:k])
+    return s + (f", ... {len(items) - k} more" if len(items) > k else "")

@@ -1,0 +1,76 @@
+"""``changekit scene``: a change model over two large georeferenced scenes (:func:`changekit.geo.run_scene`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from changekit.errors import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="changekit scene",
+        description="Run a change model over two georeferenced scenes of any size (streamed, blended, resumable).",
+        epilog="Under torchrun (or any launcher that sets RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT) strips are "
+               "shared out across processes; --out must then be on a shared file system. See docs/scenes.md.",
+    )
+    p.add_argument("--t1", required=True, help="date-1 raster (GeoTIFF, COG, VRT, anything rasterio opens)")
+    p.add_argument("--t2", required=True, help="date-2 raster")
+    p.add_argument("--ckpt", help="changekit checkpoint (records its model config, mean and std) or weights for --config")
+    p.add_argument("--config", help="model YAML config (only needed when --ckpt does not record one)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--bands", help="1-based bands to read from both dates, in model order, e.g. 4,3,2 (default: 1..C)")
+    p.add_argument("--scale", default="auto",
+                   help="stored values -> training units: auto (default), none, dtype, percentile[:LO,HI], linear:MIN,MAX")
+    p.add_argument("--input-range", help="MIN,MAX of the training units (default: 0,1 if every mean <= 1 else 0,255)")
+    p.add_argument("--mean", help="per-band mean in training units (overrides the checkpoint), or imagenet/clip")
+    p.add_argument("--std", help="per-band std in training units (overrides the checkpoint), or imagenet/clip")
+    p.add_argument("--align", action="store_true", help="warp date 2 onto date 1's grid when the grids differ")
+    p.add_argument("--resampling", default="bilinear", help="resampling for --align (nearest, bilinear, cubic, ...)")
+    p.add_argument("--window", type=int, default=512, help="window size in pixels (default 512)")
+    p.add_argument("--overlap", type=int, default=128, help="overlap between windows in pixels (default 128)")
+    p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--threshold", type=float, default=0.5, help="change if probability >= this (default 0.5)")
+    p.add_argument("--min-area", type=float, default=0.0, help="drop polygons smaller than this (CRS units^2)")
+    p.add_argument("--simplify", type=float, default=None, help="simplify polygons with this tolerance (CRS units)")
+    p.add_argument("--no-vectors", action="store_true", help="skip changes.geojson / changes.gpkg")
+    p.add_argument("--cog", action="store_true", help="write the rasters as Cloud-Optimised GeoTIFFs with overviews")
+    p.add_argument("--restart", action="store_true", help="discard an unfinished run in --out instead of resuming it")
+    p.add_argument("--keep-partial", action="store_true", help="keep --out/.partial (strip files) after finishing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    rng = None
+    if args.input_range:
+        try:
+            rng = [float(v) for v in args.input_range.split(",")]
+            assert len(rng) == 2
+        except (ValueError, AssertionError):
+            raise ConfigError(f"--input-range {args.input_range!r}: write MIN,MAX, e.g. 0,255") from None
+    if args.ckpt is None and args.config is None:
+        raise ConfigError("give --ckpt (and --config if the checkpoint does not record its model config)")
+    from changekit.geo.scene import run_scene
+
+    s = run_scene(
+        args.t1, args.t2, args.out, ckpt=args.ckpt, config=args.config, mean=args.mean, std=args.std,
+        bands=args.bands, scale=args.scale, input_range=rng, align=args.align, resampling=args.resampling,
+        window=args.window, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
+        threshold=args.threshold, min_area=args.min_area, simplify=args.simplify, vectors=not args.no_vectors,
+        cog=args.cog, restart=args.restart, keep_partial=args.keep_partial, progress=not args.quiet and sys.stderr.isatty(),
+    )
+    if s["rank"] == 0:
+        print(f"scene {s['grid']} px, bands {s['bands']}, scaling {s['scaling']}"
+              + (", date 2 warped onto date 1's grid" if s["aligned"] else ""))
+        print(f"{s['windows']} windows in {s['strips']} strips ({s['strips_resumed']} strips resumed), "
+              f"{s['seconds']:.1f} s, {s['megapixels_per_s']:.3g} MP/s")
+        print(f"changed pixels: {s['changed_pixels']} of {s['valid_pixels']} valid ({s['nodata_pixels']} no data)")
+        if "polygons" in s:
+            print(f"polygons: {s['polygons']} (dropped below --min-area: {s['polygons_dropped']})")
+        for k, v in s["outputs"].items():
+            print(f"  {k:<12} {v}")
+    return 0

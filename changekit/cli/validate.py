@@ -1,0 +1,7 @@
+"""``changekit validate``: a LightningCLI run (see :mod:`changekit.engine.lightning_cli`)."""
+
+
+def main(argv: list[str]) -> int:
+    from changekit.engine.lightning_cli import run
+
+    return run("validate", argv)

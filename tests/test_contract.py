@@ -1,0 +1,209 @@
+"""The model and config contract, checked over everything registered and every YAML in configs/.
+
+* Every registered model: builds at full size (frozen foundation models shape-only), reports the parameter
+  counts ``changekit info`` prints, and, at a tiny width, maps two (B, C, H, W) inputs to (B, num_classes, H, W)
+  logits (square and not) whose weights round-trip strictly through ``changekit.load_weights``.
+* Every config: merges its ``_base_`` files, names a registered model that builds from its arch_args, and its
+  model / data / trainer sections pass the same jsonargparse validation LightningCLI applies.
+* One short training run per family: the loss falls, frozen parameters stay as they are.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import changekit
+from changekit.config import load_config
+from changekit.models.registry import family_of, without_weights
+from changekit.models.summary import model_info, parameter_counts
+
+CONFIGS = sorted(p for p in (Path(__file__).parents[1] / "configs").rglob("*.yaml") if "_base_" not in p.parts)
+MODELS = changekit.list_models()
+
+#: Parameter totals of the released/reference builds (the family tests check the rest of the table).
+PUBLISHED_TOTALS = {
+    "fc_siam_diff": 1_352_210,
+    "bit_r18": 2_989_638,
+    "changeformer_mit-b0": 3_846_754,
+    "changeformer_mit-b1": 13_940_930,
+    "ban_vit-b16-clip_mit-b0": 68_883_622,
+    "ban_vit-l14-clip_bit": 231_734_858,
+    "dsqnet_swin-t": 28_513_844,
+    "dsqnet_vitaev2-s": 19_697_594,
+    "clipformer_swin-t_vit-b16": 114_860_668,
+}
+
+# BAN: the named foundation model at its real width but 3 blocks on a 32 px input, left uninitialised and then
+# zeroed (random init of a ViT-L takes seconds; its numerics are the goldens' job, the contract is shapes)
+_TINY_FM = dict(fm_num_layers=3, fm_out_indices=(0, 1, 2), fm_img_size=32, fm_init="empty")
+#: Per family: keyword arguments that shrink a model to test width without changing its structure.
+TINY: dict[str, dict] = {
+    "fc_siam": {},
+    "bit": {"head": {"token_len": 4}},
+    "changeformer": {"drop_path_rate": 0.0},
+    "ban": _TINY_FM,
+    "dsqnet": {"channels": 32, "drop_path_rate": 0.0},
+    "clipformer": dict(
+        backbone=dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), drop_path_rate=0.0),
+        text=dict(width=64, heads=1, layers=1, embed_dim=32), visual_dim=32, channels=32, context_width=32,
+        context_heads=2, context_layers=1, decoder=dict(num_heads=2),
+    ),
+}
+_TINY_BACKBONES = {
+    "dsqnet_swin-t": dict(embed_dim=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8)),
+    "dsqnet_vitaev2-s": dict(embed_dims=(8, 8, 16, 32), token_dims=(8, 16, 32, 64), NC_depth=(1, 1, 1, 1),
+                             NC_heads=(1, 2, 4, 8), RC_heads=(1, 1, 2, 4), NC_group=(1, 4, 8, 16), RC_group=(1, 2, 4, 8)),
+}
+
+
+def tiny_model(name: str) -> torch.nn.Module:
+    kw = dict(TINY[family_of(name)])
+    if name in _TINY_BACKBONES:
+        kw["backbone_args"] = _TINY_BACKBONES[name]
+    model = changekit.build_model(name, **kw)
+    if kw.get("fm_init") == "empty":
+        for p in model.image_encoder.parameters():
+            p.data.zero_()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------- models
+def test_every_family_has_a_tiny_setting():
+    assert {family_of(n) for n in MODELS} <= set(TINY)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_full_size_build_and_counts(name):
+    kw = {"fm_init": "meta"} if family_of(name) == "ban" else {}  # frozen ViTs up to 300 M: shapes only
+    model = changekit.build_model(name, **kw)
+    assert model.changekit_spec["arch"] == name
+    assert isinstance(model.num_classes, int) and isinstance(model.in_channels, int)
+    counts = parameter_counts(model)
+    assert 0 < counts["params_trainable"] <= counts["params_total"]
+    if name in PUBLISHED_TOTALS:
+        assert counts["params_total"] == PUBLISHED_TOTALS[name]
+
+
+@pytest.mark.parametrize("name", ["fc_siam_diff", "bit_r18", "changeformer_mit-b0"])
+def test_changekit_info_reports_the_same_counts(name):
+    info = model_info(name, (64, 64))
+    counts = parameter_counts(changekit.build_model(name))
+    assert (info["params_total"], info["params_trainable"]) == (counts["params_total"], counts["params_trainable"])
+    assert info["flops"] > 0 and sum(m["params"] for m in info["modules"].values()) == counts["params_total"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_tiny_forward_shapes_and_strict_round_trip(name):
+    torch.manual_seed(0)
+    model = tiny_model(name).eval()
+    c, k = model.in_channels, model.num_classes
+    x1, x2 = torch.randn(1, c, 64, 64), torch.randn(1, c, 64, 64)
+    with torch.no_grad():
+        out = model(x1, x2)
+        wide = model(torch.randn(1, c, 64, 96), torch.randn(1, c, 64, 96))
+    assert out.shape == (1, k, 64, 64) and wide.shape == (1, k, 64, 96)
+    assert torch.isfinite(out).all() and torch.isfinite(wide).all()
+    fresh = copy.deepcopy(model)  # same constructor, so same keys: zero it, then every value must come back
+    for v in fresh.state_dict().values():
+        v.zero_()
+    changekit.load_weights(fresh, model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(fresh(x1, x2), out)
+
+
+# ---------------------------------------------------------------------------------------------- configs
+def test_configs_are_found():
+    assert len(CONFIGS) >= 30
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_config_parses_and_builds(path):
+    from changekit.data.presets import get_preset
+
+    cfg = load_config(path)
+    parser = _parser(cfg.get("task", "change"))
+    parser.parse_object({k: cfg[k] for k in ("model", "data", "trainer") if k in cfg})  # raises on a bad key or type
+
+    m = cfg["model"]
+    get_preset(cfg["data"]["dataset"])
+    spec = json.dumps([m["arch"], without_weights(m.get("arch_args") or {}), m.get("num_classes", 2)], sort_keys=True)
+    assert _build_once(spec) == m.get("num_classes", 2)
+
+
+@functools.cache
+def _parser(task: str):
+    """The model / data / trainer sections of LightningCLI's parser for ``task``."""
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import Trainer
+
+    from changekit.engine.datamodule import ChangeDataModule
+    from changekit.engine.lightning_cli import TASKS
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(TASKS[task], "model")
+    parser.add_class_arguments(ChangeDataModule, "data")
+    parser.add_class_arguments(Trainer, "trainer", skip={"callbacks", "logger", "plugins", "strategy"})
+    return parser
+
+
+@functools.cache
+def _build_once(spec: str) -> int:
+    """Build a config's model once per distinct (arch, arch_args, num_classes); its num_classes."""
+    arch, args, num_classes = json.loads(spec)
+    kw = {"fm_init": "meta"} if family_of(arch) == "ban" else {}
+    return changekit.build_model({"arch": arch, "arch_args": args}, num_classes=num_classes, **kw).num_classes
+
+
+# ---------------------------------------------------------------------------------------------- learning
+def _changed_squares(n: int = 4, size: int = 64, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    t1 = torch.randn(n, 3, size, size, generator=g)
+    t2 = t1 + 0.1 * torch.randn(n, 3, size, size, generator=g)
+    label = torch.zeros(n, size, size, dtype=torch.long)
+    for i in range(n):  # a bright 20x20 square appears in each pair
+        y, x = torch.randint(0, size - 20, (2,), generator=g).tolist()
+        t2[i, :, y:y + 20, x:x + 20] += 2.0
+        label[i, y:y + 20, x:x + 20] = 1
+    return t1, t2, label
+
+
+#: (model, build arguments, learning rate, steps): the small members of each family.
+LEARNERS = [
+    ("fc_siam_diff", {}, 2e-3, 15),
+    ("bit_r18", {}, 1e-3, 15),
+    ("changeformer_mit-b0", {"drop_path_rate": 0.0}, 1e-3, 12),
+    ("ban", {"fm": "timm:vit_tiny_patch16_224", "bitab": "mit-b0", "fm_img_size": 32, "depth": 3}, 2e-3, 12),
+    ("dsqnet_swin-t", {**TINY["dsqnet"], "backbone_args": _TINY_BACKBONES["dsqnet_swin-t"]}, 2e-3, 15),
+    ("clipformer_swin-t_vit-b16", TINY["clipformer"], 1e-3, 12),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,lr,steps", LEARNERS, ids=[n for n, *_ in LEARNERS])
+def test_short_training_run_loss_falls(name, kwargs, lr, steps):
+    torch.manual_seed(0)
+    model = changekit.build_model(name, **kwargs).train()
+    frozen = {k: v.clone() for k, v in model.named_parameters() if not v.requires_grad}
+    if name.startswith("clipformer"):  # the 49408-row token table: keep the optimiser step cheap
+        model.text_encoder.token_embedding.weight.requires_grad_(False)
+    t1, t2, label = _changed_squares()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.01)
+    losses = []
+    for step in range(steps):
+        idx = torch.arange(2) + 2 * (step % 2)
+        loss = F.cross_entropy(model(t1[idx], t2[idx]), label[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.6 * first, losses
+    for k, v in model.named_parameters():
+        if k in frozen:
+            assert torch.equal(v, frozen[k]), f"frozen parameter {k} changed"
