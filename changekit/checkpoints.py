@@ -161,20 +161,15 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: s
     if not (missing or unexpected or shapes):
         return
 
-    def block(title: str, items: list[str]) -> str:
-        if not items:
-            return ""
-        more = f"\n    ... and {len(items) - 10} more" if len(items) > 10 else ""
-        return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(items[:10]) + more
+    def part(title: str, items: list[str]) -> str:
+        shown = ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
+        return f"{title} ({len(items)}): {shown}"
 
     name = getattr(model, "changekit_spec", {}).get("arch", type(model).__name__)
-    raise CheckpointError(
-        f"{source} does not fit model {name!r}:"
-        + block("missing keys", missing)
-        + block("unexpected keys", unexpected)
-        + block("shape mismatches", shapes)
-        + "\n  Check that the checkpoint was trained with this model configuration."
-    )
+    parts = [part(t, i) for t, i in (("missing keys", missing), ("unexpected keys", unexpected),
+                                      ("shape mismatches", shapes)) if i]
+    raise CheckpointError(f"{source} does not fit model {name!r}: {'; '.join(parts)}. "
+                          "Check that it was trained with this model configuration")
 
 
 def _mismatch(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 
 
@@ -56,3 +57,15 @@ trainer:
   enable_model_summary: false
   num_sanity_val_steps: 0
 """
+
+
+
+class InterruptAt(pl.Callback):
+    """Presses Ctrl-C (raises KeyboardInterrupt) once ``step`` training steps are done."""
+
+    def __init__(self, step: int = 2) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            raise KeyboardInterrupt

@@ -72,12 +72,12 @@ def test_strict_errors_name_the_file_and_keys(tmp_path):
     missing = dict(sd)
     missing.pop("bn.bias")
     torch.save(missing, tmp_path / "missing.pth")
-    with pytest.raises(CheckpointError, match=r"missing\.pth.*\n.*missing keys \(1\):\n\s+bn\.bias"):
+    with pytest.raises(CheckpointError, match=r"missing\.pth does not fit .*missing keys \(1\): bn\.bias"):
         load_weights(Tiny(), tmp_path / "missing.pth")
     extra = dict(sd)
     extra["head.weight"] = torch.zeros(1)
     torch.save(extra, tmp_path / "extra.pth")
-    with pytest.raises(CheckpointError, match=r"unexpected keys \(1\):\n\s+head\.weight"):
+    with pytest.raises(CheckpointError, match=r"unexpected keys \(1\): head\.weight"):
         load_weights(Tiny(), tmp_path / "extra.pth")
     shape = dict(sd)
     shape["conv.weight"] = torch.zeros(4, 3, 5, 5)

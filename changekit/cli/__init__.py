@@ -52,8 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     except ChangekitError as e:
         print(f"changekit {name}: error: {e}", file=sys.stderr)
         return 2
-    except FileNotFoundError as e:
-        print(f"changekit {name}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt as e:  # the command may say how to carry on (fit: --ckpt_path last)
+        how = str(e) or "rerun the same command to resume"
+        print(f"\nchangekit {name}: interrupted; {how}", file=sys.stderr)
+        return 130
+    except OSError as e:  # a full disk, a permission, a vanished file: the system's words and the path
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"changekit {name}: error: {e.strerror or e}{where}; fix that and rerun the same command "
+              "(finished work is kept)", file=sys.stderr)
         return 2
     return int(code or 0)
 

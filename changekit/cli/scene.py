@@ -31,12 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=512, help="window size in pixels (default 512)")
     p.add_argument("--overlap", type=int, default=128, help="overlap between windows in pixels (default 128)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--device", default="cpu", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threshold", type=float, default=0.5, help="change if probability >= this (default 0.5)")
     p.add_argument("--min-area", type=float, default=0.0, help="drop polygons smaller than this (CRS units^2)")
     p.add_argument("--simplify", type=float, default=None, help="simplify polygons with this tolerance (CRS units)")
     p.add_argument("--no-vectors", action="store_true", help="skip changes.geojson / changes.gpkg")
     p.add_argument("--cog", action="store_true", help="write the rasters as Cloud-Optimised GeoTIFFs with overviews")
+    p.add_argument("--pixel-coords", action="store_true",
+                   help="accept dates without georeferencing: outputs in pixel coordinates, no CRS")
     p.add_argument("--restart", action="store_true", help="discard an unfinished run in --out instead of resuming it")
     p.add_argument("--keep-partial", action="store_true", help="keep --out/.partial (strip files) after finishing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -61,7 +63,7 @@ def main(argv: list[str]) -> int:
         bands=args.bands, scale=args.scale, input_range=rng, align=args.align, resampling=args.resampling,
         window=args.window, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
         threshold=args.threshold, min_area=args.min_area, simplify=args.simplify, vectors=not args.no_vectors,
-        cog=args.cog, restart=args.restart, keep_partial=args.keep_partial, progress=not args.quiet and sys.stderr.isatty(),
+        cog=args.cog, pixel_coords=args.pixel_coords, restart=args.restart, keep_partial=args.keep_partial, progress=not args.quiet and sys.stderr.isatty(),
     )
     if s["rank"] == 0:
         print(f"scene {s['grid']} px, bands {s['bands']}, scaling {s['scaling']}"
@@ -71,6 +73,8 @@ def main(argv: list[str]) -> int:
         print(f"changed pixels: {s['changed_pixels']} of {s['valid_pixels']} valid ({s['nodata_pixels']} no data)")
         if "polygons" in s:
             print(f"polygons: {s['polygons']} (dropped below --min-area: {s['polygons_dropped']})")
+        if s.get("crs") is None:
+            print("note: the inputs have no CRS: outputs are in pixel coordinates (polygons' 'crs' is null)")
         for k, v in s["outputs"].items():
             print(f"  {k:<12} {v}")
     return 0

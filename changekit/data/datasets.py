@@ -16,6 +16,7 @@ only, fast) and at load (sizes, bands, label values). :meth:`ChangeDataset.valid
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from changekit.data.io import IMAGE_EXTS, image_shape, read_image, read_label
+from changekit.data.io import IMAGE_EXTS, _read_raw, image_shape, read_image, read_label
 from changekit.errors import ConfigError, DataError
 
 __all__ = [
@@ -494,6 +495,29 @@ class ChangeDataset(Dataset):
             raise DataError(self._problem_message(rep.problems))
         return rep
 
+    def units(self, max_pairs: int = 8) -> dict[str, Any]:
+        """The stored units of the images: ``{"dtype": "uint8", "range": [lo, hi], "observed": [min, max]}``
+        from up to ``max_pairs`` pairs spread over the set (both dates, selected bands). ``range`` is the
+        dtype's range for 8-bit data and the observed one otherwise; it is what a checkpoint records and
+        what evaluation data are compared against (:func:`check_units`)."""
+        if not self.samples:
+            return {}
+        step = max(1, len(self.samples) // max_pairs)
+        dtypes, lo, hi = set(), math.inf, -math.inf
+        for s in self.samples[::step][:max_pairs]:
+            for path in (s.t1, s.t2):
+                raw = _read_raw(path, palette_indices=False)
+                if self.bands is not None:
+                    raw = raw[:, :, list(self.bands)]
+                dtypes.add(raw.dtype.name)
+                finite = raw[np.isfinite(raw)] if raw.dtype.kind == "f" else raw
+                if finite.size:
+                    lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+        dtype = dtypes.pop() if len(dtypes) == 1 else "mixed(" + ",".join(sorted(dtypes)) + ")"
+        observed = [lo, hi] if lo <= hi else None
+        rng = [0.0, 255.0] if dtype == "uint8" else observed
+        return {"dtype": dtype, "range": rng, "observed": observed}
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(preset={self.preset!r}, root={str(self.root)!r}, split={self.split!r}, "
                 f"n={len(self)}, labels={self._has_labels})")
@@ -596,3 +620,20 @@ class BandonDataset(ChangeDataset):
         if lab.shape != tuple(hw):
             raise DataError(f"{path}: building label size {lab.shape[::-1]} differs from the images {hw[::-1]}.")
         return lab
+
+
+def check_units(found: dict[str, Any], trained: dict[str, Any], what: str) -> None:
+    """Refuse data whose stored units cannot be those the model was trained on (:meth:`ChangeDataset.units`):
+    another data type, or values far outside the training range. The message names the flags that fix it."""
+    if not found or not trained:
+        return
+    lo, hi = trained.get("range") or [None, None]
+    rng = f"values {lo:g}..{hi:g}" if lo is not None else "its recorded range"
+    fix = ("rescale them with --data.input_range '[MIN, MAX]' (the stored values that correspond to the training "
+           "range), or pass --data.check_units false to use them as they are")
+    if found["dtype"] != trained.get("dtype"):
+        raise DataError(f"{what}: the images are {found['dtype']} but the model was trained on {trained.get('dtype')} "
+                        f"images ({rng}); {fix}")
+    obs = found.get("observed")
+    if obs and lo is not None and obs[1] > hi + 0.5 * (hi - lo):
+        raise DataError(f"{what}: values reach {obs[1]:g} but the model was trained on {rng}; {fix}")

@@ -53,8 +53,13 @@ class ChangeDataModule(pl.LightningDataModule):
         size_divisor: pad evaluation images (labels with the ignore value) to a multiple of this (32).
         train_split, val_split, test_split: split names; predict_root: a folder of ``A``/``B`` (+ optional
             ``label``) pairs to predict (default: the test split of ``root``).
-        validate_data: before fitting, check every file's size and band count (``headers``), read every pixel
-            (``full``) or skip (``off``).
+        validate_data: before any loop (fit, validate, test, predict), check every file's size and band count
+            (``headers``), read every pixel (``full``) or skip (``off``).
+        units: the stored units of the training images (``{dtype, range}``), measured at ``fit`` and recorded
+            in the checkpoint; evaluation data in other units are refused (see ``check_units``).
+        check_units: compare evaluation data with ``units`` (default true).
+        input_range: ``[MIN, MAX]``: evaluation images store values MIN..MAX where the training images stored
+            ``units.range`` (e.g. ``[0, 4095]`` for 12-bit data against an 8-bit model): rescaled linearly.
     """
 
     def __init__(
@@ -86,6 +91,9 @@ class ChangeDataModule(pl.LightningDataModule):
         predict_root: str | None = None,
         predict_split: str | None = None,
         validate_data: str = "headers",
+        units: dict[str, Any] | None = None,
+        check_units: bool = True,
+        input_range: list[float] | None = None,
     ) -> None:
         super().__init__()
         from changekit.data.presets import get_preset
@@ -119,24 +127,40 @@ class ChangeDataModule(pl.LightningDataModule):
         # resolved values recorded in the checkpoint (datamodule_hyper_parameters)
         self.hparams.update(resolved_mean=self.mean, resolved_std=self.std, resolved_bands=self.bands,
                             resolved_in_channels=self.in_channels)
+        if input_range is not None and (len(input_range) != 2 or input_range[1] <= input_range[0]):
+            raise ConfigError(f"data.input_range {input_range}: give [MIN, MAX] with MAX > MIN")
         self.datasets: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ datasets
     def normalisation_info(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std, "bands": self.bands, "in_channels": self.in_channels,
-                "dataset": self.preset.name}
+                "dataset": self.preset.name, "units": self.hparams.get("units")}
+
+    def _eval_stats(self) -> tuple[list[float] | None, list[float] | None]:
+        """mean/std for evaluation data; with ``input_range``, folded with the linear map of MIN..MAX onto the
+        training range (``(a x + b - mean) / std == (x - (mean - b) / a) / (std / a)``)."""
+        rng, units = self.hparams.get("input_range"), self.hparams.get("units") or {}
+        if rng is None or self.mean is None:
+            return self.mean, self.std
+        if not units.get("range"):
+            raise ConfigError("data.input_range needs the training units, which this checkpoint does not record")
+        (lo, hi), (tlo, thi) = rng, units["range"]
+        a = (thi - tlo) / (hi - lo)
+        b = tlo - lo * a
+        return [(m - b) / a for m in self.mean], [s / a for s in self.std]
 
     def _transforms(self, train: bool):
         from changekit.data.transforms import build_transforms
 
         hp = self.hparams
+        mean, std = (self.mean, self.std) if train else self._eval_stats()
         return build_transforms(
             train=train,
             crop_size=self.crop_size if train else None,
             cat_max_ratio=hp.cat_max_ratio,
             augment=self.augment,
-            mean=self.mean,
-            std=self.std,
+            mean=mean,
+            std=std,
             size_divisor=hp.size_divisor,
             ignore_index=hp.ignore_index,
         )
@@ -159,28 +183,35 @@ class ChangeDataModule(pl.LightningDataModule):
         except TypeError as e:
             raise ConfigError(f"data: {e}; dataset_args takes ChangeDataset arguments") from None
 
-    def _check(self, ds) -> None:
-        mode = self.hparams.validate_data
-        if mode != "off":
-            ds.validate(full=mode == "full")
+    def _check(self, ds, what: str, train: bool = False) -> None:
+        """Headers (or every pixel) of every file before any loop; then the units against the training data's."""
+        from changekit.data.datasets import check_units
+
+        hp = self.hparams
+        if hp.validate_data != "off":
+            ds.validate(full=hp.validate_data == "full")
+        if train:
+            measured = ds.units()
+            if hp.get("units"):  # resuming, or a given record: the training data must not have changed units
+                check_units(measured, hp.units, what)
+            self.hparams.units = {k: measured[k] for k in ("dtype", "range")} if measured else None
+        elif hp.check_units and hp.get("input_range") is None:
+            check_units(ds.units(), hp.get("units") or {}, what)
 
     def setup(self, stage: str) -> None:
         hp = self.hparams
-        if stage == "fit":
-            for key, split, train in (("train", hp.train_split, True), ("val", hp.val_split, False)):
-                if key not in self.datasets:
-                    ds = self.build_dataset(split, train=train)
-                    self._check(ds)
-                    self.datasets[key] = ds
-        elif stage == "validate" and "val" not in self.datasets:
-            self.datasets["val"] = self.build_dataset(hp.val_split)
-        elif stage == "test" and "test" not in self.datasets:
-            self.datasets["test"] = self.build_dataset(hp.test_split)
-        elif stage == "predict" and "predict" not in self.datasets:
-            if hp.predict_root:
-                self.datasets["predict"] = self.build_dataset(hp.predict_split, root=hp.predict_root, labels="auto")
+        splits = {"fit": [("train", hp.train_split, True), ("val", hp.val_split, False)],
+                  "validate": [("val", hp.val_split, False)], "test": [("test", hp.test_split, False)],
+                  "predict": [("predict", hp.predict_split or (None if hp.predict_root else hp.test_split), False)]}
+        for key, split, train in splits.get(stage, []):
+            if key in self.datasets:
+                continue
+            if key == "predict":
+                ds = self.build_dataset(split, root=hp.predict_root, labels="auto")
             else:
-                self.datasets["predict"] = self.build_dataset(hp.predict_split or hp.test_split, labels="auto")
+                ds = self.build_dataset(split, train=train)
+            self._check(ds, f"data ({key} split {split!r} of {ds.root})", train=train)
+            self.datasets[key] = ds
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, key: str, train: bool) -> DataLoader:

@@ -145,7 +145,7 @@ class ChangeCLI(LightningCLI):
             seed_everything_default=0,
             trainer_defaults=trainer_defaults,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"prog": f"changekit {self.command}"},
+            parser_kwargs={"prog": f"changekit {self.command}", "exit_on_error": False},
             auto_configure_optimizers=False,
             args=argv,
             run=False,
@@ -162,6 +162,9 @@ class ChangeCLI(LightningCLI):
         parser.add_argument("--output_root", type=str, default="outputs", help="runs write under OUTPUT_ROOT/<config name>/")
         parser.add_argument("--output_dir", type=str | None, default=None,
                             help="predict: folder for maps/ and overlays/ (default OUTPUT_ROOT/<config>/predictions)")
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="fit: start over in an output folder that holds checkpoints (they are removed); "
+                                 "predict: replace the maps of an earlier run")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.dirpath": str(self.out_dir / "checkpoints"),
@@ -185,14 +188,16 @@ class ChangeCLI(LightningCLI):
         if config.get("logger") not in (False, None, []) and not any(isinstance(c, LearningRateMonitor) for c in given):
             extra.append(LearningRateMonitor(logging_interval="step"))
         if self.command == "fit" and not config.get("fast_dev_run"):
-            # Lightning >= 2.6 refreshes `save_last` only when the monitored metric improves: keep last.ckpt
-            # current with a second, unmonitored checkpoint callback (saved at every validation)
-            from lightning.pytorch.callbacks import ModelCheckpoint
+            from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 
             best = self.config_init.get("checkpoint") if hasattr(self, "config_init") else None
             dirpath = getattr(best, "dirpath", None) or str(self.out_dir / "checkpoints")
+            # Lightning >= 2.6 refreshes `save_last` only when the monitored metric improves: keep last.ckpt
+            # current with a second, unmonitored checkpoint callback (saved at every validation)
             extra.append(ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1,
                                          enable_version_counter=False))
+            # Ctrl-C or a crash leaves last.ckpt behind, so `--ckpt_path last` resumes from where it stopped
+            extra.append(OnExceptionCheckpoint(dirpath, filename="last"))
         return super()._instantiate_trainer(config, [*callbacks, *extra])
 
     def before_instantiate_classes(self) -> None:
@@ -202,12 +207,73 @@ class ChangeCLI(LightningCLI):
             t.check_val_every_n_epoch = None
 
 
+def check_checkpoint(path: str, task: ChangeDetectionTask) -> None:
+    """Refuse, in one line, a ``--ckpt_path`` that Lightning would fail on with a traceback: a missing file, a
+    weights file that is no training checkpoint (open-cd, mmengine, plain state dicts: those go through
+    ``--model.weights``), a checkpoint of another model or whose tensors do not fit."""
+    from changekit.checkpoints import CheckpointError, check_state_dict, read_checkpoint
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--ckpt_path {path}: no such file")
+    ckpt = read_checkpoint(p)  # the inert unpickler: nothing in the file runs
+    if not isinstance(ckpt, dict) or "pytorch-lightning_version" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"--ckpt_path {p}: a weights file, not a checkpoint written by `changekit fit`; "
+                              f"load it with --model.weights {p} (strict; open-cd layouts too) and the model's config")
+    arch = (ckpt.get("hyper_parameters") or {}).get("arch")
+    if arch and arch != task.hparams.arch:
+        raise CheckpointError(f"--ckpt_path {p} holds model {arch!r} but this run builds {task.hparams.arch!r}; "
+                              f"give a checkpoint of {task.hparams.arch!r}, or leave model.arch to the checkpoint")
+    sd = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    check_state_dict(task.model, sd, f"--ckpt_path {p}")
+
+
+def _clear_or_refuse(folder: Path, pattern: str, overwrite: bool, what: str, resume: str) -> None:
+    """An output folder that already holds results of an earlier run: refuse, or with --overwrite empty it."""
+    old = sorted(folder.rglob(pattern)) if folder.is_dir() else []
+    if not old:
+        return
+    if not overwrite:
+        raise ConfigError(f"{folder} already holds {len(old)} {what} of an earlier run; {resume}pass --overwrite true "
+                          "to replace them, or choose another output folder")
+    for f in old:
+        f.unlink()
+
+
+def _quiet_lightning() -> None:
+    """Keep a normal run's output to what matters: no advertising tip, no deprecation notice from a
+    dependency's internals (both said nothing about the user's run)."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(lambda record: "litlogger" not in record.getMessage().lower())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
 def _run(command: str, argv: list[str]) -> int:
-    cli = ChangeCLI(command, list(argv))
+    from jsonargparse import ArgumentError
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    _quiet_lightning()
+    try:
+        cli = ChangeCLI(command, list(argv))
+    except (ArgumentError, MisconfigurationException) as e:
+        raise ConfigError(" ".join(str(e).split())) from None
     ckpt_path = cli.config.get("ckpt_path")
+    overwrite = bool(cli.config.get("overwrite"))
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    if ckpt_path and not (command == "fit" and ckpt_path == "last"):
+        check_checkpoint(ckpt_path, model)
     if command == "fit":
-        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+        ckdir = Path(cli.config.get("checkpoint", {}).get("dirpath") or cli.out_dir / "checkpoints")
+        if ckpt_path == "last" and not (ckdir / "last.ckpt").is_file():
+            raise ConfigError(f"--ckpt_path last: there is no {ckdir / 'last.ckpt'} to resume; run without --ckpt_path "
+                              "to start training")
+        if not ckpt_path and trainer.is_global_zero:
+            _clear_or_refuse(ckdir, "*.ckpt", overwrite, "checkpoints", "resume that run with --ckpt_path last, or ")
+        _interruptible(trainer, "resume with the same command plus --ckpt_path last",
+                       trainer.fit, model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
         cb = trainer.checkpoint_callback
         if cb is not None and cb.dirpath and not trainer.interrupted:
             last = Path(cb.dirpath) / "last.ckpt"
@@ -220,7 +286,8 @@ def _run(command: str, argv: list[str]) -> int:
         if not ckpt_path and not model.hparams.get("weights"):
             print(f"changekit {command}: warning: no --ckpt_path or model.weights given; evaluating an untrained model",
                   file=sys.stderr)
-        getattr(trainer, command)(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+        _interruptible(trainer, "rerun the same command", getattr(trainer, command), model, datamodule=dm,
+                       ckpt_path=ckpt_path, weights_only=True, verbose=False)  # our table, not Lightning's too
         stage = "val" if command == "validate" else "test"
         res = model.results.get(stage)
         if res is not None and trainer.is_global_zero:
@@ -233,13 +300,29 @@ def _run(command: str, argv: list[str]) -> int:
         from changekit.engine.writers import PredictionWriter
 
         out_dir = Path(cli.config.get("output_dir") or cli.out_dir / "predictions")
+        if trainer.is_global_zero:
+            for sub in ("maps", "overlays"):
+                _clear_or_refuse(out_dir / sub, "*.png", overwrite, "maps", "")
         writer = PredictionWriter(out_dir, ignore_index=int(model.hparams.ignore_index))
         trainer.callbacks.append(writer)
-        trainer.predict(model, datamodule=dm, ckpt_path=ckpt_path, return_predictions=False, weights_only=True)
+        _interruptible(trainer, "rerun the same command with --overwrite true", trainer.predict, model,
+                       datamodule=dm, ckpt_path=ckpt_path, return_predictions=False, weights_only=True)
         if trainer.is_global_zero:
             print(f"change maps written to {out_dir / 'maps'}" + (f", error overlays to {out_dir / 'overlays'}" if (out_dir / "overlays").exists() else ""))
         return 0
     raise ValueError(command)
+
+
+def _interruptible(trainer, resume: str, fn, *args, **kwargs) -> None:
+    """Run a trainer loop; Lightning answers Ctrl-C by shutting down and exiting: say how to carry on instead."""
+    try:
+        fn(*args, **kwargs)
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt(resume) from None
+        raise
+    if trainer.interrupted:
+        raise KeyboardInterrupt(resume)
 
 
 def run(command: str, argv: list[str]) -> int:

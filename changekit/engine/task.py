@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from changekit.engine.optim import build_optimizer, build_param_groups, build_sc
 from changekit.errors import ConfigError
 from changekit.metrics import SUMMARY_KEYS, ConfusionMatrix, format_metrics_table
 from changekit.models import build_model
+from changekit.models.registry import get_factory
 
 __all__ = ["ChangeDetectionTask", "build_task_model"]
 
@@ -41,11 +43,34 @@ def _check_eval(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
 def build_task_model(arch: str, arch_args: Mapping[str, Any] | None, num_classes: int) -> nn.Module:
     """``arch`` from the registry with ``num_classes``; configuration problems as :class:`ConfigError`."""
     try:
-        return build_model({"arch": arch, "arch_args": dict(arch_args or {})}, num_classes=num_classes)
+        factory = get_factory(arch)
     except KeyError as e:
         raise ConfigError(f"model.arch: {e.args[0]}") from None
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(arch_args or {}) - set(params) - {"weights"})
+        if unknown:
+            raise ConfigError(f"model.arch_args: {', '.join(map(repr, unknown))} is not an argument of {arch!r}; "
+                              f"it takes {', '.join(p for p in params if p != 'weights')} (and weights)")
+    try:
+        return build_model({"arch": arch, "arch_args": dict(arch_args or {})}, num_classes=num_classes)
+    except TypeError as e:  # an argument the factory passes on and its builder rejects, or of the wrong type
+        raise ConfigError(f"model.arch_args of {arch!r}: {e}") from None
     except ValueError as e:
         raise ConfigError(f"model: {e.args[0] if e.args else e}") from None
+
+
+def _check_numbers(section: str, cfg: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    """``model.optimizer.lr: fast`` and the like: one line naming the key, before any training starts."""
+    for k in keys:
+        v = cfg.get(k)
+        values = v if isinstance(v, (list, tuple)) else [v]
+        for x in values:
+            if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float))):
+                try:
+                    float(x)
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{section}.{k}: {v!r} is not a number") from None
 
 
 #: Batch keys that are model inputs besides the two images (per-image class names of language-driven models).
@@ -101,6 +126,12 @@ class ChangeDetectionTask(pl.LightningModule):
             raise ConfigError(f"model.optimizer: unknown keys {sorted(unknown)}; use {sorted(OPTIM_KEYS)}")
         if "name" in optimizer:  # alias of `type`
             optimizer.setdefault("type", optimizer.pop("name"))
+        _check_numbers("model.optimizer", optimizer, ("lr", "weight_decay", "momentum", "eps", "betas"))
+        _check_numbers("model.schedule", schedule or {}, ("warmup_iters", "warmup_start_factor", "max_iters", "power",
+                                                          "min_lr"))
+        _check_numbers("model.loss", loss or {}, ("ce", "dice", "class_weight"))
+        if grad_clip is not None:
+            _check_numbers("model", {"grad_clip": grad_clip}, ("grad_clip",))
         self.optim_cfg = optimizer
         self.model = build_task_model(arch, arch_args, num_classes)
         if weights:

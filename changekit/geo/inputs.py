@@ -16,7 +16,7 @@ from rasterio.windows import Window
 
 from changekit.errors import ConfigError, DataError
 
-__all__ = ["SceneInputs", "Scaling", "open_inputs", "parse_bands", "resolve_scaling", "train_range"]
+__all__ = ["SceneInputs", "Scaling", "open_inputs", "parse_bands", "resolve_scaling", "train_range", "check_units"]
 
 SCALE_MODES = ("auto", "none", "dtype", "percentile", "linear")
 
@@ -84,8 +84,13 @@ class SceneInputs:
         """``(values float32 (C, h, w), valid bool (h, w))`` of one window of date ``which`` (1 or 2)."""
         ds = self.t1 if which == 1 else self.t2
         win = Window(x, y, w, h)
-        data = ds.read(self.bands, window=win, out_dtype="float32")
-        masks = ds.read_masks(self.bands, window=win)
+        try:
+            data = ds.read(self.bands, window=win, out_dtype="float32")
+            masks = ds.read_masks(self.bands, window=win)
+        except rasterio.errors.RasterioError as e:
+            path = self.paths[which - 1]
+            raise DataError(f"{path}: cannot read the window at x={x}, y={y} ({w}x{h} px): {e}. The file is damaged or "
+                            "incomplete; repair or replace it, then rerun the same command to resume") from None
         valid = masks.min(axis=0) > 0
         if np.issubdtype(np.dtype(ds.dtypes[self.bands[0] - 1]), np.floating):
             valid &= np.isfinite(data).all(axis=0)
@@ -101,13 +106,34 @@ class SceneInputs:
         self.close()
 
 
+def _footprint(ds) -> str:
+    b = ds.bounds
+    crs = ds.crs.to_string() if ds.crs else "no CRS"
+    return f"({b.left:.6g}, {b.bottom:.6g}) .. ({b.right:.6g}, {b.top:.6g}) in {crs}"
+
+
+def _overlap(ds1, ds2) -> bool:
+    """Whether date 2's footprint, taken into date 1's CRS, meets date 1's footprint."""
+    from rasterio.warp import transform_bounds
+
+    l2, b2, r2, t2 = transform_bounds(ds2.crs, ds1.crs, *ds2.bounds, densify_pts=21)
+    l1, b1, r1, t1 = ds1.bounds
+    return min(r1, r2) > max(l1, l2) and min(t1, t2) > max(b1, b2)
+
+
 def open_inputs(t1: str | Path, t2: str | Path, bands: Sequence[int] | None = None, align: bool = False,
-                resampling: str = "bilinear", n_bands: int | None = None) -> SceneInputs:
-    """Open both dates; check (or, with ``align``, warp date 2 onto) date 1's grid; check the bands."""
+                resampling: str = "bilinear", n_bands: int | None = None, pixel_coords: bool = False) -> SceneInputs:
+    """Open both dates; check (or, with ``align``, warp date 2 onto) date 1's grid; check the bands.
+
+    Dates without georeferencing are refused unless ``pixel_coords`` (outputs then carry pixel coordinates and
+    no CRS); with ``align``, dates whose footprints do not overlap are refused."""
     stack = contextlib.ExitStack()
     try:
         ds1 = stack.enter_context(_open(t1))
         ds2 = stack.enter_context(_open(t2))
+        if ds1.crs is None and ds2.crs is None and not pixel_coords:
+            raise DataError(f"--t1 {t1} and --t2 {t2} carry no georeferencing (no CRS): the outputs would be in pixel "
+                            "coordinates with no CRS. Georeference the inputs, or pass --pixel-coords to accept that")
         aligned = False
         if not _same_grid(ds1, ds2):
             if not align:
@@ -122,6 +148,9 @@ def open_inputs(t1: str | Path, t2: str | Path, bands: Sequence[int] | None = No
                 rs = Resampling[resampling]
             except KeyError:
                 raise ConfigError(f"--resampling {resampling!r}: use one of nearest, bilinear, cubic, lanczos, average") from None
+            if not _overlap(ds1, ds2):
+                raise DataError(f"the dates do not overlap: --t1 {t1} covers {_footprint(ds1)}, --t2 {t2} covers "
+                                f"{_footprint(ds2)}; give two images of the same place")
             kw = dict(crs=ds1.crs, transform=ds1.transform, width=ds1.width, height=ds1.height, resampling=rs)
             if ds2.nodata is None:
                 kw["add_alpha"] = True  # areas outside date 2 read as masked
@@ -187,10 +216,45 @@ def _sample(ds, bands: list[int], max_side: int = 1024) -> np.ndarray:
     """A decimated read (<= max_side px on the long side) of the valid values: (C, N) float64."""
     f = max(1, math.ceil(max(ds.height, ds.width) / max_side))
     shape = (len(bands), max(1, ds.height // f), max(1, ds.width // f))
-    data = ds.read(bands, out_shape=shape, out_dtype="float64", resampling=Resampling.nearest)
-    valid = ds.read_masks(bands, out_shape=shape, resampling=Resampling.nearest).min(axis=0) > 0
+    try:
+        data = ds.read(bands, out_shape=shape, out_dtype="float64", resampling=Resampling.nearest)
+        valid = ds.read_masks(bands, out_shape=shape, resampling=Resampling.nearest).min(axis=0) > 0
+    except rasterio.errors.RasterioError as e:
+        raise DataError(f"{ds.name}: cannot read it ({e}). The file is damaged or incomplete; repair or replace it, "
+                        "then rerun the same command to resume") from None
     valid &= np.isfinite(data).all(axis=0)
     return data[:, valid]
+
+
+def check_units(spec: str, inputs: SceneInputs, target: tuple[float, float], trained_dtype: str | None) -> None:
+    """Refuse inputs whose units cannot be what the model learnt, unless ``--scale`` says how to map them.
+
+    With ``--scale auto``: the two dates must share a data type; inputs that ``auto`` passes through unscaled
+    (uint8, float) must have the training data's type (when the checkpoint records it) and values inside the
+    training range (a 0..1 float image for a model trained on 0..255, or values far above the range, are refused).
+    An explicit ``--scale`` is the user's statement of the mapping and is not second-guessed.
+    """
+    if spec.strip().lower() != "auto":
+        return
+    d1 = np.dtype(inputs.t1.dtypes[inputs.bands[0] - 1])
+    d2 = np.dtype(inputs.t2.dtypes[inputs.bands[0] - 1])
+    fix = "pass --scale (percentile, dtype or linear:MIN,MAX) to map the stored values onto the training range"
+    if d1 != d2:
+        raise DataError(f"the dates differ in data type: --t1 {inputs.paths[0]} is {d1}, --t2 {inputs.paths[1]} is {d2}, "
+                        f"so no automatic scaling fits both; convert one to the other's units, or {fix}")
+    if not (d1 == np.uint8 or np.issubdtype(d1, np.floating)):
+        return  # auto stretches other integer types by percentiles onto the training range
+    lo, hi = target
+    if trained_dtype is not None and np.dtype(trained_dtype) != d1:
+        raise DataError(f"--t1 {inputs.paths[0]} is {d1} but the model was trained on {trained_dtype} images "
+                        f"(values {lo:g}..{hi:g}); {fix}")
+    sample = np.concatenate([_sample(inputs.t1, inputs.bands, 512), _sample(inputs.t2, inputs.bands, 512)], axis=1)
+    if sample.size == 0:
+        return  # no valid pixel: reported after the run
+    vmax = float(sample.max())
+    if vmax > hi + 0.5 * (hi - lo) or (hi - lo > 2 and vmax <= 1.0 and np.issubdtype(d1, np.floating)):
+        raise DataError(f"{inputs.paths[0]}: values reach {vmax:g} but the model's training range is {lo:g}..{hi:g}; "
+                        f"{fix} (or --input-range if the training range is another one)")
 
 
 def resolve_scaling(spec: str, inputs: SceneInputs, target: tuple[float, float]) -> Scaling:

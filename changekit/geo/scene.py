@@ -32,9 +32,16 @@ import torch.nn.functional as F
 
 from changekit.atomic import atomic_write, write_json
 from changekit.data.transforms import STATS
-from changekit.errors import ConfigError
+from changekit.errors import ConfigError, DataError
 from changekit.geo.distributed import dist_context, local_rank
-from changekit.geo.inputs import SceneInputs, open_inputs, parse_bands, resolve_scaling, train_range
+from changekit.geo.inputs import (
+    SceneInputs,
+    check_units,
+    open_inputs,
+    parse_bands,
+    resolve_scaling,
+    train_range,
+)
 from changekit.geo.windows import Grid
 from changekit.geo.writers import StripWriter, assemble_rasters, strip_path, to_cog
 from changekit.models.loading import load_model
@@ -62,6 +69,110 @@ def _stats(value: Any, kind: str) -> list[float] | None:
     if isinstance(value, (int, float)):
         return [float(value)]
     return [float(v) for v in value]
+
+
+def check_options(window: int, overlap: int, batch_size: int, threshold: float, min_area: float,
+                  simplify: float | None) -> None:
+    """Every numeric option in its valid range (the CLI and the Python API share this check)."""
+    rules = [
+        (window >= 1, f"--window {window}: must be at least 1 pixel"),
+        (0 <= overlap < window, f"--overlap {overlap}: must be at least 0 and smaller than --window ({window})"),
+        (batch_size >= 1, f"--batch-size {batch_size}: must be at least 1"),
+        (0.0 <= threshold <= 1.0, f"--threshold {threshold}: a probability, between 0 and 1"),
+        (min_area >= 0, f"--min-area {min_area}: must be 0 or more (CRS units squared)"),
+        (simplify is None or simplify >= 0, f"--simplify {simplify}: must be 0 or more (CRS units)"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise ConfigError(message)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` (CUDA when PyTorch sees a GPU, else CPU), ``cpu``, ``cuda`` or ``cuda:N``, checked."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ConfigError(f"--device {device}: PyTorch sees no CUDA GPU here; use --device cpu (or auto)")
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"--device {device}: only {n} CUDA device(s) visible (cuda:0..cuda:{n - 1})")
+    elif dev.type != "cpu":
+        raise ConfigError(f"--device {device}: use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def prepare_out(out: Path) -> None:
+    """``--out`` must be a folder we can write (created if missing)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; give a folder for the outputs")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot create the folder ({e.strerror}); choose another location") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: not writable by this user; choose another folder or fix its permissions")
+
+
+class OutputLock:
+    """``DIR/.changekit.lock`` (pid, host, start time) while a run writes into ``DIR``: a second run refuses.
+
+    A lock left by a process that no longer exists on this host is taken over; one from another host is
+    not (the other machine may still be writing): delete the file once that run is gone."""
+
+    NAME = ".changekit.lock"
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / self.NAME
+        self.held = False
+
+    def __enter__(self) -> OutputLock:
+        import socket
+
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                holder = self._holder()
+                if holder.get("host") == me["host"] and not _alive(holder.get("pid")):
+                    self.path.unlink(missing_ok=True)  # its process is gone: a stale lock
+                    continue
+                raise ConfigError(
+                    f"--out {self.path.parent} is in use by another changekit run (pid {holder.get('pid', '?')} on "
+                    f"{holder.get('host', '?')}, since {holder.get('started', '?')}); wait for it or choose another "
+                    f"--out (if that run is gone, delete {self.path})"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return self
+        raise ConfigError(f"could not take the lock {self.path}; delete it if no run uses --out {self.path.parent}")
+
+    def _holder(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def __exit__(self, *exc) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, TypeError, ValueError):
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _model_fingerprint(model: nn.Module) -> str:
@@ -191,6 +302,7 @@ def run_scene(
     simplify: float | None = None,
     vectors: bool = True,
     cog: bool = False,
+    pixel_coords: bool = False,
     restart: bool = False,
     keep_partial: bool = False,
     progress: bool = True,
@@ -204,19 +316,25 @@ def run_scene(
     ``scale`` maps stored values to training units (see :func:`changekit.geo.inputs.resolve_scaling`).
     Under torchrun / Lightning DDP every rank calls this with the same arguments; strips are shared
     out by rank and rank 0 writes the outputs. ``on_window(n)`` is called after each window (tests).
+    Dates without a CRS are refused unless ``pixel_coords`` (then polygons are in pixel units, ``crs`` None).
     Returns a summary dict (on rank 0 with output paths and counts).
     """
     t_start = time.perf_counter()
+    check_options(window, overlap, batch_size, threshold, min_area, simplify)
+    dev = resolve_device(device)
     out = Path(out_dir)
     partial = out / ".partial"
     dist = dist_context()
+    lock = OutputLock(out)
     try:
+        if dist.rank == 0:
+            prepare_out(out)
+            lock.__enter__()
         info: dict[str, Any] = {}
         if model is None:
             model = load_model(ckpt, config)
             info = model.changekit_info
         model.eval()
-        dev = torch.device(device)
         if dev.type == "cuda" and dev.index is None and dist.world_size > 1:
             dev = torch.device("cuda", local_rank())
         model.to(dev)
@@ -229,7 +347,8 @@ def run_scene(
         import rasterio
 
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
-                open_inputs(t1, t2, band_list, align=align, resampling=resampling, n_bands=in_ch) as inputs:
+                open_inputs(t1, t2, band_list, align=align, resampling=resampling, n_bands=in_ch,
+                            pixel_coords=pixel_coords) as inputs:
             n = len(inputs.bands)
             mean_v = mean_v or [0.0] * n
             std_v = std_v or [1.0] * n
@@ -239,7 +358,10 @@ def run_scene(
                 std_v = std_v * n
             if len(mean_v) != n or len(std_v) != n:
                 raise ConfigError(f"mean/std have {len(mean_v)}/{len(std_v)} values but {n} bands are read")
-            scaling = resolve_scaling(scale, inputs, train_range(mean_v, std_v, input_range))
+            units = info.get("units") or {}
+            target = train_range(mean_v, std_v, input_range if input_range is not None else units.get("range"))
+            check_units(scale, inputs, target, units.get("dtype"))
+            scaling = resolve_scaling(scale, inputs, target)
             grid = Grid(inputs.height, inputs.width, window, overlap)
             plan = _plan(inputs, grid, scaling, mean_v, std_v, _model_fingerprint(model))
             plan_file = partial / "plan.json"
@@ -257,6 +379,7 @@ def run_scene(
                     "run again with the same arguments to resume it, or pass --restart to start over"
                 )
             summary = {"scaling": scaling.describe(), "grid": f"{grid.height} x {grid.width}", "windows": grid.n_windows,
+                       "crs": inputs.crs.to_string() if inputs.crs else None,
                        "strips": grid.n_strips, "aligned": inputs.aligned, "bands": inputs.bands,
                        "rank": dist.rank, "world_size": dist.world_size}
             predictor = _Predictor(model, inputs, scaling, mean_v, std_v, dev, pad_multiple)
@@ -289,6 +412,7 @@ def run_scene(
         summary["megapixels_per_s"] = grid.height * grid.width / 1e6 / max(summary["seconds"], 1e-9)
         return summary
     finally:
+        lock.__exit__()
         dist.close()
 
 
@@ -339,6 +463,9 @@ def _finish(grid: Grid, inputs: SceneInputs, partial: Path, out: Path, threshold
         for p in (change_tmp, prob_tmp):
             with atomic_write(p) as c:
                 to_cog(p, c)
+    if counts["valid"] == 0:  # nothing written to --out: an all-nodata result cannot be right
+        raise DataError(f"no valid pixel: every pixel is no-data in --t1 {inputs.paths[0]} or --t2 {inputs.paths[1]} "
+                        "(where they overlap); check the nodata values, the bands and that the dates cover the same area")
     result = {"changed_pixels": counts["changed"], "valid_pixels": counts["valid"], "nodata_pixels": counts["nodata"],
               "assemble_s": time.perf_counter() - t0}
     outputs = {"change": out / "change.tif", "probability": out / "probability.tif"}
