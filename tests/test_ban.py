@@ -83,15 +83,25 @@ def test_every_config_builds_and_runs_at_512():
     runs for real at 512 on real-shaped FM features; the frozen ViTs (up to 300 M parameters) run on the meta device, which checks
     every shape without the arithmetic; their numerics are covered by the goldens and the format tests.
     """
-    assert len(CONFIGS) == 17
+    opencd = {p.stem + ".py" for p in CONFIGS}  # open-cd 1.1.0's configs/ban, every one by name
+    assert len(CONFIGS) == 23 and {f"ban_vit-{fm}_{b}_512x512_80k_s2looking.py" for fm, b in (
+        ("b16-clip", "bit"), ("b16-clip", "mit-b0"), ("b16-clip", "mit-b1"), ("l14-clip", "mit-b1"))} <= opencd
+    assert {"ban_vit-b16-clip_mit-b0_256x256_100e_whucd.py", "ban_vit-l14-clip_mit-b0_256x256_100e_whucd.py"} <= opencd
     t1, t2 = torch.randn(1, 3, 512, 512), torch.randn(1, 3, 512, 512)
     seen = set()  # Bi-TABs run for real once each (the FM width only changes the bridges' input channels)
     for path in CONFIGS:
         cfg = load_config(path)
         m, d = cfg["model"], cfg["data"]
-        assert path.stem.startswith(m["arch"] + "_512x512_")
         assert Path(m["arch_args"]["fm_weights"]).name and m["grad_clip"] == 0.01
-        assert d["crop_size"] == [512, 512] and d["mean"] == "clip" and cfg["trainer"]["precision"] == "16-mixed"
+        assert d["mean"] == "clip" and cfg["trainer"]["precision"] == "16-mixed"
+        if path.stem.endswith("whucd"):  # open-cd's WHU-CD recipe: 256 tiles, 100 epochs, wd 0.01, mIoU-best
+            assert path.stem.startswith(m["arch"] + "_256x256_100e")
+            assert d["dataset"] == "whu-cd" and d["crop_size"] == [256, 256] and m["eval"] == {"mode": "whole"}
+            assert cfg["trainer"]["max_epochs"] == 100 and m["schedule"]["warmup_epochs"] == 5
+            assert m["optimizer"]["weight_decay"] == 0.01 and cfg["checkpoint"]["monitor"] == "val/miou"
+            continue  # the same networks as the LEVIR-CD configs of the same name, run below
+        assert path.stem.startswith(m["arch"] + "_512x512_")
+        assert d["crop_size"] == [512, 512]
         iters = 80000 if path.stem.endswith("s2looking") else 40000
         assert m["schedule"]["max_iters"] == cfg["trainer"]["max_steps"] == iters
         model = changekit.build_model(path, fm_weights=None, bitab_weights=None, fm_init="meta").eval()

@@ -37,3 +37,17 @@ def test_user_errors_print_cleanly_and_exit_2(tmp_path):
 def test_models_command_lists_registry(capsys):
     assert main(["models", "fc_*"]) == 0
     assert "fc_siam_diff" in capsys.readouterr().out.split()
+
+
+def test_models_table_lists_families_counts_and_published_f1(capsys):
+    import json
+
+    assert main(["models", "unet_r50_*", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"unet_r50_early", "unet_r50_siam-diff"}
+    early = rows["unet_r50_early"]
+    assert early["family"] == "unet" and early["params_total"] == early["params_trainable"] == 32_530_658
+    assert {"dataset": "LEVIR-CD", "f1": 89.91, "source": early["published"][0]["source"]} == early["published"][0]
+    assert main(["models", "ban_vit-b16-clip_mit-b0"]) == 0
+    out = capsys.readouterr().out
+    assert "68,883,622" in out and "4,349,350" in out and "LEVIR-CD 91.71" in out and "open-cd" in out

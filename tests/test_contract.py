@@ -38,6 +38,7 @@ PUBLISHED_TOTALS = {
     "dsqnet_swin-t": 28_513_844,
     "dsqnet_vitaev2-s": 19_697_594,
     "clipformer_swin-t_vit-b16": 114_860_668,
+    "unet_r50_early": 32_530_658,  # smp Unet(resnet50, in_channels=6), as the paper builds it
 }
 
 # BAN: the named foundation model at its real width but 3 blocks on a 32 px input, left uninitialised and then
@@ -50,6 +51,7 @@ TINY: dict[str, dict] = {
     "changeformer": {"drop_path_rate": 0.0},
     "ban": _TINY_FM,
     "dsqnet": {"channels": 32, "drop_path_rate": 0.0},
+    "unet": {"decoder_channels": (32, 16, 16, 8, 8)},
     "clipformer": dict(
         backbone=dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), drop_path_rate=0.0),
         text=dict(width=64, heads=1, layers=1, embed_dim=32), visual_dim=32, channels=32, context_width=32,
@@ -120,7 +122,7 @@ def test_tiny_forward_shapes_and_strict_round_trip(name):
 
 # ---------------------------------------------------------------------------------------------- configs
 def test_configs_are_found():
-    assert len(CONFIGS) >= 30
+    assert len(CONFIGS) >= 45
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -182,6 +184,8 @@ LEARNERS = [
     ("ban", {"fm": "timm:vit_tiny_patch16_224", "bitab": "mit-b0", "fm_img_size": 32, "depth": 3}, 2e-3, 12),
     ("dsqnet_swin-t", {**TINY["dsqnet"], "backbone_args": _TINY_BACKBONES["dsqnet_swin-t"]}, 2e-3, 15),
     ("clipformer_swin-t_vit-b16", TINY["clipformer"], 1e-3, 12),
+    ("unet_r18_early", {}, 1e-3, 12),
+    ("unet_r18_siam-diff", {}, 1e-3, 12),
 ]
 
 

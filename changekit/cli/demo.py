@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=d["n_test"])
     p.add_argument("--crop", type=int, default=d["crop"], help="training crop size (px)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--arch", default=d["arch"],
+                   help="the model to train (`changekit models`), e.g. unet_r18_early; the recipe is tuned for the default")
     p.add_argument("--steps", type=int, default=d["steps"], help="training iterations")
     p.add_argument("--lr", type=float, default=d["lr"])
     p.add_argument("--warmup", type=int, default=d["warmup"])

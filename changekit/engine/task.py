@@ -95,7 +95,7 @@ class ChangeDetectionTask(pl.LightningModule):
         optimizer: ``{type (or name): adamw|sgd, lr, weight_decay, betas | momentum, nesterov, eps}``.
         param_groups: ``[{pattern, lr_mult, decay_mult}]``, longest matching pattern wins (mmengine custom_keys).
         no_decay_norm: weight decay 0 for parameters whose name contains ``norm`` (and that match no group).
-        schedule: ``{warmup_iters, warmup_start_factor, max_iters, power, min_lr}``: linear warm-up then poly,
+        schedule: ``{warmup_iters (or warmup_epochs), warmup_start_factor, max_iters, power, min_lr}``: linear warm-up then poly,
             by iteration; ``max_iters`` defaults to the trainer's number of optimiser steps.
         grad_clip: clip the global gradient L2 norm to this value (None: off).
         eval: ``{mode: whole|slide, window: [h, w], stride: [h, w], resize: [h, w] (optional, keep-ratio
@@ -127,8 +127,8 @@ class ChangeDetectionTask(pl.LightningModule):
         if "name" in optimizer:  # alias of `type`
             optimizer.setdefault("type", optimizer.pop("name"))
         _check_numbers("model.optimizer", optimizer, ("lr", "weight_decay", "momentum", "eps", "betas"))
-        _check_numbers("model.schedule", schedule or {}, ("warmup_iters", "warmup_start_factor", "max_iters", "power",
-                                                          "min_lr"))
+        _check_numbers("model.schedule", schedule or {}, ("warmup_iters", "warmup_epochs", "warmup_start_factor",
+                                                          "max_iters", "power", "min_lr"))
         _check_numbers("model.loss", loss or {}, ("ce", "dice", "class_weight"))
         if grad_clip is not None:
             _check_numbers("model", {"grad_clip": grad_clip}, ("grad_clip",))
@@ -195,7 +195,14 @@ class ChangeDetectionTask(pl.LightningModule):
         )
         opt = build_optimizer(groups, {**cfg, "lr": lr})
         max_iters = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        sched = build_scheduler(opt, self.hparams.schedule, max_iters)
+        schedule = dict(self.hparams.schedule or {})
+        if "warmup_epochs" in schedule:  # open-cd's by_epoch warm-up, converted to iterations as mmengine does
+            epochs = self.trainer.max_epochs if self._trainer is not None else None
+            if not epochs or epochs < 0:
+                raise ConfigError("model.schedule.warmup_epochs needs trainer.max_epochs (an epoch-based run)")
+            per_epoch = max(1, max_iters // epochs)
+            schedule["warmup_iters"] = int(round(float(schedule.pop("warmup_epochs")) * per_epoch))
+        sched = build_scheduler(opt, schedule, max_iters)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     # ------------------------------------------------------------------ evaluation

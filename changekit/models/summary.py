@@ -15,6 +15,7 @@ allows it, and on CPU otherwise.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -130,3 +131,23 @@ def model_info(config: Any, size: Sequence[int] = (512, 512)) -> dict[str, Any]:
     if rest > 0:  # work done in the model's own forward (or in parameter-free children)
         info["modules"]["(other)"] = {"params": 0, "trainable": 0, "frozen": 0, "flops": rest}
     return info
+
+
+def model_table(pattern: str | None = None, on_model: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """One row per registered model matching ``pattern``: ``name``, ``family``, ``params_total``,
+    ``params_trainable`` (architecture only: frozen foundation models are built shape-only) and ``published``
+    (``[{dataset, f1, source}]``). ``on_model(name)`` is called as each is counted (progress)."""
+    from changekit.models.published import published
+    from changekit.models.registry import build_model, family_of, get_factory, list_models
+
+    rows = []
+    for name in list_models(pattern):
+        params = inspect.signature(get_factory(name)).parameters
+        kw = {"fm_init": "meta"} if "fm_init" in params or family_of(name) == "ban" else {}
+        counts = parameter_counts(build_model(name, **kw))
+        rows.append({"name": name, "family": family_of(name), "params_total": counts["params_total"],
+                     "params_trainable": counts["params_trainable"],
+                     "published": [{"dataset": d, "f1": f1, "source": s} for d, f1, s in published(name)]})
+        if on_model is not None:
+            on_model(name)
+    return rows
