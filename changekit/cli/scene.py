@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--t1", required=True, help="date-1 raster (GeoTIFF, COG, VRT, anything rasterio opens)")
     p.add_argument("--t2", required=True, help="date-2 raster")
-    p.add_argument("--ckpt", help="changekit checkpoint (records its model config, mean and std) or weights for --config")
+    p.add_argument("--ckpt", help="changekit checkpoint (records its model config, mean and std), an exported .onnx "
+                                  "file (run with ONNX Runtime), or weights for --config")
     p.add_argument("--config", help="model YAML config (only needed when --ckpt does not record one)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--bands", help="1-based bands to read from both dates, in model order, e.g. 4,3,2 (default: 1..C)")

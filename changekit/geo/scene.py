@@ -176,6 +176,8 @@ def _alive(pid: Any) -> bool:
 
 
 def _model_fingerprint(model: nn.Module) -> str:
+    if hasattr(model, "fingerprint"):  # an exported graph: the file's hash
+        return model.fingerprint()
     h = hashlib.sha1()
     for k, v in model.state_dict().items():
         h.update(k.encode())
@@ -331,7 +333,12 @@ def run_scene(
             prepare_out(out)
             lock.__enter__()
         info: dict[str, Any] = {}
-        if model is None:
+        if model is None and ckpt is not None and str(ckpt).endswith(".onnx"):
+            from changekit.deploy.onnx import OnnxModel
+
+            model = OnnxModel(ckpt, str(dev), {"mean": _stats(mean, "mean"), "std": _stats(std, "std")})
+            info = model.changekit_info
+        elif model is None:
             model = load_model(ckpt, config)
             info = model.changekit_info
         model.eval()

@@ -92,14 +92,24 @@ class QueryKeyGeneration(nn.Module):
     def __init__(self, m: int, c: int, num_boxes: int = 32, released_relu: bool = False) -> None:
         super().__init__()
         self.reduce = ConvModule(m, c)
-        self.pool = nn.AdaptiveAvgPool2d(2)
         self.combine = ConvModule(2 * c, num_boxes, act=released_relu)
         self.num_boxes = num_boxes
 
     def forward(self, q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
         d = (q1 - q2).mean(1, keepdim=True)
-        k = torch.cat([self.pool(self.reduce(q1 + d)), self.pool(self.reduce(q2 + d))], 1)
+        k = torch.cat([_pool2x2(self.reduce(q1 + d)), _pool2x2(self.reduce(q2 + d))], 1)
         return self.combine(k).flatten(2).sigmoid()  # (B, K, 4)
+
+
+def _pool2x2(x: torch.Tensor) -> torch.Tensor:
+    """``adaptive_avg_pool2d(x, 2)`` written out: bin ``i`` of a side of length ``n`` averages
+    ``[floor(i n / 2), ceil((i + 1) n / 2))``, the same numbers, as slices that ONNX can export (adaptive pooling
+    has no ONNX operator)."""
+    h, w = x.shape[-2:]
+    rows = [(0, (h + 1) // 2), (h // 2, h)]
+    cols = [(0, (w + 1) // 2), (w // 2, w)]
+    cells = [torch.stack([x[..., r0:r1, c0:c1].mean((-2, -1)) for c0, c1 in cols], -1) for r0, r1 in rows]
+    return torch.stack(cells, -2)
 
 
 def cxcywh_to_xyxy(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:

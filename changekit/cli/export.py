@@ -1,0 +1,41 @@
+"""``changekit export``: a checkpoint or config to an ONNX graph (:func:`changekit.deploy.export_onnx`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="changekit export",
+        description="Export a model to ONNX: inputs t1, t2 (B, C, H, W, normalised), output logits (B, K, H, W); "
+                    "dynamic batch, dynamic H/W where the model allows it (checked), metadata for inference.")
+    p.add_argument("model", help="a changekit checkpoint (records its config), or a YAML config (with --weights)")
+    p.add_argument("--weights", help="weights for a config (a changekit, open-cd or plain weights file)")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--size", type=int, nargs="+", default=[512], metavar="N",
+                   help="input size H W (or N) to trace at and to record as the recommended window (default 512)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                   help="fp16 stores the weights in half precision (inputs and outputs stay float32)")
+    p.add_argument("--classes", help="language models (CLIPFormer): comma-separated class list to bake into the "
+                                     "prompts (default: the model's fallback list)")
+    args = p.parse_args(argv)
+    from changekit.errors import ConfigError
+
+    if len(args.size) > 2 or min(args.size) <= 0:
+        raise ConfigError("--size takes one or two positive integers")
+    from changekit.deploy import export_onnx
+    from changekit.models.loading import load_model
+
+    is_config = args.model.endswith((".yaml", ".yml"))
+    model = load_model(args.weights, config=args.model) if is_config else load_model(args.model)
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    meta = export_onnx(model, args.out, size=(args.size[0], args.size[-1]), opset=args.opset,
+                       precision=args.precision, text_classes=classes)
+    shape = "dynamic H x W" if meta["dynamic_size"] else f"fixed {meta['fixed_size'][0]}x{meta['fixed_size'][1]}"
+    print(f"wrote {meta['path']}: {meta['arch']}, {shape}, {meta['precision']}, max relative difference to "
+          f"PyTorch {meta['error']:.2g}")
+    print(json.dumps({k: meta[k] for k in ("mean", "std", "bands", "units", "window")}))
+    return 0
