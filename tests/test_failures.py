@@ -106,15 +106,21 @@ def test_scene_units_against_the_checkpoint(tmp_path, scene_ckpt, capsys):
     assert cli([*args, "--scale", "linear:0,1"]) == 0  # the flag that says how to map them
 
 
-def test_test_on_16bit_images_with_an_8bit_model_is_refused(tmp_path, capsys, monkeypatch):
-    from PIL import Image
-
+def _fit_toy(tmp_path, monkeypatch):
+    """A toy dataset and config in tmp_path, trained for 2 steps into tmp_path/runs: (root, config, --output_root)."""
     root = write_toy_dataset(tmp_path / "data", n_train=4, n_val=2, n_test=2)
     cfg = tmp_path / "toy.yaml"
     cfg.write_text(TOY_CONFIG.format(root=root))
     out = ["--output_root", str(tmp_path / "runs")]
     monkeypatch.chdir(tmp_path)
     assert cli(["fit", "-c", str(cfg), *out, "--trainer.max_steps", "2"]) == 0
+    return root, cfg, out
+
+
+def test_test_on_16bit_images_with_an_8bit_model_is_refused(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    root, cfg, out = _fit_toy(tmp_path, monkeypatch)
     ck = tmp_path / "runs" / "toy" / "checkpoints" / "last.ckpt"
     assert torch.load(ck, weights_only=True)["changekit"]["units"] == {"dtype": "uint8", "range": [0.0, 255.0]}
     t16 = tmp_path / "d16"
@@ -175,12 +181,7 @@ def test_dates_without_georeferencing_need_pixel_coords(tmp_path, capsys, scene_
 
 
 def test_fit_and_predict_refuse_to_mix_with_an_earlier_run(tmp_path, capsys, monkeypatch):
-    root = write_toy_dataset(tmp_path / "data", n_train=4, n_val=2, n_test=2)
-    cfg = tmp_path / "toy.yaml"
-    cfg.write_text(TOY_CONFIG.format(root=root))
-    out = ["--output_root", str(tmp_path / "runs")]
-    monkeypatch.chdir(tmp_path)
-    assert cli(["fit", "-c", str(cfg), *out, "--trainer.max_steps", "2"]) == 0
+    root, cfg, out = _fit_toy(tmp_path, monkeypatch)
     capsys.readouterr()
     assert cli(["fit", "-c", str(cfg), *out, "--trainer.max_steps", "2"]) == 2
     assert "--ckpt_path last" in _err(capsys) and "--overwrite" in capsys.readouterr().err + "--overwrite"
