@@ -72,6 +72,7 @@ def scene_step(ctx: DemoContext) -> None:
                           if k in s}
     print(f"      {s.get('windows')} windows, {s.get('polygons')} change polygons, scene F1 {s.get('f1', float('nan')):.3f}; "
           f"preview {s.get('preview')}")
+    print(f"      review it on a map: changekit view {ctx.out / 'scene'}")
 
 
 class _Curves:

@@ -53,7 +53,7 @@ def test_cli_checkpoint_with_its_own_config(pair16, tmp_path, capsys):
                 str(tmp_path / "m.ckpt"), "--out", str(tmp_path / "out"), "--bands", "1,2,3", "--window", "128",
                 "--overlap", "0", "--no-vectors", "--quiet"])
     assert code == 0, capsys.readouterr()
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["change.tif", "probability.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["change.tif", "probability.tif", "scene.json"]
 
 
 def test_cli_errors_are_user_errors(pair16, tmp_path, capsys):

@@ -48,7 +48,8 @@ def test_outputs_keep_crs_transform_and_are_cog_ready(pair, tmp_path):
         assert int(change.sum()) == s["changed_pixels"]
         assert np.array_equal(change, (p.read(1).astype(int) >= 128).astype(np.uint8))
     assert not (tmp_path / ".partial").exists()
-    assert sorted(x.name for x in tmp_path.iterdir()) == ["change.tif", "changes.geojson", "changes.gpkg", "probability.tif"]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["change.tif", "changes.geojson", "changes.gpkg", "probability.tif",
+                                                         "scene.json"]
 
 
 def test_nodata_in_either_date_is_nodata_in_output_also_as_cog(tmp_path):

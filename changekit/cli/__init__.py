@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models", "list the registered model configurations"),
     "info": ("info", "parameters and FLOPs of a model config"),
     "scene": ("scene", "run a model over two large georeferenced scenes"),
+    "view": ("view", "review a scene's changes on a map in the browser"),
     "export": ("export", "export a model to ONNX (with the metadata inference needs)"),
     "check-dataset": ("check_dataset", "check a dataset folder against a preset"),
     "tile": ("tile", "cut large image pairs into tiles"),

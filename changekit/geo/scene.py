@@ -414,6 +414,16 @@ def run_scene(
                 if dist.rank == 0:
                     summary.update(_finish(grid, inputs, partial, out, threshold, min_area, simplify, vectors, cog,
                                            keep_partial, bar))
+                    record = {"format": "changekit-scene/1", "t1": os.path.abspath(inputs.paths[0]),
+                              "t2": os.path.abspath(inputs.paths[1]), "bands": inputs.bands,
+                              "scaling": {"mode": scaling.mode, "gain": list(scaling.gain),
+                                          "offset": list(scaling.offset), "clip": scaling.clip},
+                              "train_range": list(target), "mean": list(mean_v), "std": list(std_v),
+                              "window": window, "overlap": overlap, "threshold": threshold,
+                              "model": str(ckpt or config or type(model).__name__), "crs": summary["crs"],
+                              "outputs": {k: os.path.basename(v) for k, v in summary["outputs"].items()}}
+                    write_json(out / "scene.json", record)  # what `changekit view` shows and how
+                    summary["outputs"]["scene"] = str(out / "scene.json")
             dist.barrier()
         summary["seconds"] = time.perf_counter() - t_start
         summary["megapixels_per_s"] = grid.height * grid.width / 1e6 / max(summary["seconds"], 1e-9)

@@ -1,0 +1,141 @@
+"""The map viewer's server: a small Starlette (ASGI) app over one finished ``changekit scene`` output folder.
+
+Routes (nothing else; no URL part reaches the file system, every file it reads is named here or in
+``scene.json``):
+
+* ``/``: the page (``static/index.html``), ``/static/...``: its script, style and the vendored MapLibre;
+* ``/tiles/{layer}/{z}/{x}/{y}.png``: web-mercator XYZ tiles rendered on the fly with rio-tiler from the
+  GeoTIFFs in whatever CRS they are: ``t1``, ``t2`` (the model's bands, first three as RGB, stretched as the
+  model saw them), ``change`` (changed pixels in red), ``probability`` (a colour ramp, transparent where low).
+  Tiles outside the scene answer ``204 No Content``;
+* ``/changes.geojson``: the change polygons in EPSG:4326; ``/scene.json``: the run's record plus its bounds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from changekit.errors import ConfigError
+
+__all__ = ["create_app", "check_scene_folder", "LAYERS"]
+
+LAYERS = ("t1", "t2", "change", "probability")
+STATIC = Path(__file__).parent / "static"
+
+
+def check_scene_folder(out: str | Path) -> dict[str, Any]:
+    """The ``scene.json`` of a finished scene run in ``out``; :class:`ConfigError` naming what is missing."""
+    out = Path(out)
+    if not out.is_dir():
+        raise ConfigError(f"{out}: no such folder; give the --out folder of a `changekit scene` run")
+    missing = [n for n in ("scene.json", "change.tif", "probability.tif") if not (out / n).is_file()]
+    if missing:
+        unfinished = " (it holds an unfinished run: rerun the scene command to finish it)" if (out / ".partial").exists() else ""
+        raise ConfigError(f"{out} is not a finished `changekit scene` output: {', '.join(missing)} missing{unfinished}")
+    record = json.loads((out / "scene.json").read_text())
+    for key in ("t1", "t2"):
+        if not Path(record[key]).is_file():
+            raise ConfigError(f"{out / 'scene.json'}: date {key[1]} {record[key]} no longer exists; the viewer shows the "
+                              "dates the scene was run on")
+    return record
+
+
+def _display_ranges(record: dict[str, Any]) -> list[tuple[float, float]]:
+    """Stored values that the model's scaling mapped onto its training range: shown as black..white."""
+    lo, hi = record["train_range"]
+    sc = record["scaling"]
+    return [((lo - o) / g, (hi - o) / g) for g, o in zip(sc["gain"], sc["offset"])][:3]
+
+
+def _ramp() -> dict[int, tuple[int, int, int, int]]:
+    """Probability 0..255 -> yellow (low) .. red (high), transparent below 0.3."""
+    cmap = {}
+    for v in range(256):
+        p = v / 255.0
+        a = 0 if p < 0.3 else int(90 + 165 * (p - 0.3) / 0.7)
+        cmap[v] = (255, int(230 * (1 - p)), 0, a)
+    return cmap
+
+
+def create_app(out: str | Path):
+    """The viewer app for the scene output folder ``out`` (checked first)."""
+    from rio_tiler.errors import TileOutsideBounds
+    from rio_tiler.io import Reader
+    from starlette.applications import Starlette
+    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    out = Path(out).resolve()
+    record = check_scene_folder(out)
+    files = {"t1": Path(record["t1"]), "t2": Path(record["t2"]), "change": out / "change.tif",
+             "probability": out / "probability.tif"}
+    bands = list(record["bands"])[:3]
+    if len(bands) < 3:
+        bands = (bands * 3)[:3]  # one- or two-band data: shown grey
+    ranges = _display_ranges(record)
+    ranges = (ranges * 3)[:3]
+    ramp = _ramp()
+    change_cmap = {0: (0, 0, 0, 0), 1: (230, 25, 25, 210), 255: (0, 0, 0, 0)}
+
+    with Reader(str(files["change"])) as src:
+        bounds = list(src.get_geographic_bounds("epsg:4326"))
+
+    async def tile(request):
+        layer = request.path_params["layer"]
+        if layer not in files:
+            return Response(status_code=404)
+        z, x, y = (int(request.path_params[k]) for k in ("z", "x", "y"))
+        try:
+            with Reader(str(files[layer])) as src:
+                if layer in ("t1", "t2"):
+                    img = src.tile(x, y, z, indexes=bands, tilesize=256)
+                    img.rescale(in_range=ranges)
+                    content = img.render(img_format="PNG")
+                elif layer == "change":
+                    img = src.tile(x, y, z, indexes=1, resampling_method="nearest")
+                    content = img.render(img_format="PNG", colormap=change_cmap)
+                else:
+                    img = src.tile(x, y, z, indexes=1)
+                    content = img.render(img_format="PNG", colormap=ramp)
+        except TileOutsideBounds:
+            return Response(status_code=204)
+        return Response(content, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+    async def changes(request):
+        path = out / record["outputs"].get("geojson", "changes.geojson")
+        if not path.is_file():
+            return JSONResponse({"type": "FeatureCollection", "features": []})
+        return JSONResponse(_to_wgs84(path, record.get("crs")))
+
+    async def scene(request):
+        return JSONResponse({**record, "bounds": bounds, "layers": list(LAYERS)})
+
+    async def index(request):
+        return FileResponse(STATIC / "index.html")
+
+    routes = [
+        Route("/", index),
+        Route("/scene.json", scene),
+        Route("/changes.geojson", changes),
+        Route("/tiles/{layer:str}/{z:int}/{x:int}/{y:int}.png", tile),
+        Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+    ]
+    return Starlette(routes=routes)
+
+
+def _to_wgs84(path: Path, crs: str | None) -> dict[str, Any]:
+    """The polygons of ``path`` in EPSG:4326 (as GeoJSON wants), each with its area and a rank by area."""
+    from rasterio.warp import transform_geom
+
+    data = json.loads(path.read_text())
+    feats = data.get("features", [])
+    if crs:
+        for f in feats:
+            f["geometry"] = transform_geom(crs, "EPSG:4326", f["geometry"])
+    feats.sort(key=lambda f: -float(f.get("properties", {}).get("area", 0.0)))
+    for i, f in enumerate(feats):
+        f.setdefault("properties", {})["rank"] = i + 1
+    return {"type": "FeatureCollection", "features": feats, "crs_note": "EPSG:4326" if crs else "pixel coordinates"}

@@ -1,0 +1,127 @@
+"""`changekit view`: the server's routes over a finished scene, its refusals, and the page in a real browser."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+from toys import DiffModel, write_scene_pair
+
+from changekit.cli import main as cli
+from changekit.errors import ConfigError
+from changekit.geo.scene import run_scene
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    d = tmp_path_factory.mktemp("view")
+    write_scene_pair(d / "t1.tif", d / "t2.tif", size=(256, 320), seed=5, changes_per_mpx=250)
+    run_scene(d / "t1.tif", d / "t2.tif", d / "out", model=DiffModel(), window=128, overlap=32, progress=False,
+              mean=[0.0] * 3, std=[255.0] * 3, scale="none")
+    return d / "out"
+
+
+@pytest.fixture(scope="module")
+def client(scene):
+    from starlette.testclient import TestClient
+
+    from changekit.viewer import create_app
+
+    return TestClient(create_app(scene))
+
+
+def _tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
+    n = 2**z
+    return int((lon + 180) / 360 * n), int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+
+
+def test_scene_record_tiles_and_outside(client, scene):
+    rec = client.get("/scene.json").json()
+    assert rec["format"] == "changekit-scene/1" and rec["bands"] == [1, 2, 3] and rec["crs"] == "EPSG:32631"
+    w, s, e, n = rec["bounds"]
+    assert -180 <= w < e <= 180 and -90 <= s < n <= 90
+    x, y = _tile_of((w + e) / 2, (s + n) / 2, 14)
+    for layer in ("t1", "t2", "change", "probability"):
+        r = client.get(f"/tiles/{layer}/14/{x}/{y}.png")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.content[:4] == b"\x89PNG"
+    import io
+
+    from PIL import Image
+
+    change = np.array(Image.open(io.BytesIO(client.get(f"/tiles/change/14/{x}/{y}.png").content)).convert("RGBA"))
+    assert ((change[..., 0] == 230) & (change[..., 3] > 0)).any()  # changed pixels drawn red
+    assert client.get("/tiles/t1/14/0/0.png").status_code == 204  # outside the scene: no content
+
+
+def test_changes_are_wgs84_and_sorted_by_area(client):
+    gj = client.get("/changes.geojson").json()
+    feats = gj["features"]
+    assert len(feats) > 5
+    areas = [f["properties"]["area"] for f in feats]
+    assert areas == sorted(areas, reverse=True) and feats[0]["properties"]["rank"] == 1
+    lon, lat = feats[0]["geometry"]["coordinates"][0][0]
+    assert -180 <= lon <= 180 and -90 <= lat <= 90 and abs(lon) < 10  # UTM 31N: longitudes near 0..6
+
+
+def test_no_path_reaches_the_file_system(client):
+    for url in ("/tiles/../../etc/passwd", "/tiles/%2e%2e/1/1/1.png", "/tiles/secret/1/1/1.png",
+                "/static/../../pyproject.toml", "/scene.json/../change.tif", "/t1.tif"):
+        assert client.get(url).status_code == 404, url
+
+
+def test_only_a_finished_scene_is_served(tmp_path, scene, capsys):
+    from changekit.viewer import create_app
+
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / ".partial").mkdir()
+    with pytest.raises(ConfigError, match="not a finished `changekit scene` output: scene.json, change.tif, "
+                                          "probability.tif missing .*unfinished run"):
+        create_app(tmp_path / "half")
+    assert cli(["view", str(tmp_path / "nope"), "--no-browser"]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_page_in_a_real_browser(scene, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium here (`.ci/run` installs Debian's `chromium`; `apt-get install chromium`)")
+    import uvicorn
+    from PIL import Image
+
+    from changekit.viewer import create_app
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(scene), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        shot = tmp_path / "view.png"
+        subprocess.run([browser, "--headless=new", "--no-sandbox", "--use-angle=swiftshader",
+                        "--enable-unsafe-swiftshader", "--hide-scrollbars", "--window-size=1000,700",
+                        "--virtual-time-budget=15000", f"--screenshot={shot}", f"http://127.0.0.1:{port}/"],
+                       capture_output=True, timeout=120, check=True)
+        img = np.array(Image.open(shot).convert("RGB")).astype(int)
+        mapped = img[:, : 1000 - 280]  # the map, left of the side panel
+        red = (mapped[..., 0] > 180) & (mapped[..., 1] < 90) & (mapped[..., 2] < 90)
+        assert red.sum() > 200, "no change overlay drawn"  # the change map / polygons, in red
+        drawn = (np.abs(mapped - 32).sum(-1) > 30).mean()  # pixels that are not the map's #202020 background
+        assert drawn > 0.2, f"the dates are not drawn ({drawn:.0%} of the map)"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
