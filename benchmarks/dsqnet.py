@@ -24,7 +24,7 @@ import time
 
 from proc_memory import reset_peak, status_kib  # benchmarks/ is on sys.path when a script runs
 
-MODELS = ["dsqnet_swin-t", "dsqnet_vitaev2-s"]
+MODELS = ["dsqnet_swin-t", "dsqnet_vitaev2-s", "dsqnet-cx_swin-t", "dsqnet-cx_vitaev2-s"]
 
 
 def worker(name: str, size: int, mode: str, batch: int, warmup: int, iters: int, threads: int, device: str) -> dict:

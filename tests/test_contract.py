@@ -35,8 +35,10 @@ PUBLISHED_TOTALS = {
     "changeformer_mit-b1": 13_940_930,
     "ban_vit-b16-clip_mit-b0": 68_883_622,
     "ban_vit-l14-clip_bit": 231_734_858,
-    "dsqnet_swin-t": 28_513_844,
-    "dsqnet_vitaev2-s": 19_697_594,
+    "dsqnet_swin-t": 29_074_574,  # the released build (tests/test_dsqnet.py: goldens from the released code)
+    "dsqnet_vitaev2-s": 20_307_676,
+    "dsqnet-2408_swin-t": 27_757_284,
+    "dsqnet-2408_vitaev2-s": 19_036_466,
     "clipformer_swin-t_vit-b16": 114_860_668,
     "unet_r50_early": 32_530_658,  # smp Unet(resnet50, in_channels=6), as the paper builds it
 }
@@ -58,15 +60,18 @@ TINY: dict[str, dict] = {
         context_heads=2, context_layers=1, decoder=dict(num_heads=2),
     ),
 }
-_TINY_BACKBONES = {
-    "dsqnet_swin-t": dict(embed_dim=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8)),
-    "dsqnet_vitaev2-s": dict(embed_dims=(8, 8, 16, 32), token_dims=(8, 16, 32, 64), NC_depth=(1, 1, 1, 1),
-                             NC_heads=(1, 2, 4, 8), RC_heads=(1, 1, 2, 4), NC_group=(1, 4, 8, 16), RC_group=(1, 2, 4, 8)),
-}
+_TINY_SWIN = dict(embed_dim=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))
+_TINY_VITAE = dict(embed_dims=(8, 8, 16, 32), token_dims=(8, 16, 32, 64), NC_depth=(1, 1, 1, 1), NC_heads=(1, 2, 4, 8),
+                   RC_heads=(1, 1, 2, 4), NC_group=(1, 4, 8, 16), RC_group=(1, 2, 4, 8))
+_TINY_BACKBONES = {f"{v}_{b}": args for v in ("dsqnet", "dsqnet-2408", "dsqnet-cx")
+                   for b, args in (("swin-t", _TINY_SWIN), ("vitaev2-s", _TINY_VITAE))}
+#: the August 2024 DSQNet head only runs at its released width
+_TINY_OVERRIDES = {"dsqnet-2408_swin-t": {"channels": 64}, "dsqnet-2408_vitaev2-s": {"channels": 64}}
 
 
 def tiny_model(name: str) -> torch.nn.Module:
     kw = dict(TINY[family_of(name)])
+    kw.update(_TINY_OVERRIDES.get(name, {}))
     if name in _TINY_BACKBONES:
         kw["backbone_args"] = _TINY_BACKBONES[name]
     model = changekit.build_model(name, **kw)
@@ -182,7 +187,8 @@ LEARNERS = [
     ("bit_r18", {}, 1e-3, 15),
     ("changeformer_mit-b0", {"drop_path_rate": 0.0}, 1e-3, 12),
     ("ban", {"fm": "timm:vit_tiny_patch16_224", "bitab": "mit-b0", "fm_img_size": 32, "depth": 3}, 2e-3, 12),
-    ("dsqnet_swin-t", {**TINY["dsqnet"], "backbone_args": _TINY_BACKBONES["dsqnet_swin-t"]}, 2e-3, 15),
+    ("dsqnet_swin-t", {**TINY["dsqnet"], "backbone_args": _TINY_BACKBONES["dsqnet_swin-t"]}, 2e-3, 25),
+    ("dsqnet-cx_swin-t", {**TINY["dsqnet"], "backbone_args": _TINY_BACKBONES["dsqnet-cx_swin-t"]}, 2e-3, 15),
     ("clipformer_swin-t_vit-b16", TINY["clipformer"], 1e-3, 12),
     ("unet_r18_early", {}, 1e-3, 12),
     ("unet_r18_siam-diff", {}, 1e-3, 12),

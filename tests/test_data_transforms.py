@@ -15,6 +15,7 @@ from changekit.data.transforms import (
     RandomCrop,
     RandomFlip,
     RandomRotate,
+    RandomRotFlip,
     ToTensor,
     build_transforms,
     hsv_to_rgb,
@@ -192,7 +193,7 @@ def test_eval_pipeline_and_augment_keys():
     assert out["t1"].shape == (3, 64, 64) and out["label"][50, 0] == 255
     with pytest.raises(ConfigError, match="unknown key"):
         build_transforms(train=True, augment={"blur": 1})
-    assert set(DEFAULT_AUGMENT) == {"rotate", "hflip", "vflip", "photometric", "exchange"}
+    assert set(DEFAULT_AUGMENT) == {"rot_flip", "rotate", "hflip", "vflip", "photometric", "exchange"}
     off = build_transforms(train=True, augment={"rotate": False, "hflip": 0, "vflip": 0, "photometric": False},
                            mean=None, size_divisor=None)
     np.testing.assert_array_equal(off(_marked())["label"].numpy(), _marked()["label"])
@@ -206,3 +207,61 @@ def test_rotate_90_is_rot90_for_images_and_labels():
     np.testing.assert_array_equal(RandomRotate.rotate(lab, 90, True, 255), np.rot90(lab, 1))
     r = RandomRotate.rotate(np.zeros((6, 8)), 90, True, 255)  # non-square: uncovered columns get the fill
     assert (r[:, 0] == 255).all() and (r[:, -1] == 255).all() and (r[:, 1:-1] == 0).all()
+
+
+def _square_sample(n: int = 9) -> dict:
+    rng = np.random.default_rng(0)
+    t1 = rng.uniform(0, 255, (n, n, 3)).astype(np.float32)
+    return {"t1": t1, "t2": t1[..., ::-1].copy(), "label": rng.integers(0, 2, (n, n)).astype(np.int64)}
+
+
+def test_rot_flip_rotation_branch_is_mmcv_clockwise():
+    s = _square_sample()
+    torch.manual_seed(0)
+    out = RandomRotFlip(rotate_prob=1.0, flip_prob=1.0, degree=(90, 90))(s)
+    # a positive angle turns clockwise (mmcv.imrotate); a quarter turn of a square is exact for labels
+    assert np.array_equal(out["label"], np.rot90(s["label"], -1))
+    assert np.allclose(out["t1"], np.rot90(s["t1"], -1), atol=1e-3)
+    assert np.allclose(out["t2"], np.rot90(s["t2"], -1), atol=1e-3)
+    # a small angle pads the labels' corners with ignore (255), never both branches at once
+    out = RandomRotFlip(rotate_prob=1.0, flip_prob=1.0, degree=(20, 20))(_square_sample(21))
+    assert out["label"][0, 0] == 255 and set(np.unique(out["label"])) <= {0, 1, 255}
+
+
+def test_rot_flip_flip_branch_gives_the_four_reflections_only():
+    s = _square_sample()
+    reflections = [np.flip(np.rot90(s["label"], k), 0) for k in range(4)]
+    seen = set()
+    torch.manual_seed(0)
+    for _ in range(64):
+        out = RandomRotFlip(rotate_prob=0.0, flip_prob=1.0)(s)
+        idx = [i for i, r in enumerate(reflections) if np.array_equal(out["label"], r)]
+        assert len(idx) == 1  # a rotation by k·90° and a flip: always a reflection, never the identity
+        k = idx[0]
+        # both dates and the label move together
+        assert np.array_equal(out["t1"], np.flip(np.rot90(s["t1"], k), 0))
+        assert np.array_equal(out["t2"], np.flip(np.rot90(s["t2"], k), 0))
+        seen.add(k)
+    assert seen == {0, 1, 2, 3}
+    assert np.array_equal(RandomRotFlip(rotate_prob=0.0, flip_prob=0.0)(s)["label"], s["label"])
+
+
+def test_rot_flip_probabilities_and_config_errors():
+    s = _square_sample()
+    torch.manual_seed(1)
+    reflections = [np.flip(np.rot90(s["label"], k), 0) for k in range(4)]
+    n, flipped, unchanged = 400, 0, 0
+    for _ in range(n):
+        out = RandomRotFlip(rotate_prob=0.5, flip_prob=0.5, degree=(-20, 20))(s)
+        flipped += any(np.array_equal(out["label"], r) for r in reflections)
+        unchanged += np.array_equal(out["label"], s["label"])
+    # P(flip) = 0.5 · 0.5 = 0.25 (tried only when no rotation happened); unchanged: the other 0.25, plus
+    # rotations by angles too small to move a nearest-neighbour label on a 9×9 grid
+    assert abs(flipped / n - 0.25) < 0.07 and 0.18 < unchanged / n < 0.45
+    pipeline = build_transforms(crop_size=8, augment={"rot_flip": {"rotate_prob": 0.5, "flip_prob": 0.5,
+                                                                   "degree": [-20, 20]}, "rotate": False})
+    assert "RandomRotFlip(rotate_prob=0.5, flip_prob=0.5, degree=(-20.0, 20.0))" in repr(pipeline)
+    with pytest.raises(ConfigError, match="rot_flip: unknown key"):
+        build_transforms(augment={"rot_flip": {"prob": 0.5}})
+    with pytest.raises(ConfigError, match="must be in"):
+        RandomRotFlip(rotate_prob=1.5)

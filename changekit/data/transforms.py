@@ -24,6 +24,7 @@ __all__ = [
     "STATS",
     "resolve_stats",
     "Compose",
+    "RandomRotFlip",
     "RandomRotate",
     "RandomCrop",
     "RandomFlip",
@@ -148,6 +149,44 @@ class RandomRotate:
 
     def __repr__(self) -> str:
         return f"RandomRotate(prob={self.prob}, degree={self.degree})"
+
+
+class RandomRotFlip:
+    """open-cd's ``MultiImgRandomRotFlip`` (the DSQNet recipe): with probability ``rotate_prob`` rotate both dates
+    and the labels by an angle uniform in ``degree`` (min, max); otherwise, with probability ``flip_prob``, rotate by
+    a random multiple of 90° and flip along a random axis (rows or columns). Never both."""
+
+    def __init__(self, rotate_prob: float = 0.5, flip_prob: float = 0.5, degree: float | Sequence[float] = (-20, 20),
+                 pad_val: float = 0.0, seg_pad_val: int = 255):
+        if not (0 <= rotate_prob <= 1 and 0 <= flip_prob <= 1):
+            raise ConfigError(f"rot_flip: rotate_prob {rotate_prob} and flip_prob {flip_prob} must be in [0, 1].")
+        if isinstance(degree, (int, float)):
+            if degree <= 0:
+                raise ConfigError(f"rot_flip: degree {degree} must be positive (or a (min, max) pair).")
+            degree = (-degree, degree)
+        if len(degree) != 2:
+            raise ConfigError(f"rot_flip: degree {degree} must be a number or a (min, max) pair.")
+        self.rotate_prob, self.flip_prob = rotate_prob, flip_prob
+        self.degree = (float(min(degree)), float(max(degree)))
+        self.pad_val, self.seg_pad_val = pad_val, seg_pad_val
+
+    def __call__(self, s: Sample) -> Sample:
+        s = dict(s)
+        if _rand() < self.rotate_prob:
+            # mmcv.imrotate turns clockwise for positive angles; RandomRotate.rotate counter-clockwise
+            angle = -_uniform(*self.degree)
+            for k in IMAGE_KEYS:
+                s[k] = np.ascontiguousarray(RandomRotate.rotate(s[k], angle, False, self.pad_val), dtype=np.float32)
+            for k in _label_keys(s):
+                s[k] = RandomRotate.rotate(s[k], angle, True, self.seg_pad_val).round().astype(np.int64)
+        elif _rand() < self.flip_prob:
+            k90, axis = _randint(0, 4), _randint(0, 2)
+            for k in list(IMAGE_KEYS) + _label_keys(s):
+                s[k] = np.ascontiguousarray(np.flip(np.rot90(s[k], k90), axis=axis))
+        return s
+
+    def __repr__(self) -> str:
+        return f"RandomRotFlip(rotate_prob={self.rotate_prob}, flip_prob={self.flip_prob}, degree={self.degree})"
 
 
 class RandomCrop:
@@ -386,6 +425,7 @@ class ToTensor:
 
 #: open-cd / BAN training augmentation (exchange-time is commented out there, so 0 here).
 DEFAULT_AUGMENT: dict[str, Any] = {
+    "rot_flip": False,
     "rotate": {"prob": 0.5, "degree": 180},
     "hflip": 0.5,
     "vflip": 0.5,
@@ -406,12 +446,13 @@ def build_transforms(
 ) -> Compose:
     """The standard pipelines.
 
-    train: rotate -> crop(crop_size, cat_max_ratio) -> h/v flips -> photometric (per date) -> exchange
+    train: rot_flip -> rotate -> crop(crop_size, cat_max_ratio) -> h/v flips -> photometric (per date) -> exchange
     -> normalise -> pad (to crop_size, then to a multiple of size_divisor) -> tensors.
     eval: normalise -> pad (size_divisor; ``None`` keeps the size) -> tensors.
 
     ``augment`` overrides :data:`DEFAULT_AUGMENT` key by key; a falsy value switches an op off. Keys:
-    ``rotate`` ({prob, degree} or False), ``hflip``/``vflip`` (prob), ``photometric`` (True, False or
+    ``rot_flip`` ({rotate_prob, flip_prob, degree}: :class:`RandomRotFlip`, or False), ``rotate`` ({prob, degree}
+    or False), ``hflip``/``vflip`` (prob), ``photometric`` (True, False or
     PhotoMetricDistortion kwargs), ``exchange`` (prob). ``mean=None`` skips normalisation.
     """
     ts: list[Callable] = []
@@ -422,6 +463,13 @@ def build_transforms(
             if unknown:
                 raise ConfigError(f"augment: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULT_AUGMENT)}.")
             aug.update(augment)
+        if aug["rot_flip"]:
+            kw = {} if aug["rot_flip"] is True else dict(aug["rot_flip"])
+            unknown = set(kw) - {"rotate_prob", "flip_prob", "degree"}
+            if unknown:
+                raise ConfigError(f"augment.rot_flip: unknown key(s) {sorted(unknown)}; "
+                                  "known: ['degree', 'flip_prob', 'rotate_prob'].")
+            ts.append(RandomRotFlip(**kw, seg_pad_val=ignore_index))
         rot = aug["rotate"]
         if rot:
             rot = {} if rot is True else dict(rot)

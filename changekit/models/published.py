@@ -9,7 +9,7 @@ _OPENCD = "open-cd configs/{}/README.md"
 _BAN = _OPENCD.format("ban")
 _CORLEY = "Corley et al. 2024, authors' repository README (best of 10 seeds)"
 _CLIPFORMER = "CLIPFormer repository README (wujiang0156/CLIPformer)"
-_DSQNET = "DSQNet repository README (QinZelin/DSQNet)"
+_DSQNET = "DSQNet README with the released checkpoints (QinZelin/DSQNet 4bda99b..92d02d2, 2024-05-13..08-27)"
 
 PUBLISHED: dict[str, list[tuple[str, float, str]]] = {
     "fc_siam_diff": [("LEVIR-CD", 87.31, _OPENCD.format("fcsn"))],
@@ -29,8 +29,8 @@ PUBLISHED: dict[str, list[tuple[str, float, str]]] = {
     "ban_vit-l16-in21k_mit-b0": [("LEVIR-CD", 91.67, _BAN)],
     "ban-scd_vit-l14-clip_mit-b0": [("BANDON", 72.57, "BAN repository README (likyoo/BAN)")],
     "ban-scd_vit-l14-clip_mit-b2": [("BANDON", 74.77, "BAN repository README (likyoo/BAN)")],
-    "dsqnet_swin-t": [("LEVIR-CD", 92.03, _DSQNET), ("S2Looking", 66.85, _DSQNET)],
-    "dsqnet_vitaev2-s": [("LEVIR-CD", 92.44, _DSQNET), ("S2Looking", 67.08, _DSQNET)],
+    "dsqnet_swin-t": [("LEVIR-CD", 92.01, _DSQNET), ("S2Looking", 66.69, _DSQNET)],
+    "dsqnet_vitaev2-s": [("LEVIR-CD", 92.37, _DSQNET), ("S2Looking", 67.08, _DSQNET)],
     "clipformer_swin-t_vit-b16": [("LEVIR-CD", 92.24, _CLIPFORMER), ("WHU-CD", 94.49, _CLIPFORMER),
                                   ("SYSU-CD", 83.57, _CLIPFORMER)],
     "unet_r50_early": [("LEVIR-CD", 89.91, _CORLEY), ("WHU-CD (official split)", 82.00, _CORLEY)],

@@ -32,6 +32,9 @@ reference code, all shape-only (no weights involved):
 * the unused per-output ``norm0..3`` of the reference dense form (built but never applied) are not built, and the
   unused ``relative_position_bias_table`` of windows (``relative_pos=False``) is not built either; their keys are
   ignored when loading.
+
+``released_layout=True`` drops the last two differences (the reference's drop-path slicing, and the unused norms
+and position tables built), so the released DSQNet's checkpoints load strictly and parameter counts match.
 """
 
 from __future__ import annotations
@@ -259,13 +262,16 @@ class ViTAEv2(nn.Module):
                  RC_heads: Sequence[int] = (1, 1, 2, 4), NC_group: Sequence[int] = (1, 32, 64, 128),
                  RC_group: Sequence[int] = (1, 16, 32, 64), window_stages: Sequence[bool] = (True, True, False, False),
                  mlp_ratio: float = 4.0, window_size: int = 7, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, relative_pos: bool = False, pretrained: str | Path | None = None) -> None:
+                 drop_path_rate: float = 0.0, relative_pos: bool = False, released_layout: bool = False,
+                 pretrained: str | Path | None = None) -> None:
         super().__init__()
         self.out_channels = list(token_dims)
         self.total_stride = math.prod(downsample_ratios)
         dpr = torch.linspace(0, drop_path_rate, sum(NC_depth)).tolist()
         layers, cin, start = [], in_chans, 0
         for i in range(len(token_dims)):
+            if released_layout:  # the reference slices its schedule from NC_depth[i-1], not from the running sum
+                start = 0 if i == 0 else NC_depth[i - 1]
             rc = ReductionCell(cin, embed_dims[i], token_dims[i], downsample_ratios[i], kernel_size[i], RC_heads[i],
                                dilations[i], window_stages[i], RC_group[i], window_size, 1.0, relative_pos)
             nc = [NormalCell(token_dims[i], NC_heads[i], mlp_ratio, NC_group[i], window_stages[i], window_size,
@@ -276,8 +282,21 @@ class ViTAEv2(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.stem_multiple = downsample_ratios[0]
         self.apply(transformer_init)
+        if released_layout:
+            self._add_unused_reference_parameters(window_size)
         if pretrained:
             load_vitae_pretrained(self, pretrained)
+
+    def _add_unused_reference_parameters(self, window_size: int) -> None:
+        """What the reference builds but never uses, so that its checkpoints load strictly and counts match:
+        per-output ``norm0..3`` and, in every window attention, a relative-position table and index."""
+        for i, dim in enumerate(self.out_channels):
+            self.add_module(f"norm{i}", nn.LayerNorm(dim, eps=1e-6))
+        for m in self.modules():
+            if isinstance(m, WindowAttention) and not m.relative_pos:
+                table = torch.zeros((2 * window_size - 1) ** 2, m.num_heads)
+                m.relative_position_bias_table = nn.Parameter(trunc_normal_(table, std=0.02))
+                m.register_buffer("relative_position_index", relative_position_index(window_size))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         p = self.stem_multiple

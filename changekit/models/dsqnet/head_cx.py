@@ -1,8 +1,7 @@
-"""DSQNet decoder pieces: deep-semantics pyramid (DSP/CFP), query-key generation, bidirectional matching query
-(BMQ), flow dual-alignment fusion (FDAF), MixFFN projection head. See :mod:`changekit.models.dsqnet.model`.
-
-Widths: ``channels`` is the classifier input width; the per-date feature width is ``c = channels // 2`` and the
-deep-semantic (query) width is ``m = channels``. The released HEAD head is ``channels = 64`` (m = 64, c = 32).
+"""changekit's DSQNet head design (``dsqnet-cx_*``): query-key generation without the box ReLU, a BMQ that keeps
+windows and channels apart and pastes matched windows back into their boxes, spread sampling-point initialisation,
+MixFFN applied, configurable width. Not the paper's code: see :mod:`changekit.models.dsqnet.model` for the released
+head and docs/models_dsqnet.md for why each departure was made.
 """
 
 from __future__ import annotations
@@ -15,68 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-__all__ = ["ConvModule", "LMLP", "DSP", "QueryKeyGeneration", "BMQ", "FDAF", "MixFFN", "DSQHead"]
+from changekit.models.dsqnet.blocks import DSP, FDAF, ConvModule, MixFFN, cxcywh_to_xyxy, pool2x2
 
-
-class ConvModule(nn.Sequential):
-    """Conv → BN → ReLU (mmcv ``ConvModule`` defaults: no conv bias when a norm follows)."""
-
-    def __init__(self, cin: int, cout: int, kernel_size: int = 1, stride: int = 1, act: bool = True) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel_size, stride, kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-        if act:
-            self.activate = nn.ReLU(inplace=True)
-
-
-class LMLP(nn.Module):
-    """x = Conv1×1(GN(x)) + x; x = GN(x); x = MLP_channel(x) + x (MLP = Linear-ReLU-Linear)."""
-
-    def __init__(self, channels: int, groups: int) -> None:
-        super().__init__()
-        self.gn1 = nn.GroupNorm(groups, channels)
-        self.conv1 = nn.Conv2d(channels, channels, 1)
-        self.gn2 = nn.GroupNorm(groups, channels)
-        self.LLMLP = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(self.gn1(x)) + x
-        x = self.gn2(x).permute(0, 2, 3, 1)
-        return (self.LLMLP(x) + x).permute(0, 3, 1, 2)
-
-
-def _up(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
-
-
-class DSP(nn.Module):
-    """Deep-semantics pyramid (the released ``CFP``).
-
-    A deep-semantic map ``s = LMLP(Conv1×1(F4))`` is re-injected into every level of a top-down pyramid
-    (``L4 = CM([s, F4])``, ``Li = CM([up(s), up(L(i+1)), Fi])``); returns the 1/4 map (c channels) and the query
-    map ``CM1×1(s)`` (m channels, 1/32).
-    """
-
-    def __init__(self, in_channels: Sequence[int], m: int) -> None:
-        super().__init__()
-        self.mlpCov = nn.Conv2d(in_channels[3], m, 1)
-        self.MLP = LMLP(m, max(m // 16, 1))
-        self.query_bias_conv = ConvModule(m, m)
-        self.convs = nn.ModuleList([
-            ConvModule(in_channels[0] + 2 * m, m // 2),
-            ConvModule(in_channels[1] + 2 * m, m),
-            ConvModule(in_channels[2] + 2 * m, m),
-            ConvModule(in_channels[3] + m, m),
-        ])
-
-    def forward(self, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.MLP(self.mlpCov(feats[3]))
-        query = self.query_bias_conv(s)
-        out = self.convs[3](torch.cat([s, feats[3]], 1))
-        for i in (2, 1, 0):
-            size = feats[i].shape[-2:]
-            out = self.convs[i](torch.cat([_up(s, size), _up(out, size), feats[i]], 1))
-        return out, query
+__all__ = ["QueryKeyGeneration", "BMQ", "DSQHeadCX"]
 
 
 class QueryKeyGeneration(nn.Module):
@@ -97,24 +37,8 @@ class QueryKeyGeneration(nn.Module):
 
     def forward(self, q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
         d = (q1 - q2).mean(1, keepdim=True)
-        k = torch.cat([_pool2x2(self.reduce(q1 + d)), _pool2x2(self.reduce(q2 + d))], 1)
+        k = torch.cat([pool2x2(self.reduce(q1 + d)), pool2x2(self.reduce(q2 + d))], 1)
         return self.combine(k).flatten(2).sigmoid()  # (B, K, 4)
-
-
-def _pool2x2(x: torch.Tensor) -> torch.Tensor:
-    """``adaptive_avg_pool2d(x, 2)`` written out: bin ``i`` of a side of length ``n`` averages
-    ``[floor(i n / 2), ceil((i + 1) n / 2))``, the same numbers, as slices that ONNX can export (adaptive pooling
-    has no ONNX operator)."""
-    h, w = x.shape[-2:]
-    rows = [(0, (h + 1) // 2), (h // 2, h)]
-    cols = [(0, (w + 1) // 2), (w // 2, w)]
-    cells = [torch.stack([x[..., r0:r1, c0:c1].mean((-2, -1)) for c0, c1 in cols], -1) for r0, r1 in rows]
-    return torch.stack(cells, -2)
-
-
-def cxcywh_to_xyxy(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    cx, cy, bw, bh = boxes.unbind(-1)
-    return torch.stack([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], -1)
 
 
 class BMQ(nn.Module):
@@ -192,45 +116,7 @@ class BMQ(nn.Module):
         return x1 + self.paste(r1, boxes, (h, w)), x2 + self.paste(r2, boxes, (h, w))
 
 
-class FDAF(nn.Module):
-    """Flow dual-alignment fusion (Changer): x1' = warp(x1, f1) − x2, x2' = warp(x2, f2) − x1."""
-
-    def __init__(self, c: int, kernel_size: int = 5) -> None:
-        super().__init__()
-        self.flow_make = nn.Sequential(
-            nn.Conv2d(2 * c, 2 * c, kernel_size, padding=kernel_size // 2, groups=2 * c),
-            nn.InstanceNorm2d(2 * c), nn.GELU(), nn.Conv2d(2 * c, 4, 1, bias=False),
-        )
-
-    @staticmethod
-    def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
-        norm = torch.tensor([w, h], dtype=x.dtype, device=x.device)
-        ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
-        xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
-        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).expand(n, h, w, 2)
-        return F.grid_sample(x, grid + flow.permute(0, 2, 3, 1) / norm, align_corners=True)
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f1, f2 = self.flow_make(torch.cat([x1, x2], 1)).chunk(2, 1)
-        return self.warp(x1, f1) - x2, self.warp(x2, f2) - x1
-
-
-class MixFFN(nn.Module):
-    """SegFormer MixFFN used as Changer's projection head: x + fc2(drop(GELU(dw3×3(fc1(x)))))."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Conv2d(dim, hidden, 1), nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden), nn.GELU(),
-            nn.Dropout(0.0), nn.Conv2d(hidden, dim, 1), nn.Dropout(0.0),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.layers(x)
-
-
-class DSQHead(nn.Module):
+class DSQHeadCX(nn.Module):
     """DSP per date → query-key generation → BMQ → 1×1 projection → FDAF → MixFFN → classifier (1/4 resolution)."""
 
     def __init__(self, in_channels: Sequence[int], channels: int = 64, num_classes: int = 2, num_boxes: int = 32,
