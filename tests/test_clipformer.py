@@ -198,7 +198,7 @@ def test_forward_shapes_with_per_sample_prompts(size):
             return
         out = m(t1, t2, classes_a, classes_b)
         s1, s2 = t1[..., :64, :64], t2[..., :64, :64]  # behaviour checks on a smaller crop
-        default = m(s1, s2)  # no text given: the fixed fallback list for both dates
+        default = m(s1, s2)  # no text given: no class names, as the released code without a class file
         other = m(s1, s2, classes_a, [["cabin"], ["sea"]])
         same = m(s1, s2, classes_a, classes_b)
         odd = m(t1[:1, :, :100, :132], t2[:1, :, :100, :132])  # not a multiple of 32
@@ -206,7 +206,9 @@ def test_forward_shapes_with_per_sample_prompts(size):
     a, b = seen[0]
     assert a[1][1].endswith("cabin") and b[0] == (BACKGROUND_PROMPT, "remote sensing image foreground objects, road, tree, farmland")
     assert b[1][1].endswith(", bare land")  # date B uses its own list (the released code used A's at test time)
-    assert seen[1][0][0] == build_prompts(FALLBACK_CLASSES) == seen[1][1][1] and seen[2][1][0][1].endswith("cabin")
+    empty = (BACKGROUND_PROMPT, "remote sensing image foreground objects")  # ', '.join([prompt] + [])
+    assert seen[1][0][0] == build_prompts(None) == build_prompts([]) == empty == seen[1][1][1]
+    assert seen[2][1][0][1].endswith("cabin")
     assert default.shape == same.shape == (2, 2, 64, 64) and not torch.allclose(other, same)  # B's classes reach the output
     assert odd.shape == (1, 2, 100, 132)
 

@@ -20,7 +20,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
                    help="fp16 stores the weights in half precision (inputs and outputs stay float32)")
     p.add_argument("--classes", help="language models (CLIPFormer): comma-separated class list to bake into the "
-                                     "prompts (default: the model's fallback list)")
+                                     "prompts (default: none, the prompt without class names)")
     args = p.parse_args(argv)
     from changekit.errors import ConfigError
 

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true", help="discard an unfinished run in --out instead of resuming it")
     p.add_argument("--keep-partial", action="store_true", help="keep --out/.partial (strip files) after finishing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--clip-per-window", metavar="CLIP",
+                   help="language models (CLIPFormer): name the classes CLIP zero-shot finds in every window in its "
+                        "prompts (the released mm_slide); CLIP = OpenAI's ViT-B-16.pt, an open_clip file or hub name")
+    p.add_argument("--clip-top-k", type=int, default=9, help="classes kept per window for --clip-per-window (default 9)")
     return p
 
 
@@ -65,6 +69,7 @@ def main(argv: list[str]) -> int:
         window=args.window, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
         threshold=args.threshold, min_area=args.min_area, simplify=args.simplify, vectors=not args.no_vectors,
         cog=args.cog, pixel_coords=args.pixel_coords, restart=args.restart, keep_partial=args.keep_partial, progress=not args.quiet and sys.stderr.isatty(),
+        clip_per_window=args.clip_per_window, clip_top_k=args.clip_top_k,
     )
     if s["rank"] == 0:
         print(f"scene {s['grid']} px, bands {s['bands']}, scaling {s['scaling']}"
@@ -74,6 +79,8 @@ def main(argv: list[str]) -> int:
         print(f"changed pixels: {s['changed_pixels']} of {s['valid_pixels']} valid ({s['nodata_pixels']} no data)")
         if "polygons" in s:
             print(f"polygons: {s['polygons']} (dropped below --min-area: {s['polygons_dropped']})")
+        if s.get("text_classes"):
+            print(f"prompts: {s['text_classes']}")
         if s.get("crs") is None:
             print("note: the inputs have no CRS: outputs are in pixel coordinates (polygons' 'crs' is null)")
         for k, v in s["outputs"].items():

@@ -32,4 +32,9 @@ def read_clip_classes(path: str | Path, top_k: int | None = None) -> dict[str, l
         raise DataError(f"{path}: not valid JSON ({e}); re-run `changekit clip-labels --overwrite`") from e
     if data.get("format") != FORMAT or not isinstance(data.get("images"), dict):
         raise DataError(f"{path}: not a changekit clip-labels file (format {data.get('format')!r})")
+    if data.get("model") == "fallback":  # an explicit choice at clip-labels time; say so wherever it is used
+        import logging
+
+        logging.getLogger("changekit").warning(
+            "%s holds the fixed fallback class list (clip-labels --fallback), not per-image CLIP labels", path)
     return {stem: [c for c, _ in ranking][:top_k] for stem, ranking in data["images"].items()}

@@ -105,8 +105,8 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, size: Sequence[int]
                 text_classes: Sequence[str] | None = None, try_dynamic: bool = True) -> dict[str, Any]:
     """Export ``model`` to ``out`` (see the module docstring). ``info``: what ``changekit.load_model`` records
     (mean/std, bands, units ...), written into the metadata. Returns the metadata and ``error`` (the checked
-    relative error). Language models (CLIPFormer) get their class lists baked in: ``text_classes``, else the
-    model's fallback list. ``try_dynamic=False`` writes a fixed-size graph without trying a dynamic one."""
+    relative error). Language models (CLIPFormer) get their class lists baked in: ``text_classes``, else none (the
+    prompt without class names, as the model uses without class lists); the metadata records which. ``try_dynamic=False`` writes a fixed-size graph without trying a dynamic one."""
     import onnx
 
     if precision not in ("fp32", "fp16"):
@@ -118,9 +118,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, size: Sequence[int]
     model = model.eval().float()
     c = int(getattr(model, "in_channels", info.get("in_channels") or 3))
     if text_classes is None and hasattr(model, "text_encoder"):
-        from changekit.models.clipformer import FALLBACK_CLASSES
-
-        text_classes = list(FALLBACK_CLASSES)
+        text_classes = []
     wrapped = _LogitsOnly(model, text_classes if hasattr(model, "text_encoder") else None).eval()
     example = (torch.randn(1, c, h, w), torch.randn(1, c, h, w))
     out = Path(out)

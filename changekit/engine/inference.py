@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -59,6 +59,7 @@ def predict_logits(
     window: int | Sequence[int] | None = None,
     stride: int | Sequence[int] | None = None,
     resize: int | Sequence[int] | None = None,
+    labeller: Callable[..., tuple[list, list]] | None = None,
     **inputs: Any,
 ) -> torch.Tensor:
     """Logits (B, K, H, W) for a batch of image pairs.
@@ -72,6 +73,9 @@ def predict_logits(
     ``mode='whole'`` runs the model once on the full images. ``mode='slide'`` runs it on windows of size
     ``window`` placed every ``stride`` pixels (see :func:`slide_windows`) and averages the overlapping
     logits with a count matrix, as open-cd's ``test_cfg=dict(mode='slide', crop_size=..., stride=...)``.
+    ``mode='mm_slide'`` (CLIPFormer's released test mode) is ``slide`` with class lists computed for every window
+    by ``labeller(t1_window, t2_window, where)`` (a :class:`~changekit.models.text.zero_shot.WindowLabeller`), which
+    replace ``classes_a`` / ``classes_b`` for that window.
     """
     if resize is not None:  # mmseg Resize(scale, keep_ratio=True) before, logits resized back after
         h, w = t1.shape[-2:]
@@ -81,18 +85,25 @@ def predict_logits(
         if size != (h, w):
             t1r = F.interpolate(t1, size=size, mode="bilinear", align_corners=False)
             t2r = F.interpolate(t2, size=size, mode="bilinear", align_corners=False)
-            out = predict_logits(model, t1r, t2r, mode, window, stride, **inputs)
+            out = predict_logits(model, t1r, t2r, mode, window, stride, labeller=labeller, **inputs)
             return F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
     if mode == "whole":
         return _run(model, t1, t2, **inputs)
-    if mode != "slide":
-        raise ConfigError(f"evaluation mode must be 'whole' or 'slide', got {mode!r}")
+    if mode not in ("slide", "mm_slide"):
+        raise ConfigError(f"evaluation mode must be 'whole', 'slide' or 'mm_slide', got {mode!r}")
+    if mode == "mm_slide" and labeller is None:
+        raise ConfigError("evaluation mode 'mm_slide' labels every window with CLIP: set model.eval.clip_weights")
     window, stride = _pair(window, "window"), _pair(stride, "stride")
     b, _, h, w = t1.shape
     preds: torch.Tensor | None = None
     count = t1.new_zeros((1, 1, h, w))
     for y1, y2, x1, x2 in slide_windows(h, w, window, stride):
-        out = _run(model, t1[:, :, y1:y2, x1:x2], t2[:, :, y1:y2, x1:x2], **inputs)
+        w1, w2 = t1[:, :, y1:y2, x1:x2], t2[:, :, y1:y2, x1:x2]
+        if mode == "mm_slide":
+            classes_a, classes_b = labeller(w1, w2, (y1, y2, x1, x2))
+            out = _run(model, w1, w2, **{**inputs, "classes_a": classes_a, "classes_b": classes_b})
+        else:
+            out = _run(model, w1, w2, **inputs)
         if preds is None:
             preds = out.new_zeros((b, out.shape[1], h, w))
         preds[:, :, y1:y2, x1:x2] += out
@@ -107,7 +118,8 @@ def describe_eval_mode(mode: str = "whole", window=None, stride=None, resize=Non
     if resize is not None:
         rh, rw = _pair(resize, "resize")
         pre = f"resized to fit {rh}x{rw} (keep ratio), "
-    if mode == "slide":
+    if mode in ("slide", "mm_slide"):
         (wh, ww), (sh, sw) = _pair(window, "window"), _pair(stride, "stride")
-        return f"slide ({pre}window {wh}x{ww}, stride {sh}x{sw}, logits averaged)"
+        labels = ", CLIP class lists per window" if mode == "mm_slide" else ""
+        return f"{mode} ({pre}window {wh}x{ww}, stride {sh}x{sw}{labels}, logits averaged)"
     return f"whole ({pre}full image, one pass)"

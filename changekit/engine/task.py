@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from changekit.models.registry import get_factory
 
 __all__ = ["ChangeDetectionTask", "build_task_model"]
 
-EVAL_KEYS = {"mode", "window", "stride", "crop_size", "resize"}
+EVAL_KEYS = {"mode", "window", "stride", "crop_size", "resize", "clip_weights", "top_k"}
 OPTIM_KEYS = {"type", "name", "lr", "weight_decay", "betas", "momentum", "nesterov", "eps"}
 
 
@@ -32,11 +32,19 @@ def _check_eval(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         cfg.setdefault("window", cfg.pop("crop_size"))
     unknown = set(cfg) - EVAL_KEYS
     if unknown:
-        raise ConfigError(f"model.eval: unknown keys {sorted(unknown)}; use mode (whole|slide), window, stride, resize")
+        raise ConfigError(f"model.eval: unknown keys {sorted(unknown)}; use mode (whole|slide|mm_slide), window, "
+                          "stride, resize (and clip_weights, top_k for mm_slide)")
     cfg.setdefault("mode", "whole")
     describe_eval_mode(cfg["mode"], cfg.get("window"), cfg.get("stride"), cfg.get("resize"))  # validates
-    if cfg["mode"] not in ("whole", "slide"):
-        raise ConfigError(f"model.eval.mode must be 'whole' or 'slide', got {cfg['mode']!r}")
+    if cfg["mode"] not in ("whole", "slide", "mm_slide"):
+        raise ConfigError(f"model.eval.mode must be 'whole', 'slide' or 'mm_slide', got {cfg['mode']!r}")
+    if cfg["mode"] == "mm_slide":
+        if not cfg.get("clip_weights"):
+            raise ConfigError("model.eval.mode mm_slide labels every window with CLIP zero-shot: set "
+                              "model.eval.clip_weights (OpenAI's ViT-B-16.pt, an open_clip file or hub name)")
+        cfg.setdefault("top_k", 9)  # the released labeller's
+    elif "clip_weights" in cfg or "top_k" in cfg:
+        raise ConfigError("model.eval.clip_weights / top_k only apply to mode mm_slide")
     return cfg
 
 
@@ -142,14 +150,50 @@ class ChangeDetectionTask(pl.LightningModule):
         self.test_cm = ConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
         self.results: dict[str, dict[str, Any]] = {}  # stage -> last computed metrics
         self.print_tables = True
+        self._labeller = None  # mm_slide's per-window CLIP labeller, built on first use
 
     # ------------------------------------------------------------------ forward / inference
     def forward(self, t1: torch.Tensor, t2: torch.Tensor, **inputs: Any) -> torch.Tensor:
         return self.model(t1, t2, **inputs)
 
-    def predict_logits(self, t1: torch.Tensor, t2: torch.Tensor, **inputs: Any) -> torch.Tensor:
+    def predict_logits(self, t1: torch.Tensor, t2: torch.Tensor, names: Sequence[str] | None = None,
+                       **inputs: Any) -> torch.Tensor:
         c = self.eval_cfg
-        return predict_logits(self.model, t1, t2, c["mode"], c.get("window"), c.get("stride"), c.get("resize"), **inputs)
+        labeller = self.window_labeller() if c["mode"] == "mm_slide" else None
+        if labeller is not None:
+            labeller.context = list(names) if names is not None else None
+        return predict_logits(self.model, t1, t2, c["mode"], c.get("window"), c.get("stride"), c.get("resize"),
+                              labeller=labeller, **inputs)
+
+    def window_labeller(self):
+        """mm_slide's CLIP labeller, built once from ``model.eval.clip_weights`` and the data's normalisation."""
+        if self._labeller is None:
+            from changekit.models.text.zero_shot import load_window_labeller
+
+            dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+            if dm is None or getattr(dm, "mean", None) is None:
+                raise ConfigError("model.eval.mode mm_slide needs the data's mean/std (a datamodule with data.mean)")
+            mean, std = dm._eval_stats()
+            units = dm.hparams.get("units") or {}
+            value_range = dm.hparams.get("input_range") or units.get("range") or (0.0, 255.0)
+            c = self.eval_cfg
+            self._labeller = load_window_labeller(c["clip_weights"], mean, std, value_range, int(c["top_k"]),
+                                                  device=self.device)
+            self._labeller.context = None
+        return self._labeller
+
+    def _write_window_classes(self, stage: str) -> None:
+        """Write the class lists mm_slide used (``<log dir>/<stage>_window_classes.json``) and say where."""
+        lab = self._labeller
+        if lab is None or not lab.records or self._trainer is None or not self.trainer.is_global_zero:
+            return
+        from changekit.atomic import write_json
+
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        path = folder / f"{stage}_window_classes.json"
+        write_json(path, lab.summary())
+        print(f"{stage}: {len(lab.records)} windows labelled with {lab.describe()}; class lists in {path}", flush=True)
+        lab.records = []
 
     @property
     def eval_mode_description(self) -> str:
@@ -159,6 +203,7 @@ class ChangeDetectionTask(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        self._say_where_class_lists_come_from(dm)
         bands = getattr(dm, "in_channels", None)
         own = getattr(self.model, "in_channels", None)
         if bands is not None and own is not None and int(bands) != int(own):
@@ -166,6 +211,24 @@ class ChangeDetectionTask(pl.LightningModule):
                 f"the data have {bands} bands per date but model {self.hparams.arch!r} expects {own}; "
                 f"set model.arch_args.in_channels: {bands} (or data.bands)"
             )
+
+    def _say_where_class_lists_come_from(self, dm) -> None:
+        """Language models (CLIPFormer): log which class lists the prompts get, so none is ever silent."""
+        if "classes_a" not in inspect.signature(self.model.forward).parameters or dm is None:
+            return
+        if (dm.hparams.get("dataset_args") or {}).get("text_classes"):
+            source = "per-image CLIP class lists read from <image folder>_clipcls.json (changekit clip-labels)"
+        else:
+            source = ("no class lists (data.dataset_args.text_classes is off): the foreground prompt names no class, "
+                      "as the released code does for a folder without a class file")
+        if self.eval_cfg["mode"] == "mm_slide":
+            source += f"; test/predict windows: CLIP zero-shot per window ({self.eval_cfg['clip_weights']}, " \
+                      f"top {self.eval_cfg['top_k']})"
+        import logging
+
+        logging.getLogger("changekit").info("%s prompts: %s", self.hparams.arch, source)
+        if self._trainer is not None and self.trainer.is_global_zero:
+            print(f"{self.hparams.arch} prompts: {source}", flush=True)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self.model(batch["t1"], batch["t2"], **model_inputs(batch))
@@ -207,7 +270,7 @@ class ChangeDetectionTask(pl.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def _eval_step(self, batch: Mapping[str, Any], cm, prefix: str) -> None:
-        logits = self.predict_logits(batch["t1"], batch["t2"], **model_inputs(batch))
+        logits = self.predict_logits(batch["t1"], batch["t2"], batch.get("name"), **model_inputs(batch))
         label = batch["label"]
         if logits.shape[-2:] != label.shape[-2:]:
             logits = nn.functional.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
@@ -235,12 +298,17 @@ class ChangeDetectionTask(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end(self.val_cm, "val")
+        self._write_window_classes("val")
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end(self.test_cm, "test")
+        self._write_window_classes("test")
+
+    def on_predict_epoch_end(self) -> None:
+        self._write_window_classes("predict")
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> dict[str, Any]:
-        logits = self.predict_logits(batch["t1"], batch["t2"], **model_inputs(batch))
+        logits = self.predict_logits(batch["t1"], batch["t2"], batch.get("name"), **model_inputs(batch))
         pred = logits.argmax(1).to(torch.uint8).cpu()
         label = batch["label"].cpu() if "label" in batch else None
         preds, labels = list(pred), list(label) if label is not None else None

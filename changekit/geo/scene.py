@@ -17,6 +17,7 @@ Peak memory is bounded by the window, the batch and GDAL's block cache, not by t
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -201,8 +202,9 @@ def _to_prob(logits: torch.Tensor) -> torch.Tensor:
 # -------------------------------------------------------------------------------------- the runner
 class _Predictor:
     def __init__(self, model: nn.Module, inputs: SceneInputs, scaling, mean, std, device: torch.device,
-                 pad_multiple: int) -> None:
+                 pad_multiple: int, labeller=None) -> None:
         self.model, self.inputs, self.device, self.pad = model, inputs, device, pad_multiple
+        self.labeller = labeller  # CLIPFormer: class lists per window from CLIP (--clip-per-window)
         c = len(inputs.bands)
         t = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, c, 1, 1)
         self.gain, self.offset = t(scaling.gain), t(scaling.offset)
@@ -222,7 +224,7 @@ class _Predictor:
         run = [k for k, v in enumerate(valids) if v.any()]
         if run:
             probs = self._forward(np.stack([xs1[k] for k in run]), np.stack([xs2[k] for k in run]),
-                                  np.stack([valids[k] for k in run]))
+                                  np.stack([valids[k] for k in run]), [windows[k] for k in run])
             for k, p in zip(run, probs):
                 out[k] = p
         return list(zip(out, valids))
@@ -236,15 +238,18 @@ class _Predictor:
         return t.mul_(valid)  # no-data pixels -> 0 (the training mean)
 
     @torch.inference_mode()
-    def _forward(self, x1: np.ndarray, x2: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def _forward(self, x1: np.ndarray, x2: np.ndarray, valid: np.ndarray, where: list | None = None) -> np.ndarray:
         v = torch.from_numpy(valid).to(self.device)[:, None].float()
         t1, t2 = self._norm(x1, v), self._norm(x2, v)
+        texts = {}
+        if self.labeller is not None:
+            texts = dict(zip(("classes_a", "classes_b"), self.labeller(t1, t2, where)))
         h, w = t1.shape[-2:]
         ph, pw = (-h) % self.pad, (-w) % self.pad
         if ph or pw:
             t1 = F.pad(t1, (0, pw, 0, ph), mode="replicate")
             t2 = F.pad(t2, (0, pw, 0, ph), mode="replicate")
-        prob = _to_prob(self.model(t1, t2))[:, :h, :w]
+        prob = _to_prob(self.model(t1, t2, **texts))[:, :h, :w]
         return prob.float().cpu().numpy()
 
 
@@ -309,6 +314,8 @@ def run_scene(
     keep_partial: bool = False,
     progress: bool = True,
     pad_multiple: int = 32,
+    clip_per_window: str | Path | None = None,
+    clip_top_k: int = 9,
     on_window: Callable[[int], None] | None = None,
 ) -> dict:
     """Run a change model over two scenes; write ``change.tif``, ``probability.tif`` and polygons to ``out_dir``.
@@ -319,6 +326,9 @@ def run_scene(
     Under torchrun / Lightning DDP every rank calls this with the same arguments; strips are shared
     out by rank and rank 0 writes the outputs. ``on_window(n)`` is called after each window (tests).
     Dates without a CRS are refused unless ``pixel_coords`` (then polygons are in pixel units, ``crs`` None).
+    Language models (CLIPFormer) get no class names in their prompts unless ``clip_per_window`` (CLIP weights) labels
+    every window by zero-shot CLIP (the released ``mm_slide``, top ``clip_top_k`` of 56 classes); the lists used are
+    written to ``window_classes.json`` and ``scene.json`` says which it was.
     Returns a summary dict (on rank 0 with output paths and counts).
     """
     t_start = time.perf_counter()
@@ -345,6 +355,10 @@ def run_scene(
         if dev.type == "cuda" and dev.index is None and dist.world_size > 1:
             dev = torch.device("cuda", local_rank())
         model.to(dev)
+        takes_text = "classes_a" in inspect.signature(getattr(model, "forward", model)).parameters
+        if clip_per_window and not takes_text:
+            raise ConfigError(f"--clip-per-window: {ckpt or config or type(model).__name__} takes no class lists (only "
+                              "language models such as CLIPFormer do; an exported .onnx has its lists baked in)")
         in_ch = info.get("in_channels") or getattr(model, "in_channels", None)
         mean_v = _stats(mean, "mean") or _stats(info.get("mean"), "mean")
         std_v = _stats(std, "std") or _stats(info.get("std"), "std")
@@ -371,6 +385,15 @@ def run_scene(
             scaling = resolve_scaling(scale, inputs, target)
             grid = Grid(inputs.height, inputs.width, window, overlap)
             plan = _plan(inputs, grid, scaling, mean_v, std_v, _model_fingerprint(model))
+            labeller, text_note = None, None
+            if clip_per_window:
+                from changekit.models.text.zero_shot import load_window_labeller
+
+                labeller = load_window_labeller(clip_per_window, mean_v, std_v, target, clip_top_k, device=dev)
+                text_note = labeller.describe() + "; lists in window_classes.json"
+                plan["text"] = {"clip": str(clip_per_window), "top_k": int(clip_top_k)}
+            elif takes_text:
+                text_note = "no class lists: the foreground prompt names no class (as the released code without one)"
             plan_file = partial / "plan.json"
             if dist.rank == 0:
                 if restart and partial.exists():
@@ -389,7 +412,9 @@ def run_scene(
                        "crs": inputs.crs.to_string() if inputs.crs else None,
                        "strips": grid.n_strips, "aligned": inputs.aligned, "bands": inputs.bands,
                        "rank": dist.rank, "world_size": dist.world_size}
-            predictor = _Predictor(model, inputs, scaling, mean_v, std_v, dev, pad_multiple)
+            predictor = _Predictor(model, inputs, scaling, mean_v, std_v, dev, pad_multiple, labeller)
+            if text_note:
+                summary["text_classes"] = text_note
             mine = [i for i in range(grid.n_strips) if i % dist.world_size == dist.rank]
             todo = [i for i in mine if not strip_path(partial, i).exists()]
             summary["strips_resumed"] = len(mine) - len(todo)
@@ -413,7 +438,7 @@ def run_scene(
                 dist.barrier()
                 if dist.rank == 0:
                     summary.update(_finish(grid, inputs, partial, out, threshold, min_area, simplify, vectors, cog,
-                                           keep_partial, bar))
+                                           keep_partial, bar, labeller))
                     record = {"format": "changekit-scene/1", "t1": os.path.abspath(inputs.paths[0]),
                               "t2": os.path.abspath(inputs.paths[1]), "bands": inputs.bands,
                               "scaling": {"mode": scaling.mode, "gain": list(scaling.gain),
@@ -421,6 +446,7 @@ def run_scene(
                               "train_range": list(target), "mean": list(mean_v), "std": list(std_v),
                               "window": window, "overlap": overlap, "threshold": threshold,
                               "model": str(ckpt or config or type(model).__name__), "crs": summary["crs"],
+                              **({"text_classes": text_note} if text_note else {}),
                               "outputs": {k: os.path.basename(v) for k, v in summary["outputs"].items()}}
                     write_json(out / "scene.json", record)  # what `changekit view` shows and how
                     summary["outputs"]["scene"] = str(out / "scene.json")
@@ -458,13 +484,16 @@ def _predict_strip(grid: Grid, i: int, predictor: _Predictor, partial: Path, bat
                 valid_acc[:] = valid
                 tick()
         writer.write(cur, acc, valid_acc)
+        if predictor.labeller is not None:  # the strip's class lists, before the strip counts as done
+            write_json(partial / f"classes_{i:05d}.json", predictor.labeller.records)
+            predictor.labeller.records = []
         writer.commit()
     finally:
         writer.abandon()
 
 
 def _finish(grid: Grid, inputs: SceneInputs, partial: Path, out: Path, threshold: float, min_area: float,
-            simplify: float | None, vectors: bool, cog: bool, keep_partial: bool, bar) -> dict:
+            simplify: float | None, vectors: bool, cog: bool, keep_partial: bool, bar, labeller=None) -> dict:
     missing = [i for i in range(grid.n_strips) if not strip_path(partial, i).exists()]
     if missing:
         raise ConfigError(
@@ -500,6 +529,10 @@ def _finish(grid: Grid, inputs: SceneInputs, partial: Path, out: Path, threshold
         os.replace(vec_tmp["GPKG"], out / "changes.gpkg")
         outputs.update({"geojson": out / "changes.geojson", "gpkg": out / "changes.gpkg"})
     result["vectorize_s"] = time.perf_counter() - t0
+    if labeller is not None:  # every window's class lists, strip by strip (resumed strips included)
+        windows = [w for i in range(grid.n_strips) for w in json.loads((partial / f"classes_{i:05d}.json").read_text())]
+        write_json(out / "window_classes.json", {**labeller.summary(), "windows": windows})
+        outputs["window_classes"] = out / "window_classes.json"
     os.replace(change_tmp, outputs["change"])
     os.replace(prob_tmp, outputs["probability"])
     if not keep_partial:

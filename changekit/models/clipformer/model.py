@@ -19,8 +19,10 @@ Built from the design of ``wujiang0156/CLIPformer`` (a fork of ChangeCLIP) and i
 5. **Decoder**: the text-guided CSWin decoder (:mod:`changekit.models.clipformer.decoder`) on
    ``[x1, x2, x3, x4, D0]`` with the four text tokens → logits at 1/2, upsampled to the input size.
 
-``forward(t1, t2, classes_a=None, classes_b=None)``: class names are optional; without them every image uses
-:data:`FALLBACK_CLASSES`, so the generic engine can train and run the model on image pairs alone.
+``forward(t1, t2, classes_a=None, classes_b=None)``: class names are optional; without them the foreground prompt
+names no class (``"remote sensing image foreground objects"``), exactly what the released dataset gives when an
+image folder has no class file (``jsonA = []``), so the generic engine can run the model on image pairs alone.
+A fixed list (:data:`FALLBACK_CLASSES`) is only ever used when asked for (``changekit clip-labels --fallback``).
 """
 
 from __future__ import annotations
@@ -63,8 +65,8 @@ RS_CLASSES_56: tuple[str, ...] = (
     "storage tanks", "snow land", "container", "cabin",
 )  # fmt: skip
 
-#: Classes used when no per-image CLIP labels are given (no CLIP weights, or a generic engine run):
-#: nine common urban/rural classes of the vocabulary (nine = the released online labeller's top-k).
+#: The list ``changekit clip-labels --fallback`` writes for every image when no CLIP weights are available (an
+#: explicit choice, recorded in the JSON): nine common classes of the vocabulary (nine = the released labeller's top-k).
 FALLBACK_CLASSES: tuple[str, ...] = (
     "building", "road", "tree", "bare land", "parking lot", "dense residential",
     "impermeable surface", "farmland", "cars",
@@ -75,8 +77,9 @@ FOREGROUND_PROMPT = "remote sensing image foreground objects"
 
 
 def build_prompts(classes: Sequence[str] | None) -> tuple[str, str]:
-    """``(background, foreground)`` prompts for one image; ``None`` uses :data:`FALLBACK_CLASSES`."""
-    names = list(FALLBACK_CLASSES if classes is None else classes)
+    """``(background, foreground)`` prompts for one image; ``None`` names no class, as the released code does for an
+    image without a class file (``', '.join(['remote sensing image foreground objects'] + [])``)."""
+    names = [] if classes is None else list(classes)
     return BACKGROUND_PROMPT, ", ".join([FOREGROUND_PROMPT, *[str(c) for c in names]])
 
 

@@ -21,8 +21,8 @@ with the same model and vocabulary (``--overwrite`` recomputes).
 CLIP weights: ``--clip-weights`` takes OpenAI's TorchScript checkpoints (``ViT-B-16.pt``, ``RN50.pt``) or an
 open_clip state dict (``.pt``/``.bin``/``.safetensors``); ``--clip-model`` an open_clip hub name
 (``open_clip:ViT-B-16/openai``, see :mod:`changekit.models.hub`), which needs the network. **Fallback**: with ``--fallback`` (no weights available) every
-image gets the fixed list :data:`changekit.models.clipformer.FALLBACK_CLASSES`, the same list the model uses
-when it is given no classes; results then rest on the learnable context alone, not on per-image semantics.
+image gets the fixed list :data:`changekit.models.clipformer.FALLBACK_CLASSES`, recorded as ``"model": "fallback"``
+(a warning is logged wherever the file is read); results then rest on the learnable context alone.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from changekit.atomic import write_json
 from changekit.data.text_classes import FORMAT, output_path
 from changekit.errors import DataError
 
-__all__ = ["build_clip", "ClipZeroShot", "label_folder", "find_image_folders"]
+__all__ = ["build_clip", "ClipZeroShot", "WindowLabeller", "load_window_labeller", "label_folder", "find_image_folders"]
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -150,6 +150,72 @@ class ClipZeroShot:
             order = torch.argsort(p, descending=True)[: top_k or len(self.vocabulary)]
             out.append([(self.vocabulary[i], round(float(p[i]), 6)) for i in order.tolist()])
         return out
+
+
+class WindowLabeller:
+    """Class lists for every inference window from CLIP zero-shot on that window — CLIPFormer's released ``mm_slide``
+    test mode, for ``test`` / ``predict`` (``model.eval.mode: mm_slide``) and ``changekit scene --clip-per-window``.
+
+    ``__call__(t1, t2, where)`` takes the model's normalised (B, C, h, w) windows, undoes the normalisation
+    (``x · std + mean``, then ``value_range`` → 0..255 on the first three bands, read as RGB), ranks the vocabulary
+    for each date and returns the top ``top_k`` names per sample as ``(classes_a, classes_b)``. Every (image, window)
+    is kept in ``records`` (``image`` when ``context`` names the batch, ``where``, both lists) so the lists used can
+    be written out and checked. ``where`` is one window for the whole batch or a list with one per sample.
+
+    The released ``clip_infer`` zips the 56 names with a (1, 56) probability array, which yields one pair, so every
+    crop was labelled ``["airport"]``; this ranks all 56 and keeps the top 9, as the code evidently intends.
+    """
+
+    def __init__(self, classifier: ClipZeroShot, mean: Sequence[float], std: Sequence[float],
+                 value_range: Sequence[float] = (0.0, 255.0), top_k: int = 9, source: str = "") -> None:
+        self.classifier, self.top_k, self.source = classifier, int(top_k), source
+        self.mean = torch.tensor([float(v) for v in mean]).view(1, -1, 1, 1)
+        self.std = torch.tensor([float(v) for v in std]).view(1, -1, 1, 1)
+        self.lo, self.hi = float(value_range[0]), float(value_range[1])
+        self.records: list[dict[str, Any]] = []
+        self.context: Any = None  # set by the caller: the images the current batch holds
+
+    def _rgb(self, x: torch.Tensor) -> list[np.ndarray]:
+        x = x.detach().float().cpu()
+        x = (x * self.std[:, : x.shape[1]] + self.mean[:, : x.shape[1]] - self.lo) / (self.hi - self.lo) * 255.0
+        return [im[:3].clamp(0, 255).permute(1, 2, 0).numpy() for im in x]
+
+    def __call__(self, t1: torch.Tensor, t2: torch.Tensor, where: Any = None) -> tuple[list[list[str]], list[list[str]]]:
+        ca = [[c for c, _ in r] for r in self.classifier.rank(self._rgb(t1), self.top_k)]
+        cb = [[c for c, _ in r] for r in self.classifier.rank(self._rgb(t2), self.top_k)]
+        for i in range(len(ca)):  # one record per (image, window)
+            rec = {"where": where[i] if isinstance(where, list) else where, "classes_a": ca[i], "classes_b": cb[i]}
+            if self.context is not None:
+                rec = {"image": self.context[i], **rec}
+            self.records.append(rec)
+        return ca, cb
+
+    def describe(self) -> str:
+        return (f"per-window CLIP zero-shot class lists ({self.source or 'CLIP'}, top {self.top_k} of "
+                f"{len(self.classifier.vocabulary)} classes)")
+
+    def summary(self) -> dict[str, Any]:
+        return {"format": "changekit-window-classes/1", "clip": self.source, "top_k": self.top_k,
+                "vocabulary": list(self.classifier.vocabulary), "windows": self.records}
+
+
+def load_window_labeller(clip: str | Path, mean: Sequence[float], std: Sequence[float],
+                         value_range: Sequence[float] = (0.0, 255.0), top_k: int = 9,
+                         device: str | torch.device = "cpu") -> WindowLabeller:
+    """A :class:`WindowLabeller` over ChangeCLIP's 56 classes from CLIP weights (file or open_clip hub name)."""
+    from changekit.errors import ConfigError
+    from changekit.models.clipformer import RS_CLASSES_56
+
+    if len(mean) < 3:
+        raise ConfigError(f"per-window CLIP labels need RGB imagery; the model reads {len(mean)} band(s)")
+    if not (1 <= int(top_k) <= len(RS_CLASSES_56)):
+        raise ConfigError(f"top_k {top_k}: give 1..{len(RS_CLASSES_56)}")
+    is_hub = isinstance(clip, str) and ":" in clip and not Path(clip).exists()
+    if not is_hub and not Path(clip).is_file():
+        raise ConfigError(f"CLIP weights {clip}: no such file; give OpenAI's ViT-B-16.pt, an open_clip state dict "
+                          "or an open_clip hub name (open_clip:ViT-B-16/openai)")
+    classifier = ClipZeroShot(build_clip(str(clip)), RS_CLASSES_56, device=device)
+    return WindowLabeller(classifier, mean, std, value_range, top_k, source=str(clip))
 
 
 # --------------------------------------------------------------------------------------------- folders and files
