@@ -129,9 +129,9 @@ def test_dsifn_01_masks_png_and_tif(tmp_path):
         build_dataset("dsifn", tmp_path, "val")[0]
 
 
-def _bandon(root: Path, split: str, label_dir: str, enc255: bool):
+def _bandon(root: Path, split: str, label_dir: str, enc255: bool, cities: tuple[str, ...] = ("bj", "sh")):
     truth, sem = {}, {}
-    for city in ("bj", "sh"):
+    for city in cities:
         for t in ("t1", "t2", "t3"):
             for k in range(1):
                 _save(root / split / "imgs" / city / t / f"{city}_{k}.jpg", _img(len(city) + int(t[1])))

@@ -212,7 +212,8 @@ def test_cli_fit_and_test_on_miniature_bandon(tmp_path, monkeypatch, capsys):
     root = tmp_path / "BANDON"
     _bandon(root, "train", "labels_unch0ch1ig255", enc255=False)
     _bandon(root, "val", "labels", enc255=True)
-    _bandon(root, "test", "labels", enc255=True)
+    _bandon(root, "test/test", "labels_unch0ch1ig255", enc255=False)  # BAN's in-domain test split
+    _bandon(root, "test/test_ood", "labels_unch0ch1ig255", enc255=False, cities=("cq", "szx", "wh"))  # other cities
     cfg = tmp_path / "scd.yaml"
     cfg.write_text(SCD_CONFIG.format(root=root))
     monkeypatch.chdir(tmp_path)
@@ -228,7 +229,13 @@ def test_cli_fit_and_test_on_miniature_bandon(tmp_path, monkeypatch, capsys):
     import json
 
     res = json.loads((tmp_path / "outputs" / "scd" / "metrics_test.json").read_text())
-    assert res["sem_pixels"] == 2 * 4 * 32 * 32 and "scd_score" in res
+    assert res["sem_pixels"] == 2 * 4 * 32 * 32 and "scd_score" in res and res["split"] == "test/test"
+    # the documented switch: the out-of-domain split, SCD metrics in their own file beside the in-domain ones
+    assert changekit_main(["test", "--ckpt_path", str(last), "--data.test_split", "test/test_ood", *out_root]) == 0
+    assert "test/test_ood split" in capsys.readouterr().out
+    ood = json.loads((tmp_path / "outputs" / "scd" / "metrics_test_ood.json").read_text())
+    assert ood["split"] == "test/test_ood" and ood["sem_pixels"] == 2 * 6 * 32 * 32 and "sek" in ood
+    assert json.loads((tmp_path / "outputs" / "scd" / "metrics_test.json").read_text()) == res  # not overwritten
 
 
 def test_bandon_configs_build_and_run_at_512():

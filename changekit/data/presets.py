@@ -38,6 +38,7 @@ class DatasetPreset:
     num_classes: int = 2
     in_channels: int | None = 3
     splits: tuple[str, ...] = ("train", "val", "test")
+    test_split: str = "test"  # what `test` evaluates unless data.test_split says otherwise
     mean: Any = "imagenet"
     std: Any = None
     image_size: tuple[int, int] | None = None  # native tile size (informative)
@@ -102,9 +103,11 @@ PRESETS: dict[str, DatasetPreset] = {
             "bandon", "BANDON (Pang et al. 2023): off-nadir building change, cities x dates, with building labels.",
             dirs=("imgs", "imgs", "labels"), suffixes=(".jpg", ".jpg", ".png"), label_encoding="0-1",
             ignore_value=255, crop_size=512, dataset_class=BandonDataset,
+            # BAN tests on the in-domain test/test; test/test_ood (other cities) is the out-of-domain split
+            splits=("train", "val", "test/test", "test/test_ood"), test_split="test/test",
             layout="{split}/imgs/<city>/<t>/<name>.jpg; {split}/labels_unch0ch1ig255/<city>/<tA>VS<tB>/<name>.png "
-                   "(train: 0/1/255-ignore) or {split}/labels/... (val/test: 0/255); "
-                   "building_labels/<city>/<t>/<name>.png (0 bg, 1 roof, 2 facade)"),
+                   "(0/1/255-ignore) or {split}/labels/... (0/255); building_labels/<city>/<t>/<name>.png (0 bg, "
+                   "1 roof, 2 facade); splits train, val, test/test (in-domain), test/test_ood (out-of-domain)"),
         DatasetPreset(
             "folder", "Your own data: {split}/{A,B,label}/<name>.<any image ext> (any band count); "
             "override dirs, suffixes, split_dir, list_file, label_encoding, bands, mean/std.",

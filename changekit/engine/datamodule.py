@@ -51,8 +51,9 @@ class ChangeDataModule(pl.LightningDataModule):
         augment: training augmentation overrides (``rotate``, ``hflip``, ``vflip``, ``photometric``, ``exchange``).
         mean, std: normalisation statistics: a name (``imagenet``, ``clip``) or per-band lists (stored units).
         size_divisor: pad evaluation images (labels with the ignore value) to a multiple of this (32).
-        train_split, val_split, test_split: split names; predict_root: a folder of ``A``/``B`` (+ optional
-            ``label``) pairs to predict (default: the test split of ``root``).
+        train_split, val_split, test_split: split names (``test_split`` default: the preset's, ``test`` except
+            BANDON's in-domain ``test/test``; ``test/test_ood`` is its out-of-domain split); predict_root: a folder
+            of ``A``/``B`` (+ optional ``label``) pairs to predict (default: the test split of ``root``).
         validate_data: before any loop (fit, validate, test, predict), check every file's size and band count
             (``headers``), read every pixel (``full``) or skip (``off``).
         units: the stored units of the training images (``{dtype, range}``), measured at ``fit`` and recorded
@@ -87,7 +88,7 @@ class ChangeDataModule(pl.LightningDataModule):
         size_divisor: int | None = 32,
         train_split: str = "train",
         val_split: str = "val",
-        test_split: str = "test",
+        test_split: str | None = None,
         predict_root: str | None = None,
         predict_split: str | None = None,
         validate_data: str = "headers",
@@ -103,6 +104,7 @@ class ChangeDataModule(pl.LightningDataModule):
         if validate_data not in ("headers", "full", "off"):
             raise ConfigError(f"data.validate_data must be headers, full or off, got {validate_data!r}")
         p = self.preset
+        test_split = p.test_split if test_split is None else test_split  # BANDON: test/test (test/test_ood: OOD)
         mean = p.mean if mean is None else mean
         std = p.std if std is None else std
         stats = resolve_stats(mean, std)
@@ -127,6 +129,7 @@ class ChangeDataModule(pl.LightningDataModule):
         # resolved values recorded in the checkpoint (datamodule_hyper_parameters)
         self.hparams.update(resolved_mean=self.mean, resolved_std=self.std, resolved_bands=self.bands,
                             resolved_in_channels=self.in_channels)
+        self.hparams.test_split = test_split  # the preset's default when not given (LightningCLI saves what was given)
         if input_range is not None and (len(input_range) != 2 or input_range[1] <= input_range[0]):
             raise ConfigError(f"data.input_range {input_range}: give [MIN, MAX] with MAX > MIN")
         self.datasets: dict[str, Any] = {}

@@ -293,8 +293,9 @@ def _run(command: str, argv: list[str]) -> int:
         if res is not None and trainer.is_global_zero:
             from changekit.metrics import json_ready
 
-            out = write_json(cli.out_dir / f"metrics_{command}.json", json_ready(dict(res)))
-            print(f"metrics written to {out}")
+            split = dm.hparams.val_split if stage == "val" else dm.hparams.test_split
+            out = write_json(cli.out_dir / _metrics_name(command, split, dm), json_ready({**res, "split": split}))
+            print(f"metrics ({split} split) written to {out}")
         return 0
     if command == "predict":
         from changekit.engine.writers import PredictionWriter
@@ -311,6 +312,16 @@ def _run(command: str, argv: list[str]) -> int:
             print(f"change maps written to {out_dir / 'maps'}" + (f", error overlays to {out_dir / 'overlays'}" if (out_dir / "overlays").exists() else ""))
         return 0
     raise ValueError(command)
+
+
+def _metrics_name(command: str, split: str, dm) -> str:
+    """``metrics_test.json`` for the preset's own split; another split keeps its own file (BANDON's out-of-domain
+    ``test/test_ood`` → ``metrics_test_ood.json``) so that in- and out-of-domain results sit side by side."""
+    default = "val" if command == "validate" else dm.preset.test_split
+    if split == default:
+        return f"metrics_{command}.json"
+    last = str(split).rstrip("/").split("/")[-1]
+    return f"metrics_{last}.json" if last.startswith(command) else f"metrics_{command}_{last}.json"
 
 
 def _interruptible(trainer, resume: str, fn, *args, **kwargs) -> None:
