@@ -12,8 +12,10 @@ from changekit.data.transforms import (
     Normalize,
     Pad,
     PhotoMetricDistortion,
+    RandomBlur,
     RandomCrop,
     RandomFlip,
+    RandomRescale,
     RandomRotate,
     RandomRotFlip,
     ToTensor,
@@ -192,8 +194,8 @@ def test_eval_pipeline_and_augment_keys():
     out = build_transforms(train=False, mean="clip", size_divisor=32)(s)
     assert out["t1"].shape == (3, 64, 64) and out["label"][50, 0] == 255
     with pytest.raises(ConfigError, match="unknown key"):
-        build_transforms(train=True, augment={"blur": 1})
-    assert set(DEFAULT_AUGMENT) == {"rot_flip", "rotate", "hflip", "vflip", "photometric", "exchange"}
+        build_transforms(train=True, augment={"sharpen": 1})
+    assert set(DEFAULT_AUGMENT) == {"rot_flip", "rotate", "hflip", "vflip", "photometric", "exchange", "rescale", "blur"}
     off = build_transforms(train=True, augment={"rotate": False, "hflip": 0, "vflip": 0, "photometric": False},
                            mean=None, size_divisor=None)
     np.testing.assert_array_equal(off(_marked())["label"].numpy(), _marked()["label"])
@@ -265,3 +267,30 @@ def test_rot_flip_probabilities_and_config_errors():
         build_transforms(augment={"rot_flip": {"prob": 0.5}})
     with pytest.raises(ConfigError, match="must be in"):
         RandomRotFlip(rotate_prob=1.5)
+
+
+def test_rescale_and_blur_of_the_bit_recipe():
+    s = _square_sample(10)
+    torch.manual_seed(0)
+    out = RandomRescale((1.2, 1.2))(s)
+    assert out["t1"].shape == (12, 12, 3) and out["label"].shape == (12, 12)
+    assert set(np.unique(out["label"])) <= set(np.unique(s["label"]))  # nearest: no new label values
+    assert np.array_equal(out["label"][::6, ::6], s["label"][::5, ::5])
+    assert RandomRescale((1.0, 1.0))(s) is s
+    # blur: a constant image stays constant, labels are untouched, both dates get the same radius
+    flat = {"t1": np.full((9, 9, 3), 7.0, np.float32), "t2": np.full((9, 9, 3), 7.0, np.float32),
+            "label": s["label"][:9, :9]}
+    out = RandomBlur(1.0)(flat)
+    assert np.allclose(out["t1"], 7.0) and np.array_equal(out["label"], flat["label"])
+    imp = np.zeros((15, 15, 3), np.float32)
+    imp[7, 7] = 255.0
+    b = RandomBlur.blur(imp, 1.0)
+    assert abs(b.sum() - 255.0 * 3) < 1e-2 and abs(b[7, 8, 0] / b[7, 7, 0] - np.exp(-0.5)) < 1e-5
+    from PIL import Image, ImageFilter
+
+    pil = np.asarray(Image.fromarray(s["t1"].astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.0)), np.float32)
+    ours = RandomBlur.blur(s["t1"].astype(np.uint8).astype(np.float32), 1.0)
+    assert np.abs(pil - ours)[2:-2, 2:-2].mean() < 6.0  # PIL approximates the Gaussian with box blurs
+    pipeline = build_transforms(crop_size=8, augment={"rescale": [1.0, 1.2], "blur": 1.0, "rotate": False})
+    text = repr(pipeline)
+    assert text.index("RandomRescale") < text.index("RandomCrop") < text.index("RandomBlur")

@@ -223,3 +223,48 @@ def test_eval_resize_keeps_ratio_and_returns_input_size():
     seen.clear()
     predict_logits(model, x, x, mode="whole", resize=(100, 50))  # fits (h, w) in either orientation: no-op
     assert seen == [(50, 100)]
+
+
+def test_linear_epoch_policy_is_bit_cds_lambda_lr():
+    """BIT_CD's lr_policy 'linear' (LambdaLR(1 - epoch / (max_epochs + 1)), stepped per epoch), iteration by
+    iteration: constant inside an epoch, 2/(E+1) of the base in the last epoch."""
+    net = nn.Linear(2, 2)
+    opt = build_optimizer(build_param_groups(net.named_parameters(), lr=0.01, weight_decay=5e-4),
+                          {"type": "sgd", "lr": 0.01, "momentum": 0.9})
+    epochs, per_epoch = 4, 3
+    sched = build_scheduler(opt, {"policy": "linear_epoch", "max_epochs": epochs, "iters_per_epoch": per_epoch},
+                            epochs * per_epoch)
+    seen = []
+    for _ in range(epochs * per_epoch):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    # the reference: a torch LambdaLR stepped once per epoch
+    ref_opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.01)
+    ref = torch.optim.lr_scheduler.LambdaLR(ref_opt, lambda e: 1.0 - e / float(epochs + 1))
+    want = []
+    for _ in range(epochs):
+        want += [ref_opt.param_groups[0]["lr"]] * per_epoch
+        ref_opt.step()
+        ref.step()
+    assert seen == pytest.approx(want) and seen[-1] == pytest.approx(0.01 * 2 / 5)  # last epoch: 2/(E+1)
+    assert opt.param_groups[0]["momentum"] == 0.9 and opt.param_groups[0]["weight_decay"] == 5e-4
+    with pytest.raises(ConfigError, match="epoch-based run"):
+        build_scheduler(opt, {"policy": "linear_epoch"}, 10)
+    with pytest.raises(ConfigError, match="takes no"):
+        build_scheduler(opt, {"policy": "linear_epoch", "max_epochs": 2, "iters_per_epoch": 2, "power": 2}, 10)
+    with pytest.raises(ConfigError, match="policy 'cosine'"):
+        build_scheduler(opt, {"policy": "cosine"}, 10)
+
+
+def test_bit_cd_recipe_config():
+    from pathlib import Path
+
+    from changekit.config import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "configs/bit/bit_r18_256x256_200e_levircd_bitcd.yaml")
+    m, d = cfg["model"], cfg["data"]
+    assert m["arch"] == "bit_r18" and m["optimizer"] == {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005}
+    assert m["schedule"] == {"policy": "linear_epoch"} and cfg["trainer"]["max_epochs"] == 200
+    assert d["batch_size"] == 8 and d["crop_size"] == [256, 256] and d["mean"] == d["std"] == [127.5] * 3
+    assert d["augment"]["rescale"] == [1.0, 1.2] and d["augment"]["blur"] == 1.0 and not d["augment"]["rotate"]

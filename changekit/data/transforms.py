@@ -25,6 +25,8 @@ __all__ = [
     "resolve_stats",
     "Compose",
     "RandomRotFlip",
+    "RandomRescale",
+    "RandomBlur",
     "RandomRotate",
     "RandomCrop",
     "RandomFlip",
@@ -187,6 +189,77 @@ class RandomRotFlip:
 
     def __repr__(self) -> str:
         return f"RandomRotFlip(rotate_prob={self.rotate_prob}, flip_prob={self.flip_prob}, degree={self.degree})"
+
+
+class RandomRescale:
+    """Rescale both dates (bicubic) and the labels (nearest) by one factor uniform in ``scale`` — BIT_CD's
+    ``with_scale_random_crop`` rescale (1 to 1.2) before its random crop."""
+
+    def __init__(self, scale: Sequence[float] = (1.0, 1.2)):
+        if len(scale) != 2 or not 0 < float(scale[0]) <= float(scale[1]):
+            raise ConfigError(f"rescale: {scale} must be [min, max] with 0 < min <= max.")
+        self.scale = (float(scale[0]), float(scale[1]))
+
+    @staticmethod
+    def resize(arr: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
+        hw = arr.ndim == 2
+        t = torch.from_numpy(np.ascontiguousarray(arr[None] if hw else arr.transpose(2, 0, 1))).float()[None]
+        if nearest:
+            r = torch.nn.functional.interpolate(t, size=size, mode="nearest")
+        else:
+            r = torch.nn.functional.interpolate(t, size=size, mode="bicubic", align_corners=False)
+        r = r[0].numpy()
+        return r[0] if hw else r.transpose(1, 2, 0)
+
+    def __call__(self, s: Sample) -> Sample:
+        f = _uniform(*self.scale)
+        h, w = s["t1"].shape[:2]
+        size = (int(round(h * f)), int(round(w * f)))
+        if size == (h, w):
+            return s
+        s = dict(s)
+        for k in IMAGE_KEYS:
+            s[k] = np.ascontiguousarray(self.resize(s[k], size, False), dtype=np.float32)
+        for k in _label_keys(s):
+            s[k] = self.resize(s[k], size, True).round().astype(np.int64)
+        return s
+
+    def __repr__(self) -> str:
+        return f"RandomRescale(scale={self.scale})"
+
+
+class RandomBlur:
+    """Gaussian blur of both dates with one radius uniform in [0, ``max_radius``) (PIL's ``GaussianBlur``, whose
+    radius is the standard deviation) — BIT_CD's ``with_random_blur``. Labels are untouched."""
+
+    def __init__(self, max_radius: float = 1.0):
+        if float(max_radius) <= 0:
+            raise ConfigError(f"blur: max radius {max_radius} must be positive.")
+        self.max_radius = float(max_radius)
+
+    @staticmethod
+    def blur(arr: np.ndarray, sigma: float) -> np.ndarray:
+        if sigma <= 0:
+            return arr
+        r = int(math.ceil(3 * sigma))
+        x = torch.arange(-r, r + 1, dtype=torch.float32)
+        k = torch.exp(-0.5 * (x / sigma) ** 2)
+        k = k / k.sum()
+        t = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float()[:, None]  # (C, 1, H, W)
+        t = torch.nn.functional.pad(t, (r, r, r, r), mode="replicate")
+        t = torch.nn.functional.conv2d(t, k.view(1, 1, 1, -1))
+        t = torch.nn.functional.conv2d(t, k.view(1, 1, -1, 1))
+        return t[:, 0].numpy().transpose(1, 2, 0)
+
+    def __call__(self, s: Sample) -> Sample:
+        sigma = _uniform(0.0, self.max_radius)
+        s = dict(s)
+        for k in IMAGE_KEYS:
+            s[k] = np.ascontiguousarray(self.blur(s[k], sigma), dtype=np.float32)
+        return s
+
+    def __repr__(self) -> str:
+        return f"RandomBlur(max_radius={self.max_radius})"
 
 
 class RandomCrop:
@@ -431,6 +504,8 @@ DEFAULT_AUGMENT: dict[str, Any] = {
     "vflip": 0.5,
     "photometric": True,
     "exchange": 0.0,
+    "rescale": False,
+    "blur": False,
 }
 
 
@@ -446,13 +521,14 @@ def build_transforms(
 ) -> Compose:
     """The standard pipelines.
 
-    train: rot_flip -> rotate -> crop(crop_size, cat_max_ratio) -> h/v flips -> photometric (per date) -> exchange
+    train: rot_flip -> rotate -> rescale -> crop(crop_size, cat_max_ratio) -> h/v flips -> blur -> photometric (per
+    date) -> exchange
     -> normalise -> pad (to crop_size, then to a multiple of size_divisor) -> tensors.
     eval: normalise -> pad (size_divisor; ``None`` keeps the size) -> tensors.
 
     ``augment`` overrides :data:`DEFAULT_AUGMENT` key by key; a falsy value switches an op off. Keys:
     ``rot_flip`` ({rotate_prob, flip_prob, degree}: :class:`RandomRotFlip`, or False), ``rotate`` ({prob, degree}
-    or False), ``hflip``/``vflip`` (prob), ``photometric`` (True, False or
+    or False), ``rescale`` ([min, max] factor, :class:`RandomRescale`), ``blur`` (max radius, :class:`RandomBlur`), ``hflip``/``vflip`` (prob), ``photometric`` (True, False or
     PhotoMetricDistortion kwargs), ``exchange`` (prob). ``mean=None`` skips normalisation.
     """
     ts: list[Callable] = []
@@ -474,12 +550,16 @@ def build_transforms(
         if rot:
             rot = {} if rot is True else dict(rot)
             ts.append(RandomRotate(prob=rot.get("prob", 0.5), degree=rot.get("degree", 180), seg_pad_val=ignore_index))
+        if aug["rescale"]:
+            ts.append(RandomRescale(aug["rescale"]))
         if crop_size:
             ts.append(RandomCrop(crop_size, cat_max_ratio, ignore_index))
         if aug["hflip"]:
             ts.append(RandomFlip(float(aug["hflip"]), "horizontal"))
         if aug["vflip"]:
             ts.append(RandomFlip(float(aug["vflip"]), "vertical"))
+        if aug["blur"]:
+            ts.append(RandomBlur(1.0 if aug["blur"] is True else float(aug["blur"])))
         if aug["photometric"]:
             kw = {} if aug["photometric"] is True else dict(aug["photometric"])
             ts.append(PhotoMetricDistortion(**kw))

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from changekit.errors import ConfigError
 
-__all__ = ["build_param_groups", "build_optimizer", "warmup_poly_factor", "build_scheduler"]
+__all__ = ["build_param_groups", "build_optimizer", "warmup_poly_factor", "linear_epoch_factor", "build_scheduler"]
 
 _WILDCARDS = set("*?[")
 
@@ -110,11 +110,20 @@ def warmup_poly_factor(
     return lr / base_lr
 
 
-SCHEDULE_KEYS = {"warmup_iters", "warmup_start_factor", "max_iters", "power", "min_lr"}
+SCHEDULE_KEYS = {"warmup_iters", "warmup_start_factor", "max_iters", "power", "min_lr", "policy", "max_epochs",
+                 "iters_per_epoch"}
+
+
+def linear_epoch_factor(it: int, iters_per_epoch: int, max_epochs: int) -> float:
+    """BIT_CD's ``lr_policy='linear'``: ``LambdaLR(1 - epoch / (max_epochs + 1))`` stepped once per epoch, so the
+    rate is constant within an epoch and the last epoch still trains at ``2 / (max_epochs + 1)`` of the base."""
+    return 1.0 - (it // max(iters_per_epoch, 1)) / float(max_epochs + 1)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, schedule: Mapping[str, Any] | None, max_iters: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-iteration ``LambdaLR`` implementing :func:`warmup_poly_factor` for every parameter group.
+    """A per-iteration ``LambdaLR`` implementing :func:`warmup_poly_factor` for every parameter group, or with
+    ``policy: linear_epoch`` (needs ``max_epochs`` and ``iters_per_epoch``, which the task fills in from the
+    trainer) :func:`linear_epoch_factor`.
 
     ``schedule.max_iters`` defaults to ``max_iters`` (the trainer's total number of optimiser steps).
     """
@@ -122,6 +131,19 @@ def build_scheduler(optimizer: torch.optim.Optimizer, schedule: Mapping[str, Any
     unknown = set(schedule) - SCHEDULE_KEYS
     if unknown:
         raise ConfigError(f"model.schedule: unknown keys {sorted(unknown)}; use {sorted(SCHEDULE_KEYS)}")
+    policy = schedule.get("policy", "poly")
+    if policy == "linear_epoch":
+        extra = set(schedule) - {"policy", "max_epochs", "iters_per_epoch"}
+        if extra:
+            raise ConfigError(f"model.schedule: policy linear_epoch takes no {sorted(extra)} (no warm-up, no poly)")
+        if not schedule.get("max_epochs") or not schedule.get("iters_per_epoch"):
+            raise ConfigError("model.schedule.policy linear_epoch needs an epoch-based run: set trainer.max_epochs")
+        epochs, per_epoch = int(schedule["max_epochs"]), int(schedule["iters_per_epoch"])
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda it: linear_epoch_factor(it, per_epoch, epochs))
+    if policy != "poly":
+        raise ConfigError(f"model.schedule.policy {policy!r}: use poly (warm-up + poly, default) or linear_epoch")
+    schedule.pop("policy", None)
     kw = {
         "warmup_iters": int(schedule.get("warmup_iters", 0)),
         "warmup_start_factor": float(schedule.get("warmup_start_factor", 1e-6)),

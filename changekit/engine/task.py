@@ -259,6 +259,10 @@ class ChangeDetectionTask(pl.LightningModule):
         opt = build_optimizer(groups, {**cfg, "lr": lr})
         max_iters = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
         schedule = dict(self.hparams.schedule or {})
+        if schedule.get("policy") == "linear_epoch":  # BIT_CD's per-epoch linear decay
+            epochs = self.trainer.max_epochs if self._trainer is not None else None
+            if epochs and epochs > 0:
+                schedule.update(max_epochs=epochs, iters_per_epoch=max(1, max_iters // epochs))
         if "warmup_epochs" in schedule:  # open-cd's by_epoch warm-up, converted to iterations as mmengine does
             epochs = self.trainer.max_epochs if self._trainer is not None else None
             if not epochs or epochs < 0:
