@@ -1,8 +1,10 @@
 """changekit: remote-sensing change detection in plain PyTorch."""
 
 from changekit.checkpoints import load_weights
+from changekit.deploy.optimize import optimize_for_inference
 from changekit.models.loading import load_model
 from changekit.models.registry import build_model, list_models, register_model
 
 __version__ = "0.1.0"
-__all__ = ["build_model", "list_models", "load_model", "load_weights", "register_model", "__version__"]
+__all__ = ["build_model", "list_models", "load_model", "load_weights", "optimize_for_inference", "register_model",
+           "__version__"]

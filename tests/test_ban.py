@@ -177,3 +177,17 @@ def test_timm_foundation_model_by_name():
     assert parameter_counts(model)["params_trainable"] == parameter_counts(model.decode_head)["params_total"]
 
 
+
+
+def test_bf16_inference_agrees_with_fp32_on_the_golden_inputs():
+    model, g = _golden_model("ban_vit-b16-clip_mit-b0_256", "ban_vit-b16-clip_mit-b0")
+    with torch.inference_mode():
+        ref = model(g["t1"], g["t2"])
+    fast = changekit.optimize_for_inference(model, precision="bf16")
+    out = fast(g["t1"], g["t2"])
+    from changekit.deploy.optimize import cpu_has_native_bf16
+
+    assert fast.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert out.dtype == torch.float32 and (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.999
+    with pytest.raises(changekit.errors.ConfigError, match="precision 'int8'"):
+        changekit.optimize_for_inference(model, precision="int8")

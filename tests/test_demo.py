@@ -36,3 +36,31 @@ def test_demo_writes_every_output(tmp_path, capsys):
         assert (out / "scene" / name).is_file(), name
     with rasterio.open(out / "scene" / "change.tif") as c, rasterio.open(out / "scene" / "t1.tif") as t1:
         assert c.crs == t1.crs and c.transform == t1.transform and c.shape == (192, 256)
+
+
+def test_bf16_inference_agrees_with_fp32_on_the_demo_test_split(tmp_path):
+    """optimize_for_inference(bf16): the argmax change maps of the demo's trained model agree with fp32 on
+    >= 99.9 % of the test split's pixels (fp32 where the CPU has no native bf16)."""
+    import torch
+
+    from changekit import load_model, optimize_for_inference
+    from changekit.cli import main as cli
+    from changekit.data import ChangeDataset
+    from changekit.data.transforms import build_transforms
+
+    assert cli(["demo", "--out", str(tmp_path / "d"), "--size", "64", "--n-train", "16", "--n-val", "2",
+                "--n-test", "6", "--crop", "64", "--batch-size", "4", "--steps", "30", "--val-every", "30",
+                "--threads", "1", "--no-progress", "--figure-samples", "1", "--scene-size", "96", "96"]) == 0
+    model = load_model(tmp_path / "d" / "model.ckpt")
+    info = model.changekit_info
+    ds = ChangeDataset(tmp_path / "d" / "data", "test",
+                       transforms=build_transforms(train=False, mean=info["mean"], std=info["std"]))
+    t1 = torch.stack([ds[i]["t1"] for i in range(len(ds))])
+    t2 = torch.stack([ds[i]["t2"] for i in range(len(ds))])
+    with torch.inference_mode():
+        ref = model.eval()(t1, t2).argmax(1)
+    fast = optimize_for_inference(model, precision="bf16")
+    out = fast(t1, t2)
+    assert out.dtype == torch.float32 and out.shape[-2:] == t1.shape[-2:]
+    assert (out.argmax(1) == ref).float().mean() >= 0.999
+    assert fast.num_classes == model.num_classes  # attributes pass through

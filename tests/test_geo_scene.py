@@ -218,3 +218,25 @@ def test_preview_of_a_scene_larger_than_the_preview_keeps_every_change(tmp_path)
     red = (rgb[..., 0] > 150) & (rgb[..., 1] < 100)
     assert red.sum() == 1 and red[33 // 4, 50 // 4]
     assert (rgb[0, 0] == [40, 40, 40]).all()  # nodata drawn grey
+
+
+def test_scene_precision_bf16_agrees_and_is_recorded(pair, tmp_path):
+    import json
+
+    from changekit.deploy.optimize import cpu_has_native_bf16
+
+    torch.manual_seed(0)
+    model = ConvModel()
+    s32 = run_scene(pair / "t1.tif", pair / "t2.tif", tmp_path / "a", model=model, **KW)
+    s16 = run_scene(pair / "t1.tif", pair / "t2.tif", tmp_path / "b", model=model, precision="bf16", **KW)
+    want = "bf16" if cpu_has_native_bf16() else "fp32"
+    assert s32["precision"] == "fp32" and s16["precision"] == want
+    assert json.loads((tmp_path / "b" / "scene.json").read_text())["precision"] == want
+    # an untrained toy sits near p = 0.5 everywhere, so compare probabilities (the 99.9 % map agreement is asserted
+    # on trained models: tests/test_demo.py, tests/test_ban.py)
+    with rasterio.open(tmp_path / "a" / "probability.tif") as a, rasterio.open(tmp_path / "b" / "probability.tif") as b:
+        pa, pb = a.read(1).astype(np.float32), b.read(1).astype(np.float32)
+        d = np.abs(pa - pb)  # probabilities stored as 0..255
+        assert d.mean() < 2.0 and np.percentile(d, 99) <= 6 and d.max() <= 16  # bf16 keeps ~3 digits
+    with pytest.raises(ConfigError, match="precision"):
+        run_scene(pair / "t1.tif", pair / "t2.tif", tmp_path / "c", model=ConvModel(), precision="int8", **KW)

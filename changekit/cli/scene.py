@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart", action="store_true", help="discard an unfinished run in --out instead of resuming it")
     p.add_argument("--keep-partial", action="store_true", help="keep --out/.partial (strip files) after finishing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="bf16 (CPUs with native bf16, CUDA) or fp16 (CUDA); fp32 with a warning where unsupported")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow first windows)")
     p.add_argument("--clip-per-window", metavar="CLIP",
                    help="language models (CLIPFormer): name the classes CLIP zero-shot finds in every window in its "
                         "prompts (the released mm_slide); CLIP = OpenAI's ViT-B-16.pt, an open_clip file or hub name")
@@ -69,12 +72,13 @@ def main(argv: list[str]) -> int:
         window=args.window, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
         threshold=args.threshold, min_area=args.min_area, simplify=args.simplify, vectors=not args.no_vectors,
         cog=args.cog, pixel_coords=args.pixel_coords, restart=args.restart, keep_partial=args.keep_partial, progress=not args.quiet and sys.stderr.isatty(),
-        clip_per_window=args.clip_per_window, clip_top_k=args.clip_top_k,
+        clip_per_window=args.clip_per_window, clip_top_k=args.clip_top_k, precision=args.precision,
+        compile=args.compile,
     )
     if s["rank"] == 0:
         print(f"scene {s['grid']} px, bands {s['bands']}, scaling {s['scaling']}"
               + (", date 2 warped onto date 1's grid" if s["aligned"] else ""))
-        print(f"{s['windows']} windows in {s['strips']} strips ({s['strips_resumed']} strips resumed), "
+        print(f"precision {s['precision']}; {s['windows']} windows in {s['strips']} strips ({s['strips_resumed']} strips resumed), "
               f"{s['seconds']:.1f} s, {s['megapixels_per_s']:.3g} MP/s")
         print(f"changed pixels: {s['changed_pixels']} of {s['valid_pixels']} valid ({s['nodata_pixels']} no data)")
         if "polygons" in s:

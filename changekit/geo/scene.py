@@ -182,7 +182,7 @@ def _model_fingerprint(model: nn.Module) -> str:
     h = hashlib.sha1()
     for k, v in model.state_dict().items():
         h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -316,6 +316,8 @@ def run_scene(
     pad_multiple: int = 32,
     clip_per_window: str | Path | None = None,
     clip_top_k: int = 9,
+    precision: str = "fp32",
+    compile: bool = False,  # noqa: A002 - the CLI flag's name
     on_window: Callable[[int], None] | None = None,
 ) -> dict:
     """Run a change model over two scenes; write ``change.tif``, ``probability.tif`` and polygons to ``out_dir``.
@@ -328,7 +330,9 @@ def run_scene(
     Dates without a CRS are refused unless ``pixel_coords`` (then polygons are in pixel units, ``crs`` None).
     Language models (CLIPFormer) get no class names in their prompts unless ``clip_per_window`` (CLIP weights) labels
     every window by zero-shot CLIP (the released ``mm_slide``, top ``clip_top_k`` of 56 classes); the lists used are
-    written to ``window_classes.json`` and ``scene.json`` says which it was.
+    written to ``window_classes.json`` and ``scene.json`` says which it was. ``precision`` (fp32, bf16, fp16) and
+    ``compile`` go through :func:`changekit.optimize_for_inference` (bf16 needs native CPU support or CUDA, fp16
+    CUDA; otherwise fp32 with a warning); an exported .onnx keeps the precision it was exported with.
     Returns a summary dict (on rank 0 with output paths and counts).
     """
     t_start = time.perf_counter()
@@ -359,6 +363,14 @@ def run_scene(
         if clip_per_window and not takes_text:
             raise ConfigError(f"--clip-per-window: {ckpt or config or type(model).__name__} takes no class lists (only "
                               "language models such as CLIPFormer do; an exported .onnx has its lists baked in)")
+        if precision != "fp32" or compile:
+            from changekit.deploy.optimize import optimize_for_inference
+
+            if not isinstance(model, nn.Module):
+                raise ConfigError(f"--precision/--compile: {ckpt} is an ONNX graph, whose precision is fixed at export "
+                                  "(changekit export --precision fp16); give the PyTorch checkpoint instead")
+            model = optimize_for_inference(model, precision, compile=compile, device=dev)
+            precision = model.precision
         in_ch = info.get("in_channels") or getattr(model, "in_channels", None)
         mean_v = _stats(mean, "mean") or _stats(info.get("mean"), "mean")
         std_v = _stats(std, "std") or _stats(info.get("std"), "std")
@@ -385,6 +397,7 @@ def run_scene(
             scaling = resolve_scaling(scale, inputs, target)
             grid = Grid(inputs.height, inputs.width, window, overlap)
             plan = _plan(inputs, grid, scaling, mean_v, std_v, _model_fingerprint(model))
+            plan["precision"] = precision
             labeller, text_note = None, None
             if clip_per_window:
                 from changekit.models.text.zero_shot import load_window_labeller
@@ -408,7 +421,7 @@ def run_scene(
                     f"{partial} holds an unfinished run with other inputs or settings; "
                     "run again with the same arguments to resume it, or pass --restart to start over"
                 )
-            summary = {"scaling": scaling.describe(), "grid": f"{grid.height} x {grid.width}", "windows": grid.n_windows,
+            summary = {"precision": precision, "scaling": scaling.describe(), "grid": f"{grid.height} x {grid.width}", "windows": grid.n_windows,
                        "crs": inputs.crs.to_string() if inputs.crs else None,
                        "strips": grid.n_strips, "aligned": inputs.aligned, "bands": inputs.bands,
                        "rank": dist.rank, "world_size": dist.world_size}
@@ -444,7 +457,7 @@ def run_scene(
                               "scaling": {"mode": scaling.mode, "gain": list(scaling.gain),
                                           "offset": list(scaling.offset), "clip": scaling.clip},
                               "train_range": list(target), "mean": list(mean_v), "std": list(std_v),
-                              "window": window, "overlap": overlap, "threshold": threshold,
+                              "window": window, "overlap": overlap, "threshold": threshold, "precision": precision,
                               "model": str(ckpt or config or type(model).__name__), "crs": summary["crs"],
                               **({"text_classes": text_note} if text_note else {}),
                               "outputs": {k: os.path.basename(v) for k, v in summary["outputs"].items()}}
