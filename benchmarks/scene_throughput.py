@@ -5,6 +5,7 @@ model, blend, strip files, GeoTIFFs, polygons) and reports megapixels of scene p
 plus the model's own share. Weights are random: throughput does not depend on them.
 
     .venv/bin/python benchmarks/scene_throughput.py [--size 2048] [--overlaps 0,128,256] [--threads 2]
+        [--model ban_vit-b16-clip_mit-b0] [--precisions fp32,bf16]
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16, fp16 (scene --precision)")
     a = p.parse_args()
     from toys import write_scene_pair
 
@@ -57,26 +59,27 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="scene_tp_"))
     try:
         write_scene_pair(work / "t1.tif", work / "t2.tif", size=(a.size, a.size), seed=0)
-        model = Timed(build_model(a.model).eval())
         rows = []
-        for ov in (int(v) for v in a.overlaps.split(",")):
-            model.seconds = 0.0
-            cpu0 = time.process_time()
-            s = run_scene(work / "t1.tif", work / "t2.tif", work / f"out_{ov}", model=model, mean="imagenet",
-                          std="imagenet", scale="none", window=a.window, overlap=ov, batch_size=a.batch_size,
-                          device=a.device, progress=False)
-            rows.append((ov, s, model.seconds, time.process_time() - cpu0))
-            print(f"overlap {ov}: {s['seconds']:.1f} s", flush=True)
+        for prec in a.precisions.split(","):
+            model = Timed(build_model(a.model).eval())  # a fresh model: bf16 casts the weights in place
+            for ov in (int(v) for v in a.overlaps.split(",")):
+                model.seconds = 0.0
+                cpu0 = time.process_time()
+                s = run_scene(work / "t1.tif", work / "t2.tif", work / f"out_{prec}_{ov}", model=model,
+                              mean="imagenet", std="imagenet", scale="none", window=a.window, overlap=ov,
+                              batch_size=a.batch_size, device=a.device, progress=False, precision=prec)
+                rows.append((s["precision"], ov, s, model.seconds, time.process_time() - cpu0))
+                print(f"{s['precision']} overlap {ov}: {s['seconds']:.1f} s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     mpx = a.size * a.size / 1e6
     print(f"\n{a.model}, {a.size} x {a.size} px ({mpx:.1f} Mpx), window {a.window}, batch {a.batch_size}, "
           f"{a.device}, {torch.get_num_threads()} threads")
-    print(f"{'overlap':>8} {'windows':>8} {'px seen/px':>10} {'wall s':>8} {'MP/s':>7} {'model s':>8} {'model %':>8} "
+    print(f"{'prec':>5} {'overlap':>8} {'windows':>8} {'px seen/px':>10} {'wall s':>8} {'MP/s':>7} {'model s':>8} {'model %':>8} "
           f"{'MP/s model only':>16} {'CPU s':>7} {'MP per CPU-s':>13}")
-    for ov, s, ms, cpu in rows:
+    for prec, ov, s, ms, cpu in rows:
         seen = s["windows"] * min(a.window, a.size) ** 2 / (a.size * a.size)
-        print(f"{ov:>8} {s['windows']:>8} {seen:>10.2f} {s['seconds']:>8.1f} {mpx / s['seconds']:>7.2f} {ms:>8.1f} "
+        print(f"{prec:>5} {ov:>8} {s['windows']:>8} {seen:>10.2f} {s['seconds']:>8.1f} {mpx / s['seconds']:>7.2f} {ms:>8.1f} "
               f"{ms / s['seconds']:>8.0%} {mpx / ms:>16.2f} {cpu:>7.0f} {mpx / cpu:>13.3f}")
     print("(MP per CPU-second is the figure to compare on a shared machine: wall time includes waiting for cores)")
     return 0

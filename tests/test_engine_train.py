@@ -157,3 +157,18 @@ def test_grad_clip_param_groups_and_frozen_parameters(toy):
     by_name = {g["name"]: g for g in opt.param_groups}
     assert by_name["backbone.bn*"]["weight_decay"] == 0.0 and by_name["default"]["weight_decay"] == 0.01
     assert by_name["decode_head"]["initial_lr"] == pytest.approx(1.0)
+
+
+def test_cli_bf16_mixed_fit_validate_test_on_cpu(toy, tmp_path, monkeypatch, capsys):
+    """trainer.precision bf16-mixed end to end on CPU: fit, validate and test run and report finite metrics."""
+    root, cfg = toy
+    common = ["--output_root", str(tmp_path / "outputs"), "--trainer.precision", "bf16-mixed"]
+    _run(["fit", "-c", str(cfg), *common, "--trainer.max_steps", "3"], tmp_path, monkeypatch)
+    last = tmp_path / "outputs" / "toy" / "checkpoints" / "last.ckpt"
+    ck = torch.load(last, weights_only=True)
+    assert ck["global_step"] == 3 and all(v.dtype != torch.bfloat16 for v in ck["state_dict"].values())
+    for command in ("validate", "test"):
+        _run([command, "--ckpt_path", str(last), *common], tmp_path, monkeypatch)
+        name = "metrics_validate.json" if command == "validate" else "metrics_test.json"
+        res = json.loads((tmp_path / "outputs" / "toy" / name).read_text())
+        assert res["pixels"] > 0 and 0.0 <= res["oa"] <= 1.0
