@@ -37,12 +37,14 @@ rule and rounded to float16 so that they are stored exactly at half the size, on
 import json
 import os
 import sys
-import zlib
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.environ.get("REF_WORK", "../shared/bench"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests"))
+from golden import rule_tensor  # noqa: E402  (the golden weight rule, shared with the tests; numpy/torch only)
+
 os.environ.setdefault("OPENCD", os.environ["DSQ"])
 import boot  # noqa: E402,F401  (stubs mmcv.ops / mmdet, puts $OPENCD first on sys.path)
 from mmengine.config import Config  # noqa: E402
@@ -53,23 +55,6 @@ CONFIGS = {
     "swin-t": "configs/DSQNet/DSQNet_swin_imp_512x512_80k_levircd_lr1e-4_bs8_wd0.01.py",
     "vitaev2-s": "configs/DSQNet/DSQNet_vitae_imp_512x512_80k_levirc_lr1e-4_bs8_wd0.01.py",
 }
-
-
-def golden_value(key, shape, dtype, seed):
-    g = torch.Generator().manual_seed(seed + zlib.crc32(key.encode()))
-    if key.endswith("num_batches_tracked"):
-        return torch.zeros(shape, dtype=torch.int64)
-    if key.endswith("running_var"):
-        v = 0.5 + torch.rand(shape, generator=g)
-    elif len(shape) >= 2 and key.endswith("weight"):
-        v = torch.randn(shape, generator=g) / float(np.sqrt(np.prod(shape[1:])))
-    elif len(shape) >= 2:
-        v = 0.02 * torch.randn(shape, generator=g)
-    elif key.endswith("weight"):
-        v = 1 + 0.1 * torch.randn(shape, generator=g)
-    else:
-        v = 0.1 * torch.randn(shape, generator=g)
-    return v.to(dtype)
 
 
 def build(backbone, size, version):
@@ -102,7 +87,7 @@ def main(out_dir):
         model = build(backbone, size, version)
         sd = model.state_dict()
         keys = [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in sd.items()]
-        model.load_state_dict({k: golden_value(k, tuple(v.shape), v.dtype, SEED) for k, v in sd.items()})
+        model.load_state_dict({k: rule_tensor(k, shape, dtype, SEED) for k, shape, dtype in keys})
         g = torch.Generator().manual_seed(SEED)
         t1 = torch.randn(1, 3, size, size, generator=g).half().float()
         t2 = torch.randn(1, 3, size, size, generator=g).half().float()

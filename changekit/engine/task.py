@@ -179,7 +179,6 @@ class ChangeDetectionTask(pl.LightningModule):
             c = self.eval_cfg
             self._labeller = load_window_labeller(c["clip_weights"], mean, std, value_range, int(c["top_k"]),
                                                   device=self.device)
-            self._labeller.context = None
         return self._labeller
 
     def _write_window_classes(self, stage: str) -> None:
@@ -224,9 +223,6 @@ class ChangeDetectionTask(pl.LightningModule):
         if self.eval_cfg["mode"] == "mm_slide":
             source += f"; test/predict windows: CLIP zero-shot per window ({self.eval_cfg['clip_weights']}, " \
                       f"top {self.eval_cfg['top_k']})"
-        import logging
-
-        logging.getLogger("changekit").info("%s prompts: %s", self.hparams.arch, source)
         if self._trainer is not None and self.trainer.is_global_zero:
             print(f"{self.hparams.arch} prompts: {source}", flush=True)
 
