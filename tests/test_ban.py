@@ -149,6 +149,46 @@ def test_bit_bitab_any_size():
             assert model(torch.randn(1, 3, h, w), torch.randn(1, 3, h, w)).shape == (1, 2, h, w)
 
 
+def _saved_bytes_and_grads(model: BAN, t1: torch.Tensor, t2: torch.Tensor):
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        if not isinstance(t, torch.nn.Parameter):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    torch.manual_seed(1)  # same dropout / drop-path draws in every variant
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(t1, t2)
+    out.square().mean().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return sum(seen.values()), out.detach(), grads
+
+
+@pytest.mark.parametrize("bitab", ["mit-b0", "bit"])
+def test_recompute_and_checkpointing_keep_outputs_and_gradients_and_save_memory(bitab):
+    """Selective recompute (default) and checkpoint_bitab=True give the fp32 outputs and gradients of plain
+    autograd while keeping fewer activations for backward."""
+    torch.manual_seed(0)
+    plain = _tiny_ban(bitab).train()
+    for m in plain.modules():
+        if hasattr(m, "hidden") or type(m).__name__ == "MixFFN":
+            m.recompute = False
+    selective = _tiny_ban(bitab).train()
+    full = _tiny_ban(bitab, checkpoint_bitab=True).train()
+    for m in (selective, full):
+        m.load_state_dict(plain.state_dict())
+    t1, t2 = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    runs = [_saved_bytes_and_grads(m, t1, t2) for m in (plain, selective, full)]
+    for _saved, out, grads in runs[1:]:
+        assert torch.allclose(out, runs[0][1], atol=1e-6)
+        assert grads.keys() == runs[0][2].keys()
+        assert all(torch.allclose(grads[k], runs[0][2][k], atol=1e-6) for k in grads)
+    if bitab.startswith("mit"):
+        assert runs[1][0] < runs[0][0]  # dw conv + GELU outputs not kept
+    assert runs[2][0] < 0.7 * runs[1][0]  # the Bi-TAB keeps only its stage inputs
+
+
 def test_fm_feature_cache(tmp_path):
     model = changekit.build_model("ban", fm=dict(TINY_FM), bitab="mit-b0", fm_cache_dir=tmp_path).eval()
     t1, t2 = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)

@@ -31,6 +31,7 @@ from timm.layers import DropPath
 
 from changekit.errors import ChangekitError
 from changekit.models.backbones.weight_init import transformer_init
+from changekit.models.recompute import recompute_dw_gelu
 
 __all__ = [
     "MIT_SETTINGS",
@@ -140,7 +141,9 @@ class MixFFN(nn.Module):
     def forward(
         self, x: torch.Tensor, hw: tuple[int, int], identity: torch.Tensor | None = None
     ) -> torch.Tensor:
-        out = _nchw_to_nlc(self.layers(_nlc_to_nchw(x, hw)))
+        fc1, dw, act, drop1, fc2, drop2 = self.layers
+        out = drop1(recompute_dw_gelu(self, dw, act, fc1(_nlc_to_nchw(x, hw))))
+        out = _nchw_to_nlc(drop2(fc2(out)))
         return (x if identity is None else identity) + self.drop_path(out)
 
 

@@ -24,6 +24,7 @@ from changekit.models.bit import (  # open-cd's BiT blocks, shared with BiT
     TransformerDecoder,
     TransformerEncoder,
 )
+from changekit.models.recompute import recompute_dw_gelu
 
 __all__ = [
     "ConvModule",
@@ -101,8 +102,12 @@ class MixFFN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.layers(x)
-        return (x if identity is None else identity) + out
+        return (x if identity is None else identity) + self.hidden(self.layers[0](x))
+
+    def hidden(self, h: torch.Tensor) -> torch.Tensor:
+        """Everything after the first 1x1 conv (the depth-wise conv and GELU recomputed in backward)."""
+        _, dw, act, drop1, fc2, drop2 = self.layers
+        return drop2(fc2(drop1(recompute_dw_gelu(self, dw, act, h))))
 
 
 class CrossMultiheadAttention(nn.Module):
@@ -184,7 +189,7 @@ class BAN_MLPDecoder(nn.Module):
         first = self.discriminator.layers[0]
         w1, w2 = first.weight.split(self.channels, dim=1)
         out = F.conv2d(x1, w1, first.bias) + F.conv2d(x2, w2)
-        out = self.discriminator.layers[1:](out) + torch.cat([x1, x2], dim=1)
+        out = self.discriminator.hidden(out) + torch.cat([x1, x2], dim=1)
         if self.dropout is not None:
             out = self.dropout(out)
         return self.conv_seg(out)

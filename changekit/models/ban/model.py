@@ -23,6 +23,7 @@ resolution (bilinear, no antialias), the Bi-TAB the crop as given (MiT needs sid
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from changekit.errors import ConfigError
 from changekit.models.ban.heads import BAN_BITHead, BAN_MLPDecoder, BridgeLayer, align_module
 from changekit.models.foundation.loaders import load_fm_weights, opencd_vit_to_timm
 from changekit.models.foundation.vit import FrozenViT, build_fm
+from changekit.models.recompute import maybe_checkpoint
 from changekit.models.registry import register_config, register_model
 
 __all__ = ["BAN", "BitemporalAdapterBranch", "BitemporalAdapterHead", "ban", "build_bitab"]
@@ -43,8 +45,9 @@ class BitemporalAdapterBranch(nn.Module):
     """The Bi-TAB encoder with a bridging module after each fused stage (open-cd ``BitemporalAdapterBranch``)."""
 
     def __init__(self, side_encoder: nn.Module, encoder_type: str, fm_channels: int, fusion_index: Sequence[int],
-                 stage_channels: Sequence[int], stage_heads: Sequence[int]):
+                 stage_channels: Sequence[int], stage_heads: Sequence[int], checkpoint: bool = False):
         super().__init__()
+        self.checkpoint = checkpoint  # recompute each stage (+ bridge) in backward: large crops in less memory
         if encoder_type not in ("mit", "resnet"):
             raise ValueError(f"unsupported Bi-TAB encoder type {encoder_type!r}")
         self.side_encoder = side_encoder
@@ -61,23 +64,23 @@ class BitemporalAdapterBranch(nn.Module):
 
     def forward(self, x: torch.Tensor, fm_features: Sequence[torch.Tensor]):
         enc = self.side_encoder
-        k = 0
         if self.encoder_type == "mit":
-            outs = []
-            for i in range(enc.num_stages):
-                x = enc.forward_stage(i, x)
-                if i in self.fusion_index:
-                    x = self.fuse(k, x, fm_features[k])
-                    k += 1
-                outs.append(x)
-            return outs
-        x = enc.maxpool(enc.stem(x))
-        for i, name in enumerate(enc.res_layers):
-            x = getattr(enc, name)(x)
-            if i in self.fusion_index:
-                x = self.fuse(k, x, fm_features[k])
-                k += 1
-        return x
+            stages = [partial(enc.forward_stage, i) for i in range(enc.num_stages)]
+        else:
+            stages = [lambda t: enc.maxpool(enc.stem(t))] + [getattr(enc, name) for name in enc.res_layers]
+        outs = []
+        for i, stage in enumerate(stages):
+            idx = i if self.encoder_type == "mit" else i - 1  # the ResNet stem is not a stage
+            if idx in self.fusion_index:
+                k = self.fusion_index.index(idx)
+                x = maybe_checkpoint(self, self.checkpoint, self._fused_stage, stage, k, x, fm_features[k])
+            else:
+                x = maybe_checkpoint(self, self.checkpoint, stage, x)
+            outs.append(x)
+        return outs if self.encoder_type == "mit" else x
+
+    def _fused_stage(self, stage, k: int, x: torch.Tensor, fm_feature: torch.Tensor) -> torch.Tensor:
+        return self.fuse(k, stage(x), fm_feature)
 
 
 class BitemporalAdapterHead(nn.Module):
@@ -152,21 +155,22 @@ class BAN(nn.Module):
 _MIT_HEADS = (1, 2, 5, 8)
 
 
-def build_bitab(bitab: str, fm_channels: int, weights: str | Path | None = None) -> tuple[BitemporalAdapterBranch, nn.Module]:
+def build_bitab(bitab: str, fm_channels: int, weights: str | Path | None = None,
+                checkpoint: bool = False) -> tuple[BitemporalAdapterBranch, nn.Module]:
     """The Bi-TAB (encoder + bridges) and its decoder for ``mit-b0|b1|b2`` or ``bit`` (ResNet-18 V1c)."""
     if bitab.startswith("mit-"):
         from changekit.models.backbones.mit import mit
 
         enc = mit(bitab[4:], drop_path_rate=0.1, weights=weights)
         chans = list(enc.out_channels)
-        branch = BitemporalAdapterBranch(enc, "mit", fm_channels, (1, 2, 3), chans, _MIT_HEADS)
+        branch = BitemporalAdapterBranch(enc, "mit", fm_channels, (1, 2, 3), chans, _MIT_HEADS, checkpoint)
         return branch, BAN_MLPDecoder(chans, channels=128, num_classes=2, dropout_ratio=0.1)
     if bitab in ("bit", "r18"):
         from changekit.models.backbones.resnet import resnet18_v1c
 
         enc = resnet18_v1c(weights=weights, num_stages=3, strides=(1, 2, 1), dilations=(1, 1, 1), out_indices=(2,))
         chans = [64 * 2**i for i in range(4)]
-        branch = BitemporalAdapterBranch(enc, "resnet", fm_channels, (0, 1, 2), chans, (1, 2, 4, 8))
+        branch = BitemporalAdapterBranch(enc, "resnet", fm_channels, (0, 1, 2), chans, (1, 2, 4, 8), checkpoint)
         return branch, BAN_BITHead(in_channels=256, channels=32, embed_dims=64, enc_depth=1, dec_depth=8, num_heads=8,
                                    token_len=4, pre_upsample=2, upsample_size=4)
     raise ConfigError(f"unknown BAN Bi-TAB {bitab!r}; choose mit-b0, mit-b1, mit-b2 or bit")
@@ -190,7 +194,8 @@ def ban(fm: str | Mapping[str, Any] = "clip_vit-b16", bitab: str = "mit-b0", *, 
         fm_weights: str | Path | Mapping[str, torch.Tensor] | None = None, bitab_weights: str | Path | None = None,
         weights: str | Path | None = None,
         fm_out_indices: Sequence[int] | None = None, fm_img_size: int | None = None, fm_num_layers: int | None = None,
-        fm_cache_dir: str | Path | None = None, fm_init: str = "random", **fm_kwargs: Any) -> BAN:
+        fm_cache_dir: str | Path | None = None, fm_init: str = "random", checkpoint_bitab: bool = False,
+        **fm_kwargs: Any) -> BAN:
     """Build a BAN model.
 
     fm: a preset (``clip_vit-b16``, ``clip_vit-l14-336``, ``remoteclip_vit-b32``, ``remoteclip_vit-l14``,
@@ -202,6 +207,9 @@ def ban(fm: str | Mapping[str, Any] = "clip_vit-b16", bitab: str = "mit-b0", *, 
     fm_init: ``"random"``; ``"empty"`` (allocated, not initialised: only when every FM weight is loaded right
         after, which is implied by ``fm_weights`` / ``weights``); ``"meta"`` (shape-only FM, for counting
         parameters and checking shapes without allocating the large ViTs).
+    checkpoint_bitab: recompute each Bi-TAB stage in backward (activation checkpointing) to train large crops in
+        less memory, at about a third more Bi-TAB compute. (The Mix-FFNs' depth-wise conv + GELU are always
+        recomputed while training: :mod:`changekit.models.recompute`.)
     """
     if num_classes != 2:
         raise ConfigError("BAN's decoders are built for binary change (num_classes=2)")
@@ -224,7 +232,7 @@ def ban(fm: str | Mapping[str, Any] = "clip_vit-b16", bitab: str = "mit-b0", *, 
         fm_weights = bitab_weights = None
     if fm_weights is not None:
         load_fm_weights(image_encoder, fm_weights)
-    branch, decoder = build_bitab(bitab, image_encoder.embed_dim, bitab_weights)
+    branch, decoder = build_bitab(bitab, image_encoder.embed_dim, bitab_weights, checkpoint=checkpoint_bitab)
     _init_decoder(decoder)
     model = BAN(image_encoder, BitemporalAdapterHead(branch, decoder), num_classes=num_classes)
     if full is not None:
