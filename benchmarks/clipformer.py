@@ -39,9 +39,12 @@ def worker(size: int, mode: str, batch: int, warmup: int, iters: int, threads: i
     t2 = torch.randn(batch, 3, size, size, device=device)
     label = torch.randint(0, 2, (batch, size, size), device=device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01) if mode == "train" else None
+    model.train(mode == "train")
+    if mode == "forward-bf16":  # the inference API: bf16 weights under autocast (fp32 with a warning elsewhere)
+        model = changekit.optimize_for_inference(model, precision="bf16")
 
     def step() -> None:
-        if mode == "forward":
+        if mode.startswith("forward"):
             with torch.inference_mode():
                 model(t1, t2)
         else:
@@ -52,7 +55,6 @@ def worker(size: int, mode: str, batch: int, warmup: int, iters: int, threads: i
         if device == "cuda":
             torch.cuda.synchronize()
 
-    model.train(mode == "train")
     for _ in range(warmup):
         step()
     if device == "cuda":
@@ -90,7 +92,7 @@ def sizes_table(size: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[256])
-    p.add_argument("--modes", nargs="+", default=["forward", "train"], choices=["forward", "train"])
+    p.add_argument("--modes", nargs="+", default=["forward", "forward-bf16", "train"], choices=["forward", "forward-bf16", "train"])
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--iters", type=int, default=2)

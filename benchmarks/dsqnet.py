@@ -39,8 +39,10 @@ def worker(name: str, size: int, mode: str, batch: int, warmup: int, iters: int,
     t1 = torch.randn(batch, 3, size, size, device=device)
     t2 = torch.randn(batch, 3, size, size, device=device)
     label = torch.randint(0, 2, (batch, size, size), device=device)
-    if mode == "forward":
+    if mode.startswith("forward"):
         model.eval()
+        if mode == "forward-bf16":  # the inference API: bf16 weights under autocast (fp32 with a warning elsewhere)
+            model = changekit.optimize_for_inference(model, precision="bf16")
 
         def step() -> None:
             with torch.inference_mode():
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=MODELS)
     p.add_argument("--sizes", nargs="+", type=int, default=[512])
-    p.add_argument("--modes", nargs="+", choices=["forward", "train"], default=["forward", "train"])
+    p.add_argument("--modes", nargs="+", choices=["forward", "forward-bf16", "train"],
+                   default=["forward", "forward-bf16", "train"])
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--iters", type=int, default=2)
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name:18} {size:>5} {mode:11} failed: {proc.stderr.strip().splitlines()[-1:]}")
                     continue
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
-                case = "forward" if mode == "forward" else "train step"
+                case = "train step" if mode == "train" else mode.replace("-", " ")
                 print(f"{name:18} {size:>5} {case:11} {r['pairs_per_s']:>9.3f} {r['s_per_call']:>8.2f} {r['mem_mib']:>8.0f}",
                       flush=True)
     return 0

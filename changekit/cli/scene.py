@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=512, help="window size in pixels (default 512)")
     p.add_argument("--overlap", type=int, default=128, help="overlap between windows in pixels (default 128)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
-    p.add_argument("--device", default="cpu", help="auto (CUDA if present, else CPU), cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU; the default), cpu, cuda or cuda:N")
     p.add_argument("--threshold", type=float, default=0.5, help="change if probability >= this (default 0.5)")
     p.add_argument("--min-area", type=float, default=0.0, help="drop polygons smaller than this (CRS units^2)")
     p.add_argument("--simplify", type=float, default=None, help="simplify polygons with this tolerance (CRS units)")

@@ -23,6 +23,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,10 @@ class _Predictor:
 
     def __call__(self, windows: list[tuple[int, int, int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """``[(prob float32 (h, w), valid bool (h, w))]`` for windows ``(x, y, w, h)`` of equal size."""
+        return self.predict(self.read(windows))
+
+    def read(self, windows: list[tuple[int, int, int, int]]) -> tuple[list, list, list, list]:
+        """Both dates' pixels and the joint valid mask of each window (I/O only: runs in the prefetch thread)."""
         xs1, xs2, valids = [], [], []
         for x, y, w, h in windows:
             a, va = self.inputs.read(1, x, y, w, h)
@@ -220,6 +225,10 @@ class _Predictor:
             xs1.append(a)
             xs2.append(b)
             valids.append(va & vb)
+        return windows, xs1, xs2, valids
+
+    def predict(self, batch: tuple[list, list, list, list]) -> list[tuple[np.ndarray, np.ndarray]]:
+        windows, xs1, xs2, valids = batch
         out = [np.zeros(v.shape, np.float32) for v in valids]
         run = [k for k, v in enumerate(valids) if v.any()]
         if run:
@@ -444,8 +453,12 @@ def run_scene(
                     if on_window is not None:
                         on_window(counter[0])
 
-                for i in todo:
-                    _predict_strip(grid, i, predictor, partial, batch_size, tick)
+                batches = _prefetched(_strip_batches(grid, todo, batch_size), predictor.read)
+                try:
+                    for i in todo:
+                        _predict_strip(grid, i, batches, predictor, partial, tick)
+                finally:
+                    batches.close()  # stops the reader thread (after its current read) on errors and Ctrl-C
                 summary["predict_s"] = time.perf_counter() - t_pred
                 summary["windows_run"] = counter[0]
                 dist.barrier()
@@ -472,18 +485,45 @@ def run_scene(
         dist.close()
 
 
-def _predict_strip(grid: Grid, i: int, predictor: _Predictor, partial: Path, batch_size: int,
+def _strip_batches(grid: Grid, strips: Sequence[int], batch_size: int):
+    """``((strip, columns), windows)`` for every batch of every strip, in the order they are predicted."""
+    step = max(1, batch_size)
+    for i in strips:
+        for b0 in range(0, len(grid.cols), step):
+            js = list(range(b0, min(len(grid.cols), b0 + step)))
+            yield (i, js), [(grid.cols[j], grid.rows[i], grid.win_w, grid.win_h) for j in js]
+
+
+def _prefetched(items, read: Callable):
+    """``(key, read(windows))`` for each ``(key, windows)``, the next batch read in a thread while the model runs
+    on this one (reading, decoding and scaling overlap the forward pass; one batch ahead bounds the memory)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="changekit-read") as pool:
+        it = iter(items)
+        nxt = next(it, None)
+        pending = pool.submit(read, nxt[1]) if nxt is not None else None
+        while nxt is not None:
+            key, data = nxt[0], pending.result()
+            nxt = next(it, None)
+            pending = pool.submit(read, nxt[1]) if nxt is not None else None
+            yield key, data
+
+
+def _predict_strip(grid: Grid, i: int, batches, predictor: _Predictor, partial: Path,
                    tick: Callable[[], None]) -> None:
-    y, h, w = grid.rows[i], grid.win_h, grid.win_w
+    """Blend strip ``i``'s windows (its batches are the next ones in ``batches``) and commit its strip file."""
+    h, w = grid.win_h, grid.win_w
     cols, wx = grid.cols, grid.weights_x()
     writer = StripWriter(partial, i, h, grid.width)
     try:
         acc = np.zeros((h, w), np.float32)
         valid_acc = np.zeros((h, w), bool)
         cur = 0
-        for b0 in range(0, len(cols), max(1, batch_size)):
-            js = list(range(b0, min(len(cols), b0 + batch_size)))
-            results = predictor([(cols[j], y, w, h) for j in js])
+        done = 0
+        while done < len(cols):
+            (strip, js), data = next(batches)
+            assert strip == i, "batches out of step with the strips"
+            done += len(js)
+            results = predictor.predict(data)
             for j, (prob, valid) in zip(js, results):
                 x = cols[j]
                 if x > cur:  # columns [cur, x) are complete for this strip
