@@ -29,7 +29,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp
+
+from changekit.models.cswin import CSWinBlock, LePEAttention
 
 __all__ = ["CSwinTextHead", "CSwinTextBlock", "LePEAttention", "FPN", "ConvAct", "DifferenceDecoder", "SELayerV2"]
 
@@ -180,55 +181,6 @@ class DifferenceDecoder(nn.Module):
 
 # --------------------------------------------------------------------------------------------- the model
 # ----------------------------------------------------------------------------- text-guided CSWin decoder
-class LePEAttention(nn.Module):
-    """Self-attention inside stripes of one orientation with locally-enhanced positional encoding.
-
-    ``idx=0``: vertical stripes (``H × split_size``); ``idx=1``: horizontal stripes (``split_size × W``).
-    Maps whose stripe dimension is not a multiple of ``split_size`` are zero-padded symmetrically (the padded
-    positions take part in attention, as in the released code) and cropped back.
-    """
-
-    def __init__(self, dim: int, idx: int, split_size: int, num_heads: int, attn_drop: float = 0.0) -> None:
-        super().__init__()
-        if idx not in (0, 1):
-            raise ValueError(f"idx must be 0 (vertical stripes) or 1 (horizontal stripes), got {idx}")
-        self.dim, self.idx, self.split_size, self.num_heads = dim, idx, split_size, num_heads
-        self.attn_drop = attn_drop
-        self.get_v = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
-
-    def _windows(self, x: torch.Tensor, hs: int, ws: int) -> torch.Tensor:
-        """(B, C, H, W) → (B·nW, C, hs, ws)."""
-        b, c, h, w = x.shape
-        x = x.view(b, c, h // hs, hs, w // ws, ws).permute(0, 2, 4, 1, 3, 5)
-        return x.reshape(-1, c, hs, ws)
-
-    def forward(self, qkv: torch.Tensor) -> torch.Tensor:
-        """``qkv`` (B, 3, C, H, W) → (B, H·W, C)."""
-        b, _, c, h, w = qkv.shape
-        hs, ws = (h, self.split_size) if self.idx == 0 else (self.split_size, w)
-        ph, pw = (hs - h % hs) % hs, (ws - w % ws) % ws
-        top, left = ph // 2, pw // 2
-        if ph or pw:
-            qkv = F.pad(qkv, (left, pw - left, top, ph - top))
-        hp, wp = h + ph, w + pw
-        heads, hd = self.num_heads, c // self.num_heads
-        q, k, v = (self._windows(qkv[:, i], hs, ws) for i in range(3))  # (B·nW, C, hs, ws)
-        lepe = self.get_v(v)
-
-        def heads_first(t: torch.Tensor) -> torch.Tensor:  # (B·nW, C, hs, ws) → (B·nW, heads, hs·ws, hd)
-            return t.reshape(t.shape[0], heads, hd, hs * ws).transpose(2, 3)
-
-        out = F.scaled_dot_product_attention(
-            heads_first(q), heads_first(k), heads_first(v), dropout_p=self.attn_drop if self.training else 0.0
-        )
-        out = out + heads_first(lepe)
-        # (B·nW, heads, hs·ws, hd) → (B, H, W, C)
-        out = out.transpose(2, 3).reshape(b, hp // hs, wp // ws, c, hs, ws)
-        out = out.permute(0, 1, 4, 2, 5, 3).reshape(b, hp, wp, c)
-        out = out[:, top : top + h, left : left + w]
-        return out.reshape(b, h * w, c)
-
-
 class LowRankBilinearAttention(nn.Module):
     """Image tokens (queries) attend to text tokens (keys and values)."""
 
@@ -242,8 +194,13 @@ class LowRankBilinearAttention(nn.Module):
         return F.scaled_dot_product_attention(self.WQ(x), self.WK(text), self.WV(text))
 
 
-class CSwinTextBlock(nn.Module):
-    """Text cross-attention followed by a CSWin block (``CrossShapedGLAttention`` in the released code)."""
+class CSwinTextBlock(CSWinBlock):
+    """Text cross-attention followed by a CSWin block (``CrossShapedGLAttention`` in the released code).
+
+    The shared :class:`~changekit.models.cswin.CSWinBlock`, with its attention projection named ``projattn``
+    (``proj`` projects the text attention here, as released)."""
+
+    proj_name = "projattn"
 
     def __init__(
         self,
@@ -257,36 +214,17 @@ class CSwinTextBlock(nn.Module):
         d_k: int | None = None,
         d_v: int | None = None,
     ) -> None:
-        super().__init__()
-        if num_heads % 2 or (dim // 2) % (num_heads // 2):
-            raise ValueError(f"CSWin block: num_heads ({num_heads}) must be even and divide dim/2 ({dim // 2}) in halves")
+        super().__init__(dim, num_heads, split_size, mlp_ratio, drop, attn_drop, drop_path)
         d_k = d_k or dim // 2
         d_v = d_v or dim * 2
-        self.dim = dim
         self.low_rank_bilinear = LowRankBilinearAttention(dim, d_k, d_v)
         self.proj = nn.Linear(d_v, dim)
         self.proj_drop = nn.Dropout(drop)
-        self.norm1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, dim * 3, bias=True)
-        self.attns = nn.ModuleList(
-            [LePEAttention(dim // 2, idx=i, split_size=split_size, num_heads=num_heads // 2, attn_drop=attn_drop) for i in range(2)]
-        )
-        self.projattn = nn.Linear(dim, dim)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
-    def forward(self, x: torch.Tensor, hw: tuple[int, int], text: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hw: tuple[int, int], text: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """``x`` (B, H·W, C) image tokens, ``text`` (B, T, C) → (B, H·W, C)."""
         x = x + self.proj_drop(self.proj(self.low_rank_bilinear(x, text)))
-        b, n, c = x.shape
-        h, w = hw
-        img = self.norm1(x)
-        qkv = self.qkv(img).reshape(b, h, w, 3, c).permute(0, 3, 4, 1, 2)  # (B, 3, C, H, W)
-        half = c // 2
-        att = torch.cat([self.attns[0](qkv[:, :, :half]), self.attns[1](qkv[:, :, half:])], dim=2)
-        x = x + self.drop_path(self.projattn(att + img))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return super().forward(x, hw)
 
 
 class _UpConv(nn.Module):
