@@ -41,6 +41,7 @@ PUBLISHED_TOTALS = {
     "dsqnet-2408_vitaev2-s": 19_036_466,
     "clipformer_swin-t_vit-b16": 114_860_668,
     "unet_r50_early": 32_530_658,  # smp Unet(resnet50, in_channels=6), as the paper builds it
+    "mcat-unet_segnext-s": 22_913_292,  # the released build (tests/test_mcat_unet.py: goldens from the released code)
 }
 
 # BAN: the named foundation model at its real width but 3 blocks on a 32 px input, left uninitialised and then
@@ -54,6 +55,7 @@ TINY: dict[str, dict] = {
     "ban": _TINY_FM,
     "dsqnet": {"channels": 32, "drop_path_rate": 0.0},
     "unet": {"decoder_channels": (32, 16, 16, 8, 8)},
+    "mcat_unet": {"drop_path_rate": 0.0},
     "clipformer": dict(
         backbone=dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), drop_path_rate=0.0),
         text=dict(width=64, heads=1, layers=1, embed_dim=32), visual_dim=32, channels=32, context_width=32,
@@ -111,10 +113,11 @@ def test_tiny_forward_shapes_and_strict_round_trip(name):
     torch.manual_seed(0)
     model = tiny_model(name).eval()
     c, k = model.in_channels, model.num_classes
-    x1, x2 = torch.randn(1, c, 64, 64), torch.randn(1, c, 64, 64)
+    dates = 1 if getattr(model, "task", "change") == "segmentation" else 2  # single-date models take one image
+    xs = [torch.randn(1, c, 64, 64) for _ in range(dates)]
     with torch.no_grad():
-        out = model(x1, x2)
-        wide = model(torch.randn(1, c, 64, 96), torch.randn(1, c, 64, 96))
+        out = model(*xs)
+        wide = model(*[torch.randn(1, c, 64, 96) for _ in range(dates)])
     assert out.shape == (1, k, 64, 64) and wide.shape == (1, k, 64, 96)
     assert torch.isfinite(out).all() and torch.isfinite(wide).all()
     fresh = copy.deepcopy(model)  # same constructor, so same keys: zero it, then every value must come back
@@ -122,7 +125,7 @@ def test_tiny_forward_shapes_and_strict_round_trip(name):
         v.zero_()
     changekit.load_weights(fresh, model.state_dict())
     with torch.no_grad():
-        assert torch.equal(fresh(x1, x2), out)
+        assert torch.equal(fresh(*xs), out)
 
 
 # ---------------------------------------------------------------------------------------------- configs

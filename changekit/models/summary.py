@@ -63,10 +63,10 @@ def _count_flops(
     from torch.utils.flop_counter import FlopCounterMode
 
     model = model.to(device).eval()
-    x1 = torch.zeros(1, in_channels, *size, device=device)
-    x2 = torch.zeros(1, in_channels, *size, device=device)
+    # change models take a pair of dates; single-date (segmentation) models one image
+    inputs = [torch.zeros(1, in_channels, *size, device=device)] * (1 if getattr(model, "task", "") == "segmentation" else 2)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x1, x2)
+        model(*inputs)
     # Names are "<RootClass>.<child>[.<grandchild>...]". A child that is never called itself (a ModuleList
     # indexed by the parent) has no entry of its own: sum its shallowest called descendants instead.
     shallowest: dict[str, tuple[int, int]] = {}  # child -> (depth, flops)
@@ -89,7 +89,8 @@ def count_flops(
     in_channels: int | None = None,
     rebuild: Callable[[], nn.Module] | None = None,
 ) -> tuple[int, dict[str, int]]:
-    """FLOPs (multiply-adds) of one forward pass on a pair of (1, C, H, W) inputs, and per top-level module.
+    """FLOPs (multiply-adds) of one forward pass on a pair of (1, C, H, W) inputs (one for segmentation models),
+    and per top-level module.
 
     Runs on the meta device when the model allows it and on CPU otherwise (data-dependent Python control
     flow, ``.item()``...). Without ``rebuild`` it works on a copy of ``model``; with it, ``model`` itself is
