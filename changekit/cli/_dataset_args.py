@@ -14,10 +14,11 @@ def add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", help="dataset root folder")
     p.add_argument("--split", action="append", dest="splits", metavar="SPLIT",
                    help="split to use (repeatable); default: the preset's splits. 'none' = flat root/{A,B,label}")
-    p.add_argument("--dirs", nargs=3, metavar=("DATE1", "DATE2", "LABEL"), help="override folder names")
+    p.add_argument("--dirs", nargs="+", metavar="DIR",
+                   help="override folder names: DATE1 DATE2 LABEL (change sets) or IMAGES LABELS (segmentation sets)")
     p.add_argument("--suffix", nargs="+", metavar="SUF", help="override suffixes: one, or one per folder")
     p.add_argument("--list-file", help="names list, e.g. 'list/{split}.txt'")
-    p.add_argument("--label-encoding", choices=["binary", "0-255", "0-1", "index"])
+    p.add_argument("--label-encoding", choices=["binary", "0-255", "0-1", "index", "reduce-zero"])
     p.add_argument("--num-classes", type=int)
     p.add_argument("--bands", type=int, nargs="+", help="0-based band indices to use")
     p.add_argument("--in-channels", type=int, help="expected band count")

@@ -39,14 +39,17 @@ def main(argv: list[str]) -> int:
         print(json.dumps(out, indent=1))
         return 0 if n_problems == 0 else 1
     print(f"{preset.name} at {args.root}\n  layout: {preset.layout}")
+    seg = preset.task == "segmentation"  # single images with class maps: no pairs, no change ratio
+    unit, ratio = ("images", "labelled (not ignored)") if seg else ("pairs", "change ratio")
     t = Table()
-    for col in ("split", "pairs", "image size (HxW)", "bands", "label values (pixels)", "change ratio", "problems"):
-        t.add_column(col, justify="right" if col in ("pairs", "change ratio", "problems") else "left")
+    for col in ("split", unit, "image size (HxW)", "bands", "label values (pixels)", ratio, "problems"):
+        t.add_column(col, justify="right" if col in (unit, ratio, "problems") else "left")
     for split, r in reports.items():
         lv = fmt_counter(r.label_values) if r.label_values else ("-" if args.quick or not r.labelled else "none")
         t.add_row(split or "(flat)", str(r.n), fmt_counter(r.sizes, lambda k: f"{k[0]}x{k[1]}", 3) or "-",
                   fmt_counter(r.bands, str, 3) or "-", lv,
-                  f"{100 * r.change_ratio:.2f} %" if r.valid else "-", str(len(r.problems)),
+                  (f"{100 * r.valid / max(1, sum(r.label_values.values())):.2f} %" if seg else
+                   f"{100 * r.change_ratio:.2f} %") if r.valid else "-", str(len(r.problems)),
                   style="red" if r.problems else None)
     con.print(t)
     if n_problems:
@@ -56,6 +59,6 @@ def main(argv: list[str]) -> int:
                 print(f"  [{split or 'flat'}] {prob}")
         print(f"\nVERDICT: {n_problems} problem(s) found -- fix them before training.")
         return 1
-    print(f"\nVERDICT: OK -- {total} pair(s) in {len(reports)} split(s) load cleanly"
+    print(f"\nVERDICT: OK -- {total} {'image' if seg else 'pair'}(s) in {len(reports)} split(s) load cleanly"
           + (" (headers only: run without --quick to check pixels and labels)." if args.quick else "."))
     return 0

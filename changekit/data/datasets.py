@@ -35,6 +35,7 @@ __all__ = [
     "LABEL_ENCODINGS",
     "ChangeDataset",
     "BandonDataset",
+    "SegmentationDataset",
     "Sample",
     "ValidationReport",
     "decode_label",
@@ -43,8 +44,11 @@ __all__ = [
 #: ``binary``: auto-detect per file ({0,255} -> 0/1; {0,1} and {0,1,ignore} -> as is).
 #: ``0-255`` (alias ``to_binary``): grey masks, >=128 -> 1 (JPEG masks thresholded, PNG must be 0/255).
 #: ``0-1``: already 0/1 (+ ``ignore_value``). ``index``: class indices 0..num_classes-1 (+ ``ignore_value``).
-LABEL_ENCODINGS = ("binary", "0-255", "0-1", "index")
-_ENCODING_ALIASES = {"to_binary": "0-255", "0/255": "0-255", "0/1": "0-1", "auto": "binary", "none": "index"}
+#: ``reduce-zero`` (mmseg's ``reduce_zero_label``): stored 0 is ignored, 1..num_classes become 0..num_classes-1
+#: (LoveDA's no-data, ISPRS Potsdam/Vaihingen boundary pixels in mmseg's converted layout).
+LABEL_ENCODINGS = ("binary", "0-255", "0-1", "index", "reduce-zero")
+_ENCODING_ALIASES = {"to_binary": "0-255", "0/255": "0-255", "0/1": "0-1", "auto": "binary", "none": "index",
+                     "reduce_zero_label": "reduce-zero"}
 
 Suffix = str | Sequence[str] | None
 
@@ -134,6 +138,16 @@ def decode_label(
             raise bad("{0,255}", "Binary masks must hold 0 (unchanged) and 255 (changed); "
                       "use label_encoding: 0-1 or index for other encodings.")
         return (raw >= 128).astype(np.int64)
+    if enc == "reduce-zero":
+        allowed = set(range(num_classes + 1)) | ({ignore_value} if ignore_value is not None else set())
+        if not set(values.tolist()) <= allowed:
+            raise bad("{0.." + str(num_classes) + "}", f"reduce-zero labels store 0 (ignored) and 1..{num_classes} "
+                      "(the classes); check num_classes and the label encoding.")
+        out = raw - 1
+        out[raw == 0] = ignore_index
+        if ignore_value is not None:
+            out[raw == ignore_value] = ignore_index
+        return out
     # 0-1 / index
     k = 2 if enc == "0-1" else num_classes
     allowed = set(range(k)) | ({ignore_value} if ignore_value is not None else set())
@@ -637,3 +651,70 @@ def check_units(found: dict[str, Any], trained: dict[str, Any], what: str) -> No
     obs = found.get("observed")
     if obs and lo is not None and obs[1] > hi + 0.5 * (hi - lo):
         raise DataError(f"{what}: values reach {obs[1]:g} but the model was trained on {rng}; {fix}")
+
+
+class SegmentationDataset(ChangeDataset):
+    """Single-date semantic segmentation in mmseg's layout: ``<root>/<img_dir>/<split>/<name>`` and
+    ``<root>/<ann_dir>/<split>/<name>`` (ISPRS Potsdam / Vaihingen as mmseg's converters cut them, LoveDA).
+
+    Items carry ``t1`` (the image), ``label`` and ``name``: the paired transforms and the engine treat a sample
+    without ``t2`` as one date. ``dirs`` is ``(img_dir, ann_dir)``; ``suffixes`` one suffix or (image, label).
+    """
+
+    def __init__(self, root, split="train", *, dirs=("img_dir", "ann_dir"), suffixes=".png", **kw):
+        if len(dirs) != 2:
+            raise ConfigError(f"dirs={dirs!r}: a segmentation dataset takes two folder names (images, labels).")
+        if not isinstance(suffixes, str) and suffixes is not None and len(suffixes) == 2:
+            suffixes = (suffixes[0], suffixes[0], suffixes[1])
+        kw.setdefault("split_dir", None)
+        super().__init__(root, split, dirs=(dirs[0], dirs[0], dirs[1]), suffixes=suffixes, **kw)
+
+    def _expected_layout(self) -> str:
+        return f"{self.root}/{{{self.dirs[0]},{self.dirs[2]}}}/{self.split}/<name>"
+
+    @property
+    def base_dir(self) -> Path:
+        return self.root
+
+    def _scan(self, strict: bool) -> list[Sample]:
+        P = self.problems
+        self._has_labels = False
+        img = self.root / self.dirs[0] / str(self.split)
+        ann = self.root / self.dirs[2] / str(self.split)
+        if not img.is_dir():
+            P.append(f"image folder {img} is missing. Expected layout {self._expected_layout()}; check the root, "
+                     "the split name and `dirs`.")
+            return []
+        self._has_labels = ann.is_dir() if self.labels_mode == "auto" else bool(self.labels_mode)
+        if self._has_labels and not ann.is_dir():
+            P.append(f"label folder {ann} is missing. Add the labels, or set labels: false for a prediction-only set.")
+            return []
+        fi = _list_dir(img, self.suffixes[0])
+        fl = _list_dir(ann, self.suffixes[2]) if self._has_labels else {}
+        if self._has_labels:
+            nolab, extra = set(fi) - set(fl), set(fl) - set(fi)
+            if nolab:
+                P.append(f"{len(nolab)} image(s) in {img} have no label in {ann}: {_fmt_names(nolab)}. "
+                         "Add the labels (check the label suffix) or set labels: false.")
+            if extra:
+                P.append(f"{len(extra)} label(s) in {ann} have no image: {_fmt_names(extra)}.")
+        names = sorted(set(fi) & set(fl)) if self._has_labels else sorted(fi)
+        if not names and not P:
+            P.append(f"no images found (layout {self._expected_layout()}). The dataset is empty: check the root, "
+                     "split, folder names and suffixes.")
+        return [Sample(n, fi[n], fi[n], fl.get(n)) for n in names]
+
+    def load_arrays(self, i: int) -> dict[str, Any]:
+        s = self.samples[i]
+        image = read_image(s.t1, self.bands)
+        if self.in_channels is not None and image.shape[2] != self.in_channels:
+            raise DataError(f"{s.t1}: has {image.shape[2]} band(s) but the config expects in_channels="
+                            f"{self.in_channels}. Select bands with `bands:` or change in_channels.")
+        out: dict[str, Any] = {"t1": image, "name": s.name}
+        if self._has_labels and s.label is not None:
+            lab = self.load_label(s.label)
+            if lab.shape != image.shape[:2]:
+                raise DataError(f"{s.label}: label size {lab.shape[1]}x{lab.shape[0]} differs from the image "
+                                f"({image.shape[1]}x{image.shape[0]}, {s.t1}). Labels must match the image grid.")
+            out["label"] = lab
+        return out

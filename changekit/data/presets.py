@@ -19,7 +19,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from changekit.data.datasets import BandonDataset, ChangeDataset
+from changekit.data.datasets import BandonDataset, ChangeDataset, SegmentationDataset
 from changekit.errors import ConfigError
 
 __all__ = ["DatasetPreset", "PRESETS", "get_preset", "list_presets", "build_dataset"]
@@ -46,6 +46,9 @@ class DatasetPreset:
     dataset_class: type[ChangeDataset] = ChangeDataset
     layout: str = ""  # human-readable layout (docs, check-dataset)
     extra: dict = field(default_factory=dict)  # dataset_class-specific keyword arguments
+    task: str = "change"  # "segmentation" for single-date presets (one image, a class map)
+    class_names: tuple[str, ...] = ()  # multi-class presets: label index -> name (tables, legends)
+    palette: tuple[tuple[int, int, int], ...] = ()  # and -> RGB colour (the datasets' own colour codes)
 
     def dataset_kwargs(self) -> dict[str, Any]:
         kw = dict(dirs=self.dirs, suffixes=self.suffixes, split_dir=self.split_dir, list_file=self.list_file,
@@ -57,6 +60,12 @@ class DatasetPreset:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+
+_ISPRS_CLASSES = ("impervious_surface", "building", "low_vegetation", "tree", "car", "clutter")
+_ISPRS_PALETTE = ((255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0))
+_LOVEDA_CLASSES = ("background", "building", "road", "water", "barren", "forest", "agricultural")
+_LOVEDA_PALETTE = ((255, 255, 255), (255, 0, 0), (255, 255, 0), (0, 0, 255), (159, 129, 183), (0, 255, 0),
+                   (255, 195, 128))
 
 PRESETS: dict[str, DatasetPreset] = {
     p.name: p
@@ -108,6 +117,28 @@ PRESETS: dict[str, DatasetPreset] = {
             layout="{split}/imgs/<city>/<t>/<name>.jpg; {split}/labels_unch0ch1ig255/<city>/<tA>VS<tB>/<name>.png "
                    "(0/1/255-ignore) or {split}/labels/... (0/255); building_labels/<city>/<t>/<name>.png (0 bg, "
                    "1 roof, 2 facade); splits train, val, test/test (in-domain), test/test_ood (out-of-domain)"),
+        # single-date semantic segmentation, mmseg's converted layouts (tools/dataset_converters/{potsdam,vaihingen,
+        # loveda}.py): 0 in the stored labels is ignored (ISPRS eroded boundaries, LoveDA no-data)
+        DatasetPreset(
+            "potsdam", "ISPRS Potsdam (mmseg's 512x512 cut of the 38 tiles, RGB, 5 cm): 6 classes; 3456/2016 tiles.",
+            dirs=("img_dir", "ann_dir"), split_dir=None, label_encoding="reduce-zero", ignore_value=255,
+            num_classes=6, splits=("train", "val"), test_split="val", image_size=(512, 512), crop_size=512,
+            dataset_class=SegmentationDataset, task="segmentation", class_names=_ISPRS_CLASSES, palette=_ISPRS_PALETTE,
+            layout="{img_dir,ann_dir}/{train,val}/<tile>.png; labels 0 (boundary, ignored), 1..6 = impervious surface, "
+                   "building, low vegetation, tree, car, clutter"),
+        DatasetPreset(
+            "vaihingen", "ISPRS Vaihingen (mmseg's 512x512 cut of the 33 tiles, IRRG, 9 cm): 6 classes; 344/398 tiles.",
+            dirs=("img_dir", "ann_dir"), split_dir=None, label_encoding="reduce-zero", ignore_value=255,
+            num_classes=6, splits=("train", "val"), test_split="val", image_size=(512, 512), crop_size=512,
+            dataset_class=SegmentationDataset, task="segmentation", class_names=_ISPRS_CLASSES, palette=_ISPRS_PALETTE,
+            layout="{img_dir,ann_dir}/{train,val}/<tile>.png (IRRG); labels as potsdam"),
+        DatasetPreset(
+            "loveda", "LoveDA (Wang et al. 2021): 5987 urban/rural 1024x1024 tiles, 0.3 m; 7 classes; 2522/1669/1796.",
+            dirs=("img_dir", "ann_dir"), split_dir=None, label_encoding="reduce-zero", ignore_value=255,
+            num_classes=7, splits=("train", "val", "test"), test_split="val", image_size=(1024, 1024), crop_size=512,
+            dataset_class=SegmentationDataset, task="segmentation", class_names=_LOVEDA_CLASSES, palette=_LOVEDA_PALETTE,
+            layout="{img_dir,ann_dir}/{train,val,test}/<tile>.png (urban and rural together; test has no labels); "
+                   "labels 0 (no-data, ignored), 1..7 = background, building, road, water, barren, forest, agricultural"),
         DatasetPreset(
             "folder", "Your own data: {split}/{A,B,label}/<name>.<any image ext> (any band count); "
             "override dirs, suffixes, split_dir, list_file, label_encoding, bands, mean/std.",
@@ -118,7 +149,7 @@ PRESETS: dict[str, DatasetPreset] = {
 
 _ALIASES = {"levir": "levir-cd", "levircd": "levir-cd", "levir-cd+": "levir-cd-plus", "levircd-plus": "levir-cd-plus",
             "s2l": "s2looking", "whu": "whu-cd", "whu-cd-256": "whu-cd", "svcd": "cdd", "sysu": "sysu-cd",
-            "custom": "folder"}
+            "custom": "folder", "isprs-potsdam": "potsdam", "isprs-vaihingen": "vaihingen"}
 
 
 def list_presets() -> list[str]:

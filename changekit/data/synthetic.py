@@ -24,7 +24,7 @@ import numpy as np
 from changekit.atomic import atomic_write
 from changekit.data.io import write_png
 
-__all__ = ["make_pair", "write_dataset", "write_geotiff_pair", "render_window", "render_pair_window", "render_label", "SceneParams", "scene_params"]
+__all__ = ["make_pair", "make_landcover", "write_dataset", "write_segmentation_dataset", "LANDCOVER_CLASSES", "write_geotiff_pair", "render_window", "render_pair_window", "render_label", "SceneParams", "scene_params"]
 
 CELL = 64  # building/road grid (px)
 _ROOFS = np.array([[172, 172, 178], [168, 84, 62], [82, 112, 165], [214, 212, 204], [96, 96, 104],
@@ -355,3 +355,43 @@ def write_geotiff_pair(
         finally:
             for ds in dss:
                 ds.close()
+
+
+#: classes of the synthetic single-date land-cover set (stored +1: 0 is mmseg's "ignore" under reduce-zero)
+LANDCOVER_CLASSES = ("ground", "tree", "road", "building")
+
+
+def make_landcover(size: int | Sequence[int] = (256, 256), seed: int = 0, nuisance: float = 1.0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic single-date tile: ``(image uint8 HxWx3, classes uint8 HxW)`` with classes
+    :data:`LANDCOVER_CLASSES` as 0..3 (the scene's first date: ground, trees, roads, building roofs)."""
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    sp = scene_params(seed, nuisance)
+    layers = _static_layers(sp, 0, 0, h, w)
+    blds = [b for b in _buildings_in(sp, 0, 0, h, w) if b[5] in (0, 2)]  # standing on the first date
+    img = _compose(sp, 0, layers, 0, 0, h, w, 0, 0, 0, blds)
+    cls = np.zeros((h, w), np.uint8)
+    cls[layers["tree"]] = 1
+    cls[layers["road"]] = 2
+    for (by, bx, bh, bw, _, _) in blds:
+        _fill(cls, by, bx, bh, bw, 0, 0, 3)
+    return _to_u8(img), cls
+
+
+def write_segmentation_dataset(root: str | os.PathLike, n_train: int = 200, n_val: int = 40,
+                               size: int | Sequence[int] = (256, 256), seed: int = 0, progress=None) -> Path:
+    """Write a synthetic single-date land-cover set in mmseg's layout, ``root/{img_dir,ann_dir}/{train,val}/
+    <name>.png``, labels stored as mmseg's converters store them (class + 1, 0 = ignored; ``reduce-zero``);
+    returns ``root``."""
+    root = Path(root)
+    for si, (split, n) in enumerate((("train", n_train), ("val", n_val))):
+        for d in ("img_dir", "ann_dir"):
+            (root / d / split).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img, cls = make_landcover(size, _sample_seed(seed, si + 7, i))
+            name = f"{split}_{i:05d}.png"
+            write_png(root / "img_dir" / split / name, img)
+            write_png(root / "ann_dir" / split / name, cls + 1)
+            if progress is not None:
+                progress(split, i)
+    return root

@@ -187,7 +187,7 @@ def dataset_stats(preset: str, root: str | os.PathLike, split: str | None = None
         task = prog.add_task(f"stats {split or 'flat'}", total=len(samples))
     try:
         for smp in samples:
-            for path in (smp.t1, smp.t2):
+            for path in dict.fromkeys((smp.t1, smp.t2)):  # single-date (segmentation) samples hold one image
                 a = read_image(path, ds.bands)
                 a = a.reshape(-1, a.shape[2]).astype(np.float64)
                 if s1 is None:
@@ -205,4 +205,5 @@ def dataset_stats(preset: str, root: str | os.PathLike, split: str | None = None
             prog.stop()
     mean = s1 / n
     std = np.sqrt(np.maximum(s2 / n - mean * mean, 0.0))
-    return {"split": split, "images": 2 * len(samples), "pixels": n, "mean": mean.tolist(), "std": std.tolist()}
+    images = sum(len({smp.t1, smp.t2}) for smp in samples)
+    return {"split": split, "images": images, "pixels": n, "mean": mean.tolist(), "std": std.tolist()}

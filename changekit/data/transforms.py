@@ -63,6 +63,11 @@ def _randint(lo: int, hi: int) -> int:
     return int(torch.randint(lo, hi, ()))
 
 
+def _image_keys(s: Sample) -> list[str]:
+    """The sample's images: both dates, or ``t1`` alone for single-date (segmentation) samples."""
+    return [k for k in IMAGE_KEYS if k in s]
+
+
 def _label_keys(s: Sample) -> list[str]:
     return [k for k, v in s.items() if k.startswith("label") and isinstance(v, np.ndarray)]
 
@@ -143,7 +148,7 @@ class RandomRotate:
             return s
         angle = _uniform(-self.degree, self.degree)
         s = dict(s)
-        for k in IMAGE_KEYS:
+        for k in _image_keys(s):
             s[k] = np.ascontiguousarray(self.rotate(s[k], angle, False, self.pad_val), dtype=np.float32)
         for k in _label_keys(s):
             s[k] = self.rotate(s[k], angle, True, self.seg_pad_val).round().astype(np.int64)
@@ -177,13 +182,13 @@ class RandomRotFlip:
         if _rand() < self.rotate_prob:
             # mmcv.imrotate turns clockwise for positive angles; RandomRotate.rotate counter-clockwise
             angle = -_uniform(*self.degree)
-            for k in IMAGE_KEYS:
+            for k in _image_keys(s):
                 s[k] = np.ascontiguousarray(RandomRotate.rotate(s[k], angle, False, self.pad_val), dtype=np.float32)
             for k in _label_keys(s):
                 s[k] = RandomRotate.rotate(s[k], angle, True, self.seg_pad_val).round().astype(np.int64)
         elif _rand() < self.flip_prob:
             k90, axis = _randint(0, 4), _randint(0, 2)
-            for k in list(IMAGE_KEYS) + _label_keys(s):
+            for k in _image_keys(s) + _label_keys(s):
                 s[k] = np.ascontiguousarray(np.flip(np.rot90(s[k], k90), axis=axis))
         return s
 
@@ -218,7 +223,7 @@ class RandomRescale:
         if size == (h, w):
             return s
         s = dict(s)
-        for k in IMAGE_KEYS:
+        for k in _image_keys(s):
             s[k] = np.ascontiguousarray(self.resize(s[k], size, False), dtype=np.float32)
         for k in _label_keys(s):
             s[k] = self.resize(s[k], size, True).round().astype(np.int64)
@@ -254,7 +259,7 @@ class RandomBlur:
     def __call__(self, s: Sample) -> Sample:
         sigma = _uniform(0.0, self.max_radius)
         s = dict(s)
-        for k in IMAGE_KEYS:
+        for k in _image_keys(s):
             s[k] = np.ascontiguousarray(self.blur(s[k], sigma), dtype=np.float32)
         return s
 
@@ -292,7 +297,7 @@ class RandomCrop:
                 box = self._bbox(h, w)
         y0, y1, x0, x1 = box
         s = dict(s)
-        for k in list(IMAGE_KEYS) + _label_keys(s):
+        for k in _image_keys(s) + _label_keys(s):
             s[k] = np.ascontiguousarray(s[k][y0:y1, x0:x1])
         return s
 
@@ -311,7 +316,7 @@ class RandomFlip:
             return s
         ax = 1 if self.direction == "horizontal" else 0
         s = dict(s)
-        for k in list(IMAGE_KEYS) + _label_keys(s):
+        for k in _image_keys(s) + _label_keys(s):
             s[k] = np.ascontiguousarray(np.flip(s[k], axis=ax))
         return s
 
@@ -387,7 +392,7 @@ class PhotoMetricDistortion:
 
     def __call__(self, s: Sample) -> Sample:
         s = dict(s)
-        for k in IMAGE_KEYS:
+        for k in _image_keys(s):
             s[k] = self.distort(s[k])
         return s
 
@@ -405,7 +410,7 @@ class ExchangeTime:
         self.prob = prob
 
     def __call__(self, s: Sample) -> Sample:
-        if _rand() >= self.prob:
+        if "t2" not in s or _rand() >= self.prob:  # single-date samples have nothing to swap
             return s
         s = dict(s)
         s["t1"], s["t2"] = s["t2"], s["t1"]
@@ -430,7 +435,7 @@ class Normalize:
 
     def __call__(self, s: Sample) -> Sample:
         s = dict(s)
-        for k in IMAGE_KEYS:
+        for k in _image_keys(s):
             c = s[k].shape[2]
             if c != len(self.mean):
                 raise DataError(f"{s.get('name', '<sample>')}: image has {c} band(s) but mean/std have "
@@ -464,7 +469,7 @@ class Pad:
         if (th, tw) == (h, w):
             return s
         s = dict(s)
-        for k in IMAGE_KEYS:
+        for k in _image_keys(s):
             s[k] = np.pad(s[k], ((0, th - h), (0, tw - w), (0, 0)), constant_values=self.pad_val)
         for k in _label_keys(s):
             s[k] = np.pad(s[k], ((0, th - h), (0, tw - w)), constant_values=self.seg_pad_val)

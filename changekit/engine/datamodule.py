@@ -75,7 +75,7 @@ class ChangeDataModule(pl.LightningDataModule):
         dataset_args: dict[str, Any] | None = None,
         bands: list[int] | None = None,
         in_channels: int | None = None,
-        num_classes: int = 2,
+        num_classes: int | None = None,
         ignore_index: int = 255,
         batch_size: int = 8,
         eval_batch_size: int = 1,
@@ -179,7 +179,9 @@ class ChangeDataModule(pl.LightningDataModule):
         for key in ("dirs", "suffixes", "split_dir", "list_file", "label_encoding"):
             if hp.get(key) is not None:
                 kw[key] = tuple(hp[key]) if key in ("dirs", "suffixes") and isinstance(hp[key], list) else hp[key]
-        kw.update(bands=self.bands, in_channels=self.in_channels, num_classes=hp.num_classes,
+        if hp.num_classes is not None:  # else the preset's (2 for change, the class count for land cover)
+            kw["num_classes"] = hp.num_classes
+        kw.update(bands=self.bands, in_channels=self.in_channels,
                   ignore_index=hp.ignore_index, transforms=self._transforms(train), labels=labels)
         try:
             return build_dataset(self.preset, root, split, **kw)

@@ -30,13 +30,15 @@ from changekit.atomic import write_json
 from changekit.config import load_config
 from changekit.engine.datamodule import ChangeDataModule
 from changekit.engine.scd_task import SemanticChangeTask
+from changekit.engine.seg_task import SegmentationTask
 from changekit.engine.task import ChangeDetectionTask
 from changekit.errors import ConfigError
 
 __all__ = ["run", "ChangeCLI", "TASKS", "COMMANDS"]
 
 #: ``task`` key of a config -> LightningModule class
-TASKS: dict[str, type] = {"change": ChangeDetectionTask, "semantic-change": SemanticChangeTask}
+TASKS: dict[str, type] = {"change": ChangeDetectionTask, "semantic-change": SemanticChangeTask,
+                          "segmentation": SegmentationTask}
 COMMANDS = ("fit", "validate", "test", "predict")
 
 
@@ -166,11 +168,12 @@ class ChangeCLI(LightningCLI):
                             help="fit: start over in an output folder that holds checkpoints (they are removed); "
                                  "predict: replace the maps of an earlier run")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        monitor = getattr(TASKS.get(self.task_name), "MONITOR", "val/f1")
         parser.set_defaults({
             "checkpoint.dirpath": str(self.out_dir / "checkpoints"),
-            "checkpoint.filename": "best_step{step}_f1{val/f1:.4f}",
+            "checkpoint.filename": "best_step{step}_" + monitor.split("/")[-1] + "{" + monitor + ":.4f}",
             "checkpoint.auto_insert_metric_name": False,
-            "checkpoint.monitor": "val/f1",
+            "checkpoint.monitor": monitor,
             "checkpoint.mode": "max",
             "checkpoint.save_last": False,  # last.ckpt comes from its own callback (see _instantiate_trainer)
             "checkpoint.save_top_k": 1,
@@ -280,7 +283,7 @@ def _run(command: str, argv: list[str]) -> int:
             trainer.save_checkpoint(last, weights_only=False)  # the final state, whether or not validation ran at the last step
             if trainer.is_global_zero:
                 score = None if cb.best_model_score is None else f"{float(cb.best_model_score):.4f}"
-                print(f"checkpoints: best {cb.best_model_path or '-'} (val/f1 {score}), last {last}")
+                print(f"checkpoints: best {cb.best_model_path or '-'} ({cb.monitor} {score}), last {last}")
         return 0
     if command in ("validate", "test"):
         if not ckpt_path and not model.hparams.get("weights"):

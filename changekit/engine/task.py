@@ -325,6 +325,7 @@ class ChangeDetectionTask(pl.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     #: what ``changekit.load_model`` and the CLI read back to pick the task class (``task`` in a config)
     TASK_NAME = "change"
+    MONITOR = "val/f1"  # what the best checkpoint is chosen by
 
     def checkpoint_info(self) -> dict[str, Any]:
         """What a checkpoint needs to rebuild the model and its input normalisation without the config."""

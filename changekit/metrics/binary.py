@@ -143,10 +143,11 @@ def format_metrics_table(metrics: dict[str, Any], mode: str | None = None, class
             f"{name:<{width}} | {format_percent(pc['iou'][i])} | {format_percent(pc['f1'][i])} | {format_percent(pc['precision'][i])} | {format_percent(pc['recall'][i])}"
         )
     lines.append("-" * (width + 37))
-    lines.append(
+    if "f1" in metrics:  # change models: the change class's figures (segmentation tables have none)
+        lines.append(
         f"change class: F1 {format_percent(metrics['f1']).strip()}  IoU {format_percent(metrics['iou']).strip()}  "
         f"P {format_percent(metrics['precision']).strip()}  R {format_percent(metrics['recall']).strip()}"
-    )
+        )
     lines.append(
         f"OA {format_percent(metrics['oa']).strip()}  kappa {format_percent(metrics['kappa']).strip()}  "
         f"mIoU {format_percent(metrics['miou']).strip()}  mF1 {format_percent(metrics['mf1']).strip()}  ({metrics['pixels']} pixels)"

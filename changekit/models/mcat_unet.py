@@ -155,3 +155,15 @@ def mcat_unet(size: str = "s", num_classes: int = 6, in_channels: int = 3, *, ch
 def mcat_unet_s(**kwargs: Any) -> MCATUNet:
     """MCAT-UNet (SegNeXt MSCAN-S + csheadunet-s), the released ``segnext_csheadunet-s`` configs."""
     return mcat_unet("s", **kwargs)
+
+
+@register_model(name="mcat-unet")
+def mcat_unet_any(size: str = "s", **kwargs: Any) -> MCATUNet:
+    """MCAT-UNet with any MSCAN size (``t``, ``s``, ``b``, ``l``); the decoder follows the encoder's widths
+    (``channels`` defaults to the deepest width)."""
+    from changekit.models.backbones.mscan import MSCAN_SETTINGS
+
+    if size not in MSCAN_SETTINGS:
+        raise ConfigError(f"MCAT-UNet: unknown MSCAN size {size!r}; choose from {', '.join(MSCAN_SETTINGS)}")
+    kwargs.setdefault("channels", MSCAN_SETTINGS[size]["embed_dims"][-1])
+    return mcat_unet(size, **kwargs)

@@ -1,0 +1,121 @@
+"""Single-date semantic segmentation through the engine: labels, datasets, presets, SegmentationTask, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from changekit.cli import main as changekit_main
+from changekit.data.datasets import SegmentationDataset, decode_label
+from changekit.data.presets import build_dataset, get_preset
+from changekit.data.synthetic import LANDCOVER_CLASSES, write_segmentation_dataset
+from changekit.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def landcover(tmp_path_factory):
+    return write_segmentation_dataset(tmp_path_factory.mktemp("seg") / "data", n_train=24, n_val=6, size=64, seed=0)
+
+
+def test_reduce_zero_labels_as_mmseg():
+    raw = np.array([[0, 1, 2], [6, 255, 3]])
+    out = decode_label(raw, "reduce-zero", ignore_value=255, num_classes=6)
+    assert out.tolist() == [[255, 0, 1], [5, 255, 2]]
+    assert decode_label(raw, "reduce_zero_label", ignore_value=255, num_classes=6).tolist() == out.tolist()
+    with pytest.raises(DataError, match="outside the expected set"):
+        decode_label(np.array([[7]]), "reduce-zero", ignore_value=255, num_classes=6)
+
+
+def test_presets_and_dataset_layout(landcover, tmp_path):
+    for name, k in (("potsdam", 6), ("vaihingen", 6), ("loveda", 7)):
+        p = get_preset(name)
+        assert p.task == "segmentation" and p.num_classes == k == len(p.class_names) == len(p.palette)
+        assert p.label_encoding == "reduce-zero" and p.dataset_class is SegmentationDataset
+    ds = build_dataset("potsdam", landcover, "train", num_classes=4)
+    assert len(ds) == 24 and ds.samples[0].name == "train_00000"
+    item = ds[0]
+    assert "t2" not in item and item["t1"].shape == (3, 64, 64) and item["label"].shape == (64, 64)
+    assert set(item["label"].unique().tolist()) <= {0, 1, 2, 3}  # stored 1..4 -> 0..3
+    (tmp_path / "img_dir" / "train").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"label folder .*ann_dir/train is missing"):
+        build_dataset("loveda", tmp_path, "train")
+    with pytest.raises(DataError, match=r"image folder .*img_dir/val is missing"):
+        build_dataset("loveda", tmp_path, "val")
+
+
+def test_check_dataset_and_stats_on_a_segmentation_set(landcover, capsys):
+    assert changekit_main(["check-dataset", "potsdam", str(landcover), "--split", "val", "--num-classes", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "6 image(s) in 1 split(s) load cleanly" in out and "change ratio" not in out
+    assert changekit_main(["stats", "potsdam", str(landcover), "--split", "train", "--num-classes", "4"]) == 0
+    assert "24 images" in capsys.readouterr().out  # each tile once
+
+
+def test_training_loss_falls_and_miou_rises(landcover):
+    import lightning.pytorch as pl
+
+    from changekit.engine.datamodule import ChangeDataModule
+    from changekit.engine.seg_task import SegmentationTask
+
+    pl.seed_everything(0, verbose=False)
+    dm = ChangeDataModule(dataset="potsdam", root=str(landcover), num_classes=4, batch_size=4, eval_batch_size=6,
+                          crop_size=48, test_split="val", augment={"rotate": False, "photometric": False})
+    task = SegmentationTask("mcat-unet", {"size": "t", "drop_path_rate": 0.0}, num_classes=4,
+                            optimizer={"lr": 2e-3}, schedule={"warmup_iters": 2, "warmup_start_factor": 0.1})
+    task.print_tables = False
+    losses = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    trainer = pl.Trainer(accelerator="cpu", max_steps=40, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()],
+                         num_sanity_val_steps=0, check_val_every_n_epoch=None, val_check_interval=10_000)
+    trainer.validate(task, datamodule=dm, verbose=False)
+    before = task.results["val"]
+    trainer.fit(task, datamodule=dm)
+    trainer.validate(task, datamodule=dm, verbose=False)
+    after = task.results["val"]
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses
+    assert after["miou"] > before["miou"] + 0.15 and after["oa"] > 0.7, (before["miou"], after["miou"], after["oa"])
+    assert after["pixels"] == 6 * 64 * 64 and "f1" not in after  # the whole set; no change-class figure
+    assert len(after["per_class"]["iou"]) == len(LANDCOVER_CLASSES)
+
+
+def test_cli_fit_test_predict_with_a_segmentation_config(landcover, tmp_path, monkeypatch, capsys):
+    cfg = tmp_path / "seg.yaml"
+    cfg.write_text(f"""task: segmentation
+model:
+  arch: mcat-unet
+  arch_args: {{size: t, drop_path_rate: 0.0}}
+  num_classes: 4
+  optimizer: {{lr: 0.002}}
+data:
+  dataset: potsdam
+  root: {landcover}
+  num_classes: 4
+  batch_size: 4
+  eval_batch_size: 6
+  num_workers: 0
+  crop_size: 48
+  augment: {{rotate: false, photometric: false}}
+trainer:
+  accelerator: cpu
+  max_steps: 4
+  val_check_interval: 4
+  num_sanity_val_steps: 0
+  enable_progress_bar: false
+""")
+    monkeypatch.chdir(tmp_path)
+    assert changekit_main(["fit", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "val/miou" in out and "impervious" not in out  # class names only when the preset's count matches
+    ckpt = next((tmp_path / "outputs" / "seg" / "checkpoints").glob("best_step*_miou*.ckpt"))
+    assert changekit_main(["test", "-c", str(cfg), "--ckpt_path", str(ckpt)]) == 0
+    metrics = json.loads(next((tmp_path / "outputs" / "seg").rglob("metrics_test.json")).read_text())
+    assert 0.0 <= metrics["miou"] <= 1.0 and "f1" not in metrics
+    assert changekit_main(["predict", "-c", str(cfg), "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "p")]) == 0
+    maps = sorted((tmp_path / "p").rglob("*.png"))
+    assert maps and torch.tensor(np.array(__import__("PIL.Image", fromlist=["Image"]).open(maps[0]))).max() < 4
