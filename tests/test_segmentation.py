@@ -95,7 +95,6 @@ model:
 data:
   dataset: potsdam
   root: {landcover}
-  num_classes: 4
   batch_size: 4
   eval_batch_size: 6
   num_workers: 0

@@ -105,6 +105,9 @@ class ChangeDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.validate_data must be headers, full or off, got {validate_data!r}")
         p = self.preset
         test_split = p.test_split if test_split is None else test_split  # BANDON: test/test (test/test_ood: OOD)
+        # the preset's class count when not given (2 for change sets, the classes of a land-cover set); resolved
+        # before save_hyperparameters so that it agrees with the model's num_classes when Lightning merges both
+        num_classes = p.num_classes if num_classes is None else num_classes
         mean = p.mean if mean is None else mean
         std = p.std if std is None else std
         stats = resolve_stats(mean, std)
@@ -179,9 +182,7 @@ class ChangeDataModule(pl.LightningDataModule):
         for key in ("dirs", "suffixes", "split_dir", "list_file", "label_encoding"):
             if hp.get(key) is not None:
                 kw[key] = tuple(hp[key]) if key in ("dirs", "suffixes") and isinstance(hp[key], list) else hp[key]
-        if hp.num_classes is not None:  # else the preset's (2 for change, the class count for land cover)
-            kw["num_classes"] = hp.num_classes
-        kw.update(bands=self.bands, in_channels=self.in_channels,
+        kw.update(bands=self.bands, in_channels=self.in_channels, num_classes=hp.num_classes,
                   ignore_index=hp.ignore_index, transforms=self._transforms(train), labels=labels)
         try:
             return build_dataset(self.preset, root, split, **kw)

@@ -67,7 +67,7 @@ def _ckpt_defaults(ckpt_path: str | None) -> tuple[dict[str, Any], dict[str, Any
             out[f"model.{k}"] = v
     dhp = dict(ckpt.get("datamodule_hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
     for k, v in dhp.items():
-        if not k.startswith("_") and not k.startswith("resolved_"):
+        if not k.startswith("_") and not k.startswith("resolved_") and k != "num_classes":  # linked to the model's
             out[f"data.{k}"] = v
     record = dict(ckpt.get("changekit") or {}) if isinstance(ckpt, dict) else {}
     if "task" not in record and "model.num_semantic_classes" in out:  # files written before `task` was recorded
@@ -167,6 +167,8 @@ class ChangeCLI(LightningCLI):
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="fit: start over in an output folder that holds checkpoints (they are removed); "
                                  "predict: replace the maps of an earlier run")
+        # one class count: the data decode labels for as many classes as the model predicts
+        parser.link_arguments("model.num_classes", "data.num_classes")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         monitor = getattr(TASKS.get(self.task_name), "MONITOR", "val/f1")
         parser.set_defaults({
