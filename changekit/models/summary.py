@@ -125,7 +125,8 @@ def model_info(config: Any, size: Sequence[int] = (512, 512)) -> dict[str, Any]:
         model, (int(size[0]), int(size[1])), info["in_channels"], rebuild=lambda: build_model(spec)
     )
     info["flops"] = flops
-    info["flops_convention"] = FLOP_CONVENTION
+    single = getattr(model, "task", "change") == "segmentation"
+    info["flops_convention"] = FLOP_CONVENTION.replace("both dates", "one image") if single else FLOP_CONVENTION
     for name, entry in info["modules"].items():
         entry["flops"] = per_module.get(name, 0)
     rest = flops - sum(e["flops"] for e in info["modules"].values())
