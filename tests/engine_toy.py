@@ -69,3 +69,23 @@ class InterruptAt(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step >= self.step:
             raise KeyboardInterrupt
+
+
+def fit_between_validations(task: pl.LightningModule, dm: pl.LightningDataModule, max_steps: int
+                            ) -> tuple[list[float], dict, dict]:
+    """Validate, fit ``max_steps`` steps on CPU (no logger, checkpoints or progress bar), validate again:
+    ``(training losses per step, validation results before, after)``."""
+    losses: list[float] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    trainer = pl.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()],
+                         num_sanity_val_steps=0, check_val_every_n_epoch=None, val_check_interval=10_000)
+    trainer.validate(task, datamodule=dm, verbose=False)
+    before = task.results["val"]
+    trainer.fit(task, datamodule=dm)
+    trainer.validate(task, datamodule=dm, verbose=False)
+    return losses, before, task.results["val"]

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from engine_toy import TOY_CONFIG, write_toy_dataset
+from engine_toy import TOY_CONFIG, fit_between_validations, write_toy_dataset
 
 from changekit.cli import main as changekit_main
 
@@ -31,20 +31,7 @@ def test_short_training_loss_falls_and_f1_rises(toy):
     task = ChangeDetectionTask("fc_siam_diff", {"base_channel": 8}, loss={"ce": 1.0, "dice": 0.5},
                                optimizer={"lr": 0.01}, schedule={"warmup_iters": 2, "warmup_start_factor": 0.1, "power": 0.5})
     task.print_tables = False
-    losses = []
-
-    class Record(pl.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            losses.append(float(outputs["loss"]))
-
-    trainer = pl.Trainer(accelerator="cpu", max_steps=60, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()],
-                         num_sanity_val_steps=0, check_val_every_n_epoch=None, val_check_interval=10_000)
-    trainer.validate(task, datamodule=dm, verbose=False)
-    before = task.results["val"]
-    trainer.fit(task, datamodule=dm)
-    trainer.validate(task, datamodule=dm, verbose=False)
-    after = task.results["val"]
+    losses, before, after = fit_between_validations(task, dm, max_steps=60)
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses
     assert after["f1"] > 0.5 and after["f1"] > (before["f1"] if before["f1"] == before["f1"] else 0) + 0.2, (before, after)
     assert after["pixels"] == 4 * 32 * 32  # whole validation set accumulated, not one batch

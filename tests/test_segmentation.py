@@ -4,7 +4,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
+from engine_toy import fit_between_validations
+from PIL import Image
 
 from changekit.cli import main as changekit_main
 from changekit.data.datasets import SegmentationDataset, decode_label
@@ -64,20 +65,7 @@ def test_training_loss_falls_and_miou_rises(landcover):
     task = SegmentationTask("mcat-unet", {"size": "t", "drop_path_rate": 0.0}, num_classes=4,
                             optimizer={"lr": 2e-3}, schedule={"warmup_iters": 2, "warmup_start_factor": 0.1})
     task.print_tables = False
-    losses = []
-
-    class Record(pl.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            losses.append(float(outputs["loss"]))
-
-    trainer = pl.Trainer(accelerator="cpu", max_steps=40, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()],
-                         num_sanity_val_steps=0, check_val_every_n_epoch=None, val_check_interval=10_000)
-    trainer.validate(task, datamodule=dm, verbose=False)
-    before = task.results["val"]
-    trainer.fit(task, datamodule=dm)
-    trainer.validate(task, datamodule=dm, verbose=False)
-    after = task.results["val"]
+    losses, before, after = fit_between_validations(task, dm, max_steps=40)
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses
     assert after["miou"] > before["miou"] + 0.15 and after["oa"] > 0.7, (before["miou"], after["miou"], after["oa"])
     assert after["pixels"] == 6 * 64 * 64 and "f1" not in after  # the whole set; no change-class figure
@@ -117,4 +105,4 @@ trainer:
     assert 0.0 <= metrics["miou"] <= 1.0 and "f1" not in metrics
     assert changekit_main(["predict", "-c", str(cfg), "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "p")]) == 0
     maps = sorted((tmp_path / "p").rglob("*.png"))
-    assert maps and torch.tensor(np.array(__import__("PIL.Image", fromlist=["Image"]).open(maps[0]))).max() < 4
+    assert maps and np.array(Image.open(maps[0])).max() < 4

@@ -417,32 +417,40 @@ class ChangeDataset(Dataset):
     def load_arrays(self, i: int) -> dict[str, Any]:
         """Read and check one sample: ``t1``/``t2`` float32 HWC, ``label`` int64 HW (if labelled), ``name``."""
         s = self.samples[i]
-        t1 = read_image(s.t1, self.bands)
-        t2 = read_image(s.t2, self.bands)
+        t1 = self._read_image(s.t1)
+        t2 = self._read_image(s.t2)
         if t1.shape[:2] != t2.shape[:2]:
             raise DataError(f"{s.t2}: size {t2.shape[1]}x{t2.shape[0]} differs from date 1 {s.t1} "
                             f"({t1.shape[1]}x{t1.shape[0]}). Both dates must cover the same pixel grid; "
                             "resample or crop them to match.")
-        for p, a in ((s.t1, t1), (s.t2, t2)):
-            if self.in_channels is not None and a.shape[2] != self.in_channels:
-                raise DataError(f"{p}: has {a.shape[2]} band(s) but the config expects in_channels="
-                                f"{self.in_channels}. Select bands with `bands:` or change in_channels.")
         if t1.shape[2] != t2.shape[2]:
             raise DataError(f"{s.t2}: has {t2.shape[2]} band(s) but date 1 {s.t1} has {t1.shape[2]}. "
                             "Both dates need the same bands.")
         out: dict[str, Any] = {"t1": t1, "t2": t2, "name": s.name}
         if self._has_labels and s.label is not None:
-            lab = self.load_label(s.label)
-            if lab.shape != t1.shape[:2]:
-                raise DataError(f"{s.label}: label size {lab.shape[1]}x{lab.shape[0]} differs from the images "
-                                f"({t1.shape[1]}x{t1.shape[0]}, {s.t1}). Labels must match the image grid.")
-            out["label"] = lab
+            out["label"] = self._read_label_for(s, t1.shape[:2])
         for k, p in s.extra.items():
             out[k] = self.load_extra(k, p, t1.shape[:2])
         if self.text_classes is not None:
             out["classes_a"] = self._classes_of(s.t1)
             out["classes_b"] = self._classes_of(s.t2)
         return out
+
+    def _read_image(self, path: Path) -> np.ndarray:
+        """One image (selected bands, float32 HWC), its band count checked against ``in_channels``."""
+        a = read_image(path, self.bands)
+        if self.in_channels is not None and a.shape[2] != self.in_channels:
+            raise DataError(f"{path}: has {a.shape[2]} band(s) but the config expects in_channels="
+                            f"{self.in_channels}. Select bands with `bands:` or change in_channels.")
+        return a
+
+    def _read_label_for(self, s: Sample, hw: tuple[int, int]) -> np.ndarray:
+        """The decoded label of sample ``s``, checked to lie on the image grid ``hw``."""
+        lab = self.load_label(s.label)
+        if lab.shape != tuple(hw):
+            raise DataError(f"{s.label}: label size {lab.shape[1]}x{lab.shape[0]} differs from the images "
+                            f"({hw[1]}x{hw[0]}, {s.t1}). Labels must match the image grid.")
+        return lab
 
     def _classes_of(self, image: Path) -> list[str]:
         table = self.text_classes[image.parent]
@@ -706,15 +714,8 @@ class SegmentationDataset(ChangeDataset):
 
     def load_arrays(self, i: int) -> dict[str, Any]:
         s = self.samples[i]
-        image = read_image(s.t1, self.bands)
-        if self.in_channels is not None and image.shape[2] != self.in_channels:
-            raise DataError(f"{s.t1}: has {image.shape[2]} band(s) but the config expects in_channels="
-                            f"{self.in_channels}. Select bands with `bands:` or change in_channels.")
+        image = self._read_image(s.t1)
         out: dict[str, Any] = {"t1": image, "name": s.name}
         if self._has_labels and s.label is not None:
-            lab = self.load_label(s.label)
-            if lab.shape != image.shape[:2]:
-                raise DataError(f"{s.label}: label size {lab.shape[1]}x{lab.shape[0]} differs from the image "
-                                f"({image.shape[1]}x{image.shape[0]}, {s.t1}). Labels must match the image grid.")
-            out["label"] = lab
+            out["label"] = self._read_label_for(s, image.shape[:2])
         return out

@@ -67,6 +67,14 @@ _LOVEDA_CLASSES = ("background", "building", "road", "water", "barren", "forest"
 _LOVEDA_PALETTE = ((255, 255, 255), (255, 0, 0), (255, 255, 0), (0, 0, 255), (159, 129, 183), (0, 255, 0),
                    (255, 195, 128))
 
+def _mmseg_segmentation(name: str, description: str, **fields: Any) -> DatasetPreset:
+    """A single-date segmentation preset in mmseg's converted layout: ``{img_dir,ann_dir}/<split>/<tile>.png``,
+    labels stored with 0 = ignored (``reduce-zero``), evaluated on ``val``, 512 crops."""
+    return DatasetPreset(name, description, dirs=("img_dir", "ann_dir"), split_dir=None, label_encoding="reduce-zero",
+                         ignore_value=255, test_split="val", crop_size=512, dataset_class=SegmentationDataset,
+                         task="segmentation", **fields)
+
+
 PRESETS: dict[str, DatasetPreset] = {
     p.name: p
     for p in [
@@ -119,24 +127,20 @@ PRESETS: dict[str, DatasetPreset] = {
                    "1 roof, 2 facade); splits train, val, test/test (in-domain), test/test_ood (out-of-domain)"),
         # single-date semantic segmentation, mmseg's converted layouts (tools/dataset_converters/{potsdam,vaihingen,
         # loveda}.py): 0 in the stored labels is ignored (ISPRS eroded boundaries, LoveDA no-data)
-        DatasetPreset(
+        _mmseg_segmentation(
             "potsdam", "ISPRS Potsdam (mmseg's 512x512 cut of the 38 tiles, RGB, 5 cm): 6 classes; 3456/2016 tiles.",
-            dirs=("img_dir", "ann_dir"), split_dir=None, label_encoding="reduce-zero", ignore_value=255,
-            num_classes=6, splits=("train", "val"), test_split="val", image_size=(512, 512), crop_size=512,
-            dataset_class=SegmentationDataset, task="segmentation", class_names=_ISPRS_CLASSES, palette=_ISPRS_PALETTE,
+            num_classes=6, splits=("train", "val"), image_size=(512, 512), class_names=_ISPRS_CLASSES,
+            palette=_ISPRS_PALETTE,
             layout="{img_dir,ann_dir}/{train,val}/<tile>.png; labels 0 (boundary, ignored), 1..6 = impervious surface, "
                    "building, low vegetation, tree, car, clutter"),
-        DatasetPreset(
+        _mmseg_segmentation(
             "vaihingen", "ISPRS Vaihingen (mmseg's 512x512 cut of the 33 tiles, IRRG, 9 cm): 6 classes; 344/398 tiles.",
-            dirs=("img_dir", "ann_dir"), split_dir=None, label_encoding="reduce-zero", ignore_value=255,
-            num_classes=6, splits=("train", "val"), test_split="val", image_size=(512, 512), crop_size=512,
-            dataset_class=SegmentationDataset, task="segmentation", class_names=_ISPRS_CLASSES, palette=_ISPRS_PALETTE,
-            layout="{img_dir,ann_dir}/{train,val}/<tile>.png (IRRG); labels as potsdam"),
-        DatasetPreset(
+            num_classes=6, splits=("train", "val"), image_size=(512, 512), class_names=_ISPRS_CLASSES,
+            palette=_ISPRS_PALETTE, layout="{img_dir,ann_dir}/{train,val}/<tile>.png (IRRG); labels as potsdam"),
+        _mmseg_segmentation(
             "loveda", "LoveDA (Wang et al. 2021): 5987 urban/rural 1024x1024 tiles, 0.3 m; 7 classes; 2522/1669/1796.",
-            dirs=("img_dir", "ann_dir"), split_dir=None, label_encoding="reduce-zero", ignore_value=255,
-            num_classes=7, splits=("train", "val", "test"), test_split="val", image_size=(1024, 1024), crop_size=512,
-            dataset_class=SegmentationDataset, task="segmentation", class_names=_LOVEDA_CLASSES, palette=_LOVEDA_PALETTE,
+            num_classes=7, splits=("train", "val", "test"), image_size=(1024, 1024), class_names=_LOVEDA_CLASSES,
+            palette=_LOVEDA_PALETTE,
             layout="{img_dir,ann_dir}/{train,val,test}/<tile>.png (urban and rural together; test has no labels); "
                    "labels 0 (no-data, ignored), 1..7 = background, building, road, water, barren, forest, agricultural"),
         DatasetPreset(

@@ -212,10 +212,6 @@ class _Predictor:
         self.clip = scaling.clip
         self.mean, self.std = t(mean), t(std)
 
-    def __call__(self, windows: list[tuple[int, int, int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``[(prob float32 (h, w), valid bool (h, w))]`` for windows ``(x, y, w, h)`` of equal size."""
-        return self.predict(self.read(windows))
-
     def read(self, windows: list[tuple[int, int, int, int]]) -> tuple[list, list, list, list]:
         """Both dates' pixels and the joint valid mask of each window (I/O only: runs in the prefetch thread)."""
         xs1, xs2, valids = [], [], []
@@ -228,6 +224,7 @@ class _Predictor:
         return windows, xs1, xs2, valids
 
     def predict(self, batch: tuple[list, list, list, list]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``[(prob float32 (h, w), valid bool (h, w))]`` for a batch from :meth:`read` (windows of equal size)."""
         windows, xs1, xs2, valids = batch
         out = [np.zeros(v.shape, np.float32) for v in valids]
         run = [k for k, v in enumerate(valids) if v.any()]

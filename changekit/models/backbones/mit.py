@@ -20,7 +20,6 @@ so that a caller (BAN's bi-temporal adapter) can modify a stage's output before 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import torch.nn as nn
 from timm.layers import DropPath
 
 from changekit.errors import ChangekitError
-from changekit.models.backbones.weight_init import transformer_init
+from changekit.models.backbones.weight_init import mmseg_conv_init, read_imagenet_weights
 from changekit.models.recompute import recompute_dw_gelu
 
 __all__ = [
@@ -244,13 +243,7 @@ class MixVisionTransformer(nn.Module):
 
     def init_weights(self) -> None:
         """mmseg's initialisation: trunc-normal(0.02) linears, unit LayerNorms, He-normal (fan-out) convs."""
-        for m in self.modules():
-            transformer_init(m)
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        mmseg_conv_init(self)
 
     def forward_stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Run stage ``i`` on an NCHW map (the image for ``i == 0``, else stage ``i - 1``'s output); return NCHW."""
@@ -338,25 +331,9 @@ def load_mit_pretrained(
     an ``http(s)://`` URL, or ``"imagenet"`` for the mmseg file of ``size`` (downloaded through ``torch.hub``
     into its cache; the only path that touches the network, and only when asked).
     """
-    from changekit.checkpoints import check_state_dict, extract_state_dict, read_state_dict
+    from changekit.checkpoints import check_state_dict
 
-    if isinstance(weights, Mapping):
-        source, sd = "state dict", extract_state_dict(weights)
-    else:
-        text = str(weights)
-        if text == "imagenet":
-            if size not in MIT_PRETRAINED_URLS:
-                raise ChangekitError(
-                    f"no ImageNet MiT weights known for size {size!r}; known: {', '.join(MIT_PRETRAINED_URLS)}"
-                )
-            text = MIT_PRETRAINED_URLS[size]
-        if text.startswith(("http://", "https://")):
-            source = text
-            sd = extract_state_dict(
-                torch.hub.load_state_dict_from_url(text, map_location="cpu", weights_only=True), text
-            )
-        else:
-            source, sd = text, read_state_dict(text)
+    source, sd = read_imagenet_weights(weights, MIT_PRETRAINED_URLS, size, "MiT")
     try:
         sd = mit_state_dict_from(sd)
     except KeyError as e:

@@ -16,7 +16,6 @@ strictly with :func:`load_mscan_pretrained`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,7 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath
 
-from changekit.errors import ChangekitError
-from changekit.models.backbones.weight_init import transformer_init
+from changekit.models.backbones.weight_init import mmseg_conv_init, read_imagenet_weights
 from changekit.models.recompute import recompute_dw_gelu
 
 __all__ = ["MSCAN", "MSCAN_SETTINGS", "MSCAN_PRETRAINED_URLS", "mscan", "load_mscan_pretrained"]
@@ -154,13 +152,7 @@ class MSCAN(nn.Module):
 
     def init_weights(self) -> None:
         """mmseg's: trunc-normal(0.02) linears, unit LayerNorms, He-normal (fan-out) convs with zero bias."""
-        for m in self.modules():
-            transformer_init(m)
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        mmseg_conv_init(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
@@ -177,21 +169,9 @@ def load_mscan_pretrained(model: MSCAN, weights: str | Path | Mapping[str, torch
     """Load ImageNet MSCAN weights strictly: a local mmseg file, a state dict, a URL, or ``"imagenet"`` (mmseg's file
     for ``size``, downloaded through ``torch.hub`` only when asked). A ``backbone.`` prefix is stripped and the
     ImageNet classifier (``head.*``) dropped; every other key must match."""
-    from changekit.checkpoints import check_state_dict, extract_state_dict, read_state_dict
+    from changekit.checkpoints import check_state_dict
 
-    if isinstance(weights, Mapping):
-        source, sd = "state dict", extract_state_dict(weights)
-    else:
-        text = str(weights)
-        if text == "imagenet":
-            if size not in MSCAN_PRETRAINED_URLS:
-                raise ChangekitError(f"no ImageNet MSCAN weights known for size {size!r}; known: {', '.join(MSCAN_PRETRAINED_URLS)}")
-            text = MSCAN_PRETRAINED_URLS[size]
-        if text.startswith(("http://", "https://")):
-            source = text
-            sd = extract_state_dict(torch.hub.load_state_dict_from_url(text, map_location="cpu", weights_only=True), text)
-        else:
-            source, sd = text, read_state_dict(text)
+    source, sd = read_imagenet_weights(weights, MSCAN_PRETRAINED_URLS, size, "MSCAN")
     sd = {k.removeprefix("backbone."): v for k, v in sd.items() if not k.startswith(("head.", "backbone.head."))}
     check_state_dict(model, sd, source)
     model.load_state_dict(sd, strict=True)
