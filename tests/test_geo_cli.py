@@ -70,7 +70,7 @@ def test_cli_errors_are_user_errors(pair16, tmp_path, capsys):
 
 
 def test_scaling_rules(pair16):
-    with open_inputs(pair16 / "t1.tif", pair16 / "t2.tif", [1, 2, 3]) as inp:
+    with open_inputs([pair16 / "t1.tif", pair16 / "t2.tif"], [1, 2, 3]) as inp:
         assert resolve_scaling("none", inp, (0, 255)).gain == (1.0, 1.0, 1.0)
         d = resolve_scaling("dtype", inp, (0, 255))
         assert d.gain[0] == pytest.approx(1 / 257) and d.offset[0] == 0 and d.clip is None

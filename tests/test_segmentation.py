@@ -106,3 +106,22 @@ trainer:
     assert changekit_main(["predict", "-c", str(cfg), "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "p")]) == 0
     maps = sorted((tmp_path / "p").rglob("*.png"))
     assert maps and np.array(Image.open(maps[0])).max() < 4
+    # the trained checkpoint over a georeferenced image, streamed in windows
+    import rasterio
+    from toys import DEFAULT_CRS, default_transform
+
+    tile = np.array(Image.open(sorted((landcover / "img_dir" / "val").glob("*.png"))[0]))
+    img = np.tile(tile, (2, 3, 1))[:100, :150].transpose(2, 0, 1)
+    with rasterio.open(tmp_path / "scene.tif", "w", driver="GTiff", width=150, height=100, count=3, dtype="uint8",
+                       crs=DEFAULT_CRS, transform=default_transform()) as ds:
+        ds.write(img)
+    assert changekit_main(["scene", "--image", str(tmp_path / "scene.tif"), "--ckpt", str(ckpt), "--out",
+                           str(tmp_path / "scene"), "--window", "64", "--overlap", "16", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "classes over 15000 valid pixels" in out and "polygons:" in out
+    with rasterio.open(tmp_path / "scene" / "classes.tif") as c:
+        assert c.read(1).max() < 4 and c.crs == DEFAULT_CRS
+    assert (tmp_path / "scene" / "classes.gpkg").is_file()
+    assert changekit_main(["scene", "--t1", str(tmp_path / "scene.tif"), "--t2", str(tmp_path / "scene.tif"),
+                           "--ckpt", str(ckpt), "--out", str(tmp_path / "x")]) == 2
+    assert "give one image (--image)" in capsys.readouterr().err

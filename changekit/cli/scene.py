@@ -1,4 +1,5 @@
-"""``changekit scene``: a change model over two large georeferenced scenes (:func:`changekit.geo.run_scene`)."""
+"""``changekit scene``: a change model over two large georeferenced scenes, or a segmentation model over one
+(:func:`changekit.geo.run_scene`)."""
 
 from __future__ import annotations
 
@@ -11,17 +12,20 @@ from changekit.errors import ConfigError
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="changekit scene",
-        description="Run a change model over two georeferenced scenes of any size (streamed, blended, resumable).",
+        description="Run a change model over two georeferenced scenes of any size (--t1/--t2), or a single-date "
+                    "segmentation model over one (--image): streamed, blended, resumable.",
         epilog="Under torchrun (or any launcher that sets RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT) strips are "
                "shared out across processes; --out must then be on a shared file system. See docs/scenes.md.",
     )
-    p.add_argument("--t1", required=True, help="date-1 raster (GeoTIFF, COG, VRT, anything rasterio opens)")
-    p.add_argument("--t2", required=True, help="date-2 raster")
+    p.add_argument("--t1", help="date-1 raster (GeoTIFF, COG, VRT, anything rasterio opens)")
+    p.add_argument("--t2", help="date-2 raster")
+    p.add_argument("--image", help="the one raster of a single-date segmentation model (e.g. MCAT-UNet): outputs "
+                                   "classes.tif, confidence.tif and classes.geojson/.gpkg instead of the change outputs")
     p.add_argument("--ckpt", help="changekit checkpoint (records its model config, mean and std), an exported .onnx "
                                   "file (run with ONNX Runtime), or weights for --config")
     p.add_argument("--config", help="model YAML config (only needed when --ckpt does not record one)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--bands", help="1-based bands to read from both dates, in model order, e.g. 4,3,2 (default: 1..C)")
+    p.add_argument("--bands", help="1-based bands to read from each image, in model order, e.g. 4,3,2 (default: 1..C)")
     p.add_argument("--scale", default="auto",
                    help="stored values -> training units: auto (default), none, dtype, percentile[:LO,HI], linear:MIN,MAX")
     p.add_argument("--input-range", help="MIN,MAX of the training units (default: 0,1 if every mean <= 1 else 0,255)")
@@ -33,10 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=128, help="overlap between windows in pixels (default 128)")
     p.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU; the default), cpu, cuda or cuda:N")
-    p.add_argument("--threshold", type=float, default=0.5, help="change if probability >= this (default 0.5)")
+    p.add_argument("--threshold", type=float, help="change models: change if probability >= this (default 0.5)")
     p.add_argument("--min-area", type=float, default=0.0, help="drop polygons smaller than this (CRS units^2)")
     p.add_argument("--simplify", type=float, default=None, help="simplify polygons with this tolerance (CRS units)")
-    p.add_argument("--no-vectors", action="store_true", help="skip changes.geojson / changes.gpkg")
+    p.add_argument("--no-vectors", action="store_true", help="skip the polygons (changes/classes .geojson, .gpkg)")
     p.add_argument("--cog", action="store_true", help="write the rasters as Cloud-Optimised GeoTIFFs with overviews")
     p.add_argument("--pixel-coords", action="store_true",
                    help="accept dates without georeferencing: outputs in pixel coordinates, no CRS")
@@ -62,12 +66,18 @@ def main(argv: list[str]) -> int:
             assert len(rng) == 2
         except (ValueError, AssertionError):
             raise ConfigError(f"--input-range {args.input_range!r}: write MIN,MAX, e.g. 0,255") from None
+    if args.image is not None and (args.t1 or args.t2):
+        raise ConfigError("give either --image (a segmentation model's one image) or --t1 and --t2 (a change model's "
+                          "two dates), not both")
+    if args.image is None and not (args.t1 and args.t2):
+        raise ConfigError("give --t1 and --t2 (the two dates of a change model), "
+                          "or --image (the one image of a segmentation model)")
     if args.ckpt is None and args.config is None:
         raise ConfigError("give --ckpt (and --config if the checkpoint does not record its model config)")
     from changekit.geo.scene import run_scene
 
     s = run_scene(
-        args.t1, args.t2, args.out, ckpt=args.ckpt, config=args.config, mean=args.mean, std=args.std,
+        args.image or args.t1, None if args.image else args.t2, args.out, ckpt=args.ckpt, config=args.config, mean=args.mean, std=args.std,
         bands=args.bands, scale=args.scale, input_range=rng, align=args.align, resampling=args.resampling,
         window=args.window, overlap=args.overlap, batch_size=args.batch_size, device=args.device,
         threshold=args.threshold, min_area=args.min_area, simplify=args.simplify, vectors=not args.no_vectors,
@@ -80,7 +90,12 @@ def main(argv: list[str]) -> int:
               + (", date 2 warped onto date 1's grid" if s["aligned"] else ""))
         print(f"precision {s['precision']}; {s['windows']} windows in {s['strips']} strips ({s['strips_resumed']} strips resumed), "
               f"{s['seconds']:.1f} s, {s['megapixels_per_s']:.3g} MP/s")
-        print(f"changed pixels: {s['changed_pixels']} of {s['valid_pixels']} valid ({s['nodata_pixels']} no data)")
+        if "class_pixels" in s:
+            total = max(1, s["valid_pixels"])
+            print(f"classes over {s['valid_pixels']} valid pixels ({s['nodata_pixels']} no data): "
+                  + ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in s["class_pixels"].items()))
+        else:
+            print(f"changed pixels: {s['changed_pixels']} of {s['valid_pixels']} valid ({s['nodata_pixels']} no data)")
         if "polygons" in s:
             print(f"polygons: {s['polygons']} (dropped below --min-area: {s['polygons_dropped']})")
         if s.get("text_classes"):

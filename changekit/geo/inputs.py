@@ -1,4 +1,5 @@
-"""Opening the two dates: band selection, grid checks (or on-the-fly alignment), nodata and value scaling."""
+"""Opening the scene's images (two dates for change models, one image for segmentation models): band selection,
+grid checks (or on-the-fly alignment), nodata and value scaling."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from rasterio.windows import Window
 
 from changekit.errors import ConfigError, DataError
 
-__all__ = ["SceneInputs", "Scaling", "open_inputs", "parse_bands", "resolve_scaling", "train_range", "check_units"]
+__all__ = ["SceneInputs", "Scaling", "input_flags", "open_inputs", "parse_bands", "resolve_scaling", "train_range", "check_units"]
 
 SCALE_MODES = ("auto", "none", "dtype", "percentile", "linear")
 
@@ -55,34 +56,40 @@ def _same_grid(a, b) -> bool:
 
 @dataclass
 class SceneInputs:
-    """The two dates, on date 1's grid. Use as a context manager (closes the datasets)."""
+    """The images (two dates, or one image), on the first one's grid. Use as a context manager (closes them)."""
 
-    t1: object
-    t2: object
+    images: list
     bands: list[int]
-    paths: tuple[str, str]
+    paths: tuple[str, ...]
     aligned: bool
     _stack: contextlib.ExitStack = field(repr=False, default_factory=contextlib.ExitStack)
 
+    def named(self, k: int) -> str:
+        """``--t1 PATH`` / ``--image PATH``: image ``k`` (0-based) as the user gave it (for messages)."""
+        return f"{input_flags(len(self.paths))[k]} {self.paths[k]}"
+
     @property
     def height(self) -> int:
-        return self.t1.height
+        return self.images[0].height
 
     @property
     def width(self) -> int:
-        return self.t1.width
+        return self.images[0].width
 
     @property
     def crs(self):
-        return self.t1.crs
+        return self.images[0].crs
 
     @property
     def transform(self):
-        return self.t1.transform
+        return self.images[0].transform
+
+    def dtype(self, k: int = 0) -> np.dtype:
+        return np.dtype(self.images[k].dtypes[self.bands[0] - 1])
 
     def read(self, which: int, x: int, y: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(values float32 (C, h, w), valid bool (h, w))`` of one window of date ``which`` (1 or 2)."""
-        ds = self.t1 if which == 1 else self.t2
+        """``(values float32 (C, h, w), valid bool (h, w))`` of one window of image ``which`` (1-based: date 1 or 2)."""
+        ds = self.images[which - 1]
         win = Window(x, y, w, h)
         try:
             data = ds.read(self.bands, window=win, out_dtype="float32")
@@ -121,55 +128,65 @@ def _overlap(ds1, ds2) -> bool:
     return min(r1, r2) > max(l1, l2) and min(t1, t2) > max(b1, b2)
 
 
-def open_inputs(t1: str | Path, t2: str | Path, bands: Sequence[int] | None = None, align: bool = False,
-                resampling: str = "bilinear", n_bands: int | None = None, pixel_coords: bool = False) -> SceneInputs:
-    """Open both dates; check (or, with ``align``, warp date 2 onto) date 1's grid; check the bands.
+def input_flags(n: int) -> tuple[str, ...]:
+    """The CLI options that name ``n`` scene images: ``--t1``/``--t2`` (change), ``--image`` (segmentation)."""
+    return ("--image",) if n == 1 else ("--t1", "--t2")
 
-    Dates without georeferencing are refused unless ``pixel_coords`` (outputs then carry pixel coordinates and
+
+def open_inputs(paths: Sequence[str | Path], bands: Sequence[int] | None = None, align: bool = False,
+                resampling: str = "bilinear", n_bands: int | None = None, pixel_coords: bool = False) -> SceneInputs:
+    """Open the scene's images (two dates, or one image); check (or, with ``align``, warp date 2 onto) date 1's
+    grid; check the bands.
+
+    Images without georeferencing are refused unless ``pixel_coords`` (outputs then carry pixel coordinates and
     no CRS); with ``align``, dates whose footprints do not overlap are refused."""
+    paths = [str(p) for p in paths]
+    flags = input_flags(len(paths))
+    named = [f"{f} {p}" for f, p in zip(flags, paths)]
     stack = contextlib.ExitStack()
     try:
-        ds1 = stack.enter_context(_open(t1))
-        ds2 = stack.enter_context(_open(t2))
-        if ds1.crs is None and ds2.crs is None and not pixel_coords:
-            raise DataError(f"--t1 {t1} and --t2 {t2} carry no georeferencing (no CRS): the outputs would be in pixel "
+        images = [stack.enter_context(_open(p)) for p in paths]
+        ds1 = images[0]
+        if all(ds.crs is None for ds in images) and not pixel_coords:
+            raise DataError(f"{' and '.join(named)} carry no georeferencing (no CRS): the outputs would be in pixel "
                             "coordinates with no CRS. Georeference the inputs, or pass --pixel-coords to accept that")
         aligned = False
-        if not _same_grid(ds1, ds2):
+        if len(images) == 2 and not _same_grid(ds1, images[1]):
+            ds2 = images[1]
             if not align:
                 raise DataError(
-                    f"the two dates are not on the same grid:\n  --t1 {t1}: {_describe_grid(ds1)}\n"
-                    f"  --t2 {t2}: {_describe_grid(ds2)}\n"
+                    f"the two dates are not on the same grid:\n  {named[0]}: {_describe_grid(ds1)}\n"
+                    f"  {named[1]}: {_describe_grid(ds2)}\n"
                     "Pass --align to warp date 2 onto date 1's grid on the fly, or co-register them first."
                 )
             if ds1.crs is None or ds2.crs is None:
-                raise DataError(f"--align needs both dates georeferenced; {t1 if ds1.crs is None else t2} has no CRS")
+                raise DataError(f"--align needs both dates georeferenced; {paths[0] if ds1.crs is None else paths[1]} has no CRS")
             try:
                 rs = Resampling[resampling]
             except KeyError:
                 raise ConfigError(f"--resampling {resampling!r}: use one of nearest, bilinear, cubic, lanczos, average") from None
             if not _overlap(ds1, ds2):
-                raise DataError(f"the dates do not overlap: --t1 {t1} covers {_footprint(ds1)}, --t2 {t2} covers "
+                raise DataError(f"the dates do not overlap: {named[0]} covers {_footprint(ds1)}, {named[1]} covers "
                                 f"{_footprint(ds2)}; give two images of the same place")
             kw = dict(crs=ds1.crs, transform=ds1.transform, width=ds1.width, height=ds1.height, resampling=rs)
             if ds2.nodata is None:
                 kw["add_alpha"] = True  # areas outside date 2 read as masked
-            ds2 = stack.enter_context(WarpedVRT(ds2, **kw))
+            images[1] = stack.enter_context(WarpedVRT(ds2, **kw))
             aligned = True
         if bands is None:
             want = n_bands or ds1.count
             if ds1.count < want:
-                raise DataError(f"--t1 {t1} has {ds1.count} band(s) but the model takes {want}; "
+                raise DataError(f"{named[0]} has {ds1.count} band(s) but the model takes {want}; "
                                 "stack the bands the model was trained on (or pick them with --bands)")
             bands = list(range(1, want + 1))
         bands = list(bands)
-        for path, ds in ((t1, ds1), (t2, ds2)):
-            count = ds.count - (1 if aligned and ds is ds2 and ds2.nodata is None else 0)
+        for k, (path, ds) in enumerate(zip(paths, images)):
+            count = ds.count - (1 if aligned and k == 1 and ds.nodata is None else 0)
             if max(bands) > count:
                 raise DataError(f"{path} has {count} band(s); --bands {','.join(map(str, bands))} asks for band {max(bands)}")
         if n_bands is not None and len(bands) != n_bands:
             raise DataError(f"--bands selects {len(bands)} band(s) but the model takes {n_bands} input channels")
-        return SceneInputs(ds1, ds2, bands, (str(t1), str(t2)), aligned, stack)
+        return SceneInputs(images, bands, tuple(paths), aligned, stack)
     except BaseException:
         stack.close()
         raise
@@ -236,19 +253,18 @@ def check_units(spec: str, inputs: SceneInputs, target: tuple[float, float], tra
     """
     if spec.strip().lower() != "auto":
         return
-    d1 = np.dtype(inputs.t1.dtypes[inputs.bands[0] - 1])
-    d2 = np.dtype(inputs.t2.dtypes[inputs.bands[0] - 1])
+    d1 = inputs.dtype(0)
     fix = "pass --scale (percentile, dtype or linear:MIN,MAX) to map the stored values onto the training range"
-    if d1 != d2:
-        raise DataError(f"the dates differ in data type: --t1 {inputs.paths[0]} is {d1}, --t2 {inputs.paths[1]} is {d2}, "
-                        f"so no automatic scaling fits both; convert one to the other's units, or {fix}")
+    if len(inputs.images) == 2 and inputs.dtype(1) != d1:
+        raise DataError(f"the dates differ in data type: {inputs.named(0)} is {d1}, {inputs.named(1)} is "
+                        f"{inputs.dtype(1)}, so no automatic scaling fits both; convert one to the other's units, or {fix}")
     if not (d1 == np.uint8 or np.issubdtype(d1, np.floating)):
         return  # auto stretches other integer types by percentiles onto the training range
     lo, hi = target
     if trained_dtype is not None and np.dtype(trained_dtype) != d1:
-        raise DataError(f"--t1 {inputs.paths[0]} is {d1} but the model was trained on {trained_dtype} images "
+        raise DataError(f"{inputs.named(0)} is {d1} but the model was trained on {trained_dtype} images "
                         f"(values {lo:g}..{hi:g}); {fix}")
-    sample = np.concatenate([_sample(inputs.t1, inputs.bands, 512), _sample(inputs.t2, inputs.bands, 512)], axis=1)
+    sample = np.concatenate([_sample(ds, inputs.bands, 512) for ds in inputs.images], axis=1)
     if sample.size == 0:
         return  # no valid pixel: reported after the run
     vmax = float(sample.max())
@@ -273,7 +289,7 @@ def resolve_scaling(spec: str, inputs: SceneInputs, target: tuple[float, float])
     name = name.strip().lower()
     n = len(inputs.bands)
     lo_t, hi_t = target
-    dtype = np.dtype(inputs.t1.dtypes[inputs.bands[0] - 1])
+    dtype = inputs.dtype(0)
     if name not in SCALE_MODES:
         raise ConfigError(f"--scale {spec!r}: use one of none, dtype, percentile[:LO,HI], linear:MIN,MAX, auto")
     if name == "auto":
@@ -301,9 +317,9 @@ def resolve_scaling(spec: str, inputs: SceneInputs, target: tuple[float, float])
         plo, phi = (float(v) for v in arg.split(",")) if arg else (2.0, 98.0)
     except ValueError:
         raise ConfigError(f"--scale {spec!r}: write percentile:LO,HI, e.g. percentile:2,98") from None
-    samples = np.concatenate([_sample(inputs.t1, inputs.bands), _sample(inputs.t2, inputs.bands)], axis=1)
+    samples = np.concatenate([_sample(ds, inputs.bands) for ds in inputs.images], axis=1)
     if samples.shape[1] == 0:
-        raise DataError(f"{inputs.paths[0]} and {inputs.paths[1]}: no valid pixels to compute percentiles from")
+        raise DataError(f"{' and '.join(inputs.paths)}: no valid pixels to compute percentiles from")
     gains, offsets = [], []
     for c in range(n):
         a, b = np.percentile(samples[c], [plo, phi])

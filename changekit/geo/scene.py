@@ -1,14 +1,17 @@
-"""``changekit scene``: a change model over two georeferenced scenes of any size, streamed window by window.
+"""``changekit scene``: a model over georeferenced scenes of any size, streamed window by window: a change model
+over two dates, or a single-date segmentation model over one image.
 
 See docs/scenes.md. The pipeline, per process (rank):
 
-1. open both dates (GeoTIFF/COG/VRT/anything rasterio reads), check that they share date 1's grid or warp
+1. open the dates (GeoTIFF/COG/VRT/anything rasterio reads), check that they share date 1's grid or warp
    date 2 onto it (``align``), pick bands, work out the value scaling to the model's training units;
 2. for each strip of windows assigned to this rank (``strip % world_size == rank``) that is not finished
    yet: read windows, batch them through the model, blend them horizontally into a strip file
    (:mod:`changekit.geo.writers`) renamed into place when complete (the resume record);
 3. after a barrier, rank 0 blends the strips vertically into ``change.tif`` and ``probability.tif``,
-   polygonises the change raster into ``changes.geojson`` / ``changes.gpkg``; every output is written
+   polygonises the change raster into ``changes.geojson`` / ``changes.gpkg`` (a segmentation model: per-class
+   probabilities blended, their argmax in ``classes.tif``, its probability in ``confidence.tif``, polygons
+   with a class attribute in ``classes.geojson`` / ``classes.gpkg``); every output is written
    under ``DIR/.partial`` and renamed into ``DIR`` when complete; then ``DIR/.partial`` is removed.
 
 Peak memory is bounded by the window, the batch and GDAL's block cache, not by the scene size.
@@ -45,16 +48,15 @@ from changekit.geo.inputs import (
     train_range,
 )
 from changekit.geo.windows import Grid
-from changekit.geo.writers import StripWriter, assemble_rasters, strip_path, to_cog
+from changekit.geo.writers import StripWriter, assemble_class_rasters, assemble_rasters, strip_path, to_cog
 from changekit.models.loading import load_model
 
 __all__ = ["run_scene", "OUTPUTS"]
 
 OUTPUTS = ("change.tif", "probability.tif", "changes.geojson", "changes.gpkg")
-PLAN_VERSION = 1
+CLASS_OUTPUTS = ("classes.tif", "confidence.tif", "classes.geojson", "classes.gpkg")  # segmentation models
+PLAN_VERSION = 2
 GDAL_CACHE_MB = 64
-
-
 
 # ------------------------------------------------------------------------------------------- model
 def _stats(value: Any, kind: str) -> list[float] | None:
@@ -73,14 +75,14 @@ def _stats(value: Any, kind: str) -> list[float] | None:
     return [float(v) for v in value]
 
 
-def check_options(window: int, overlap: int, batch_size: int, threshold: float, min_area: float,
+def check_options(window: int, overlap: int, batch_size: int, threshold: float | None, min_area: float,
                   simplify: float | None) -> None:
     """Every numeric option in its valid range (the CLI and the Python API share this check)."""
     rules = [
         (window >= 1, f"--window {window}: must be at least 1 pixel"),
         (0 <= overlap < window, f"--overlap {overlap}: must be at least 0 and smaller than --window ({window})"),
         (batch_size >= 1, f"--batch-size {batch_size}: must be at least 1"),
-        (0.0 <= threshold <= 1.0, f"--threshold {threshold}: a probability, between 0 and 1"),
+        (threshold is None or 0.0 <= threshold <= 1.0, f"--threshold {threshold}: a probability, between 0 and 1"),
         (min_area >= 0, f"--min-area {min_area}: must be 0 or more (CRS units squared)"),
         (simplify is None or simplify >= 0, f"--simplify {simplify}: must be 0 or more (CRS units)"),
     ]
@@ -200,37 +202,76 @@ def _to_prob(logits: torch.Tensor) -> torch.Tensor:
     return p[:, 1] if k == 2 else 1.0 - p[:, 0]
 
 
+def _class_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Per-class probabilities (B, K, H, W) of a segmentation model's logits (softmax over the classes)."""
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    return torch.softmax(logits.float(), dim=1)
+
+
+def model_task(model: Any, info: dict) -> str:
+    """``segmentation`` (one image in, a class map out) or ``change`` (two dates in), as the model says."""
+    return getattr(model, "task", None) or info.get("task") or "change"
+
+
+def class_legend(info: dict, num_classes: int) -> tuple[list[str], list[list[int]]]:
+    """Class names and RGB colours of a segmentation model: recorded ones, else its dataset preset's, else generic."""
+    names, palette = info.get("class_names"), info.get("palette")
+    if not names and info.get("dataset"):
+        from changekit.data.presets import PRESETS
+
+        preset = PRESETS.get(str(info["dataset"]))
+        if preset is not None and len(preset.class_names) == num_classes:
+            names, palette = list(preset.class_names), [list(c) for c in preset.palette]
+    if not names or len(names) != num_classes:
+        names = [f"class {i}" for i in range(num_classes)]
+    if not palette or len(palette) != num_classes:
+        rng = np.random.default_rng(0)  # distinct, fixed colours for classes no dataset named
+        palette = [[int(v) for v in rng.integers(32, 256, 3)] for _ in range(num_classes)]
+    return list(names), [[int(v) for v in c] for c in palette]
+
+
 # -------------------------------------------------------------------------------------- the runner
 class _Predictor:
+    """Reads windows of every input image and runs the model on them: change probabilities (K=1) of a change model,
+    per-class probabilities (K classes) of a segmentation model."""
+
     def __init__(self, model: nn.Module, inputs: SceneInputs, scaling, mean, std, device: torch.device,
-                 pad_multiple: int, labeller=None) -> None:
+                 pad_multiple: int, labeller=None, segmentation: bool = False) -> None:
         self.model, self.inputs, self.device, self.pad = model, inputs, device, pad_multiple
         self.labeller = labeller  # CLIPFormer: class lists per window from CLIP (--clip-per-window)
+        self.segmentation = segmentation
         c = len(inputs.bands)
         t = lambda v: torch.tensor(v, dtype=torch.float32, device=device).view(1, c, 1, 1)
         self.gain, self.offset = t(scaling.gain), t(scaling.offset)
         self.clip = scaling.clip
         self.mean, self.std = t(mean), t(std)
 
-    def read(self, windows: list[tuple[int, int, int, int]]) -> tuple[list, list, list, list]:
-        """Both dates' pixels and the joint valid mask of each window (I/O only: runs in the prefetch thread)."""
-        xs1, xs2, valids = [], [], []
+    def read(self, windows: list[tuple[int, int, int, int]]) -> tuple[list, list, list]:
+        """Every image's pixels and the joint valid mask of each window (I/O only: runs in the prefetch thread)."""
+        xs: list[list[np.ndarray]] = [[] for _ in self.inputs.images]
+        valids = []
         for x, y, w, h in windows:
-            a, va = self.inputs.read(1, x, y, w, h)
-            b, vb = self.inputs.read(2, x, y, w, h)
-            xs1.append(a)
-            xs2.append(b)
-            valids.append(va & vb)
-        return windows, xs1, xs2, valids
+            valid = None
+            for k, dest in enumerate(xs):
+                a, va = self.inputs.read(k + 1, x, y, w, h)
+                dest.append(a)
+                valid = va if valid is None else valid & va
+            valids.append(valid)
+        return windows, xs, valids
 
-    def predict(self, batch: tuple[list, list, list, list]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``[(prob float32 (h, w), valid bool (h, w))]`` for a batch from :meth:`read` (windows of equal size)."""
-        windows, xs1, xs2, valids = batch
-        out = [np.zeros(v.shape, np.float32) for v in valids]
+    def predict(self, batch: tuple[list, list, list], channels: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``[(probabilities float32 (K, h, w), valid bool (h, w))]`` for a batch from :meth:`read` (windows of equal
+        size); windows without a valid pixel are not run."""
+        windows, xs, valids = batch
+        out = [np.zeros((channels, *v.shape), np.float32) for v in valids]
         run = [k for k, v in enumerate(valids) if v.any()]
         if run:
-            probs = self._forward(np.stack([xs1[k] for k in run]), np.stack([xs2[k] for k in run]),
-                                  np.stack([valids[k] for k in run]), [windows[k] for k in run])
+            probs = self._forward([np.stack([x[k] for k in run]) for x in xs], np.stack([valids[k] for k in run]),
+                                  [windows[k] for k in run])
+            if probs.shape[1] != channels:
+                raise ConfigError(f"the model gave {probs.shape[1]} output channel(s) where its checkpoint records "
+                                  f"{channels} classes; check --ckpt/--config")
             for k, p in zip(run, probs):
                 out[k] = p
         return list(zip(out, valids))
@@ -244,19 +285,19 @@ class _Predictor:
         return t.mul_(valid)  # no-data pixels -> 0 (the training mean)
 
     @torch.inference_mode()
-    def _forward(self, x1: np.ndarray, x2: np.ndarray, valid: np.ndarray, where: list | None = None) -> np.ndarray:
+    def _forward(self, xs: list[np.ndarray], valid: np.ndarray, where: list | None = None) -> np.ndarray:
         v = torch.from_numpy(valid).to(self.device)[:, None].float()
-        t1, t2 = self._norm(x1, v), self._norm(x2, v)
+        ts = [self._norm(x, v) for x in xs]
         texts = {}
         if self.labeller is not None:
-            texts = dict(zip(("classes_a", "classes_b"), self.labeller(t1, t2, where)))
-        h, w = t1.shape[-2:]
+            texts = dict(zip(("classes_a", "classes_b"), self.labeller(*ts, where)))
+        h, w = ts[0].shape[-2:]
         ph, pw = (-h) % self.pad, (-w) % self.pad
         if ph or pw:
-            t1 = F.pad(t1, (0, pw, 0, ph), mode="replicate")
-            t2 = F.pad(t2, (0, pw, 0, ph), mode="replicate")
-        prob = _to_prob(self.model(t1, t2, **texts))[:, :h, :w]
-        return prob.float().cpu().numpy()
+            ts = [F.pad(t, (0, pw, 0, ph), mode="replicate") for t in ts]
+        logits = self.model(*ts, **texts)
+        prob = _class_probs(logits) if self.segmentation else _to_prob(logits)[:, None]
+        return prob[..., :h, :w].float().cpu().numpy()
 
 
 def _plan(inputs: SceneInputs, grid: Grid, scaling, mean, std, fingerprint: str) -> dict:
@@ -268,7 +309,7 @@ def _plan(inputs: SceneInputs, grid: Grid, scaling, mean, std, fingerprint: str)
             return [p]
 
     return {
-        "version": PLAN_VERSION, "t1": stamp(inputs.paths[0]), "t2": stamp(inputs.paths[1]),
+        "version": PLAN_VERSION, "inputs": [stamp(p) for p in inputs.paths],
         "aligned": inputs.aligned, "bands": inputs.bands, "height": grid.height, "width": grid.width,
         "window": grid.window, "overlap": grid.overlap, "scaling": [scaling.mode, list(scaling.gain),
         list(scaling.offset), list(scaling.clip) if scaling.clip else None], "mean": list(mean),
@@ -293,7 +334,7 @@ def _progress(enabled: bool):
 
 def run_scene(
     t1: str | Path,
-    t2: str | Path,
+    t2: str | Path | None,
     out_dir: str | Path,
     *,
     ckpt: str | Path | None = None,
@@ -310,7 +351,7 @@ def run_scene(
     overlap: int = 128,
     batch_size: int = 4,
     device: str | torch.device = "cpu",
-    threshold: float = 0.5,
+    threshold: float | None = None,
     min_area: float = 0.0,
     simplify: float | None = None,
     vectors: bool = True,
@@ -327,6 +368,11 @@ def run_scene(
     on_window: Callable[[int], None] | None = None,
 ) -> dict:
     """Run a change model over two scenes; write ``change.tif``, ``probability.tif`` and polygons to ``out_dir``.
+
+    A segmentation model (``task == "segmentation"``, e.g. MCAT-UNet) runs over one image instead: ``t1`` is the
+    image and ``t2`` None (the CLI's ``--image``); per-class probabilities are blended across windows and the outputs
+    are ``classes.tif`` (argmax, the class palette as colour table), ``confidence.tif`` and ``classes.geojson`` /
+    ``classes.gpkg`` (polygons with ``class`` and ``class_name``). ``threshold`` (default 0.5) is for change models.
 
     The model comes from ``model`` (an ``nn.Module``; give ``mean``/``std`` in training units, else 0/1),
     or ``ckpt`` (a changekit checkpoint, which records its config, mean and std) or ``config`` + ``ckpt``.
@@ -361,11 +407,33 @@ def run_scene(
         elif model is None:
             model = load_model(ckpt, config)
             info = model.changekit_info
+        else:  # a model built in Python: what it records (load_model's changekit_info), if anything
+            info = dict(getattr(model, "changekit_info", None) or {})
         model.eval()
         if dev.type == "cuda" and dev.index is None and dist.world_size > 1:
             dev = torch.device("cuda", local_rank())
         model.to(dev)
         takes_text = "classes_a" in inspect.signature(getattr(model, "forward", model)).parameters
+        task = model_task(model, info)
+        segmentation = task == "segmentation"
+        paths = [t1] if t2 is None else [t1, t2]
+        what = ckpt or config or type(model).__name__
+        if segmentation and t2 is not None:
+            raise ConfigError(f"{what} is a single-date segmentation model: give one image (--image), not two dates")
+        if not segmentation and t2 is None:
+            raise ConfigError(f"{what} is a {task} model: give the two dates (--t1 and --t2); --image is for "
+                              "single-date segmentation models")
+        if segmentation and threshold is not None:
+            raise ConfigError("--threshold: a segmentation model's class map is the most probable class per pixel; "
+                              "--threshold is for change models (drop it)")
+        threshold = 0.5 if threshold is None else threshold
+        channels = 1
+        if segmentation:
+            channels = int(getattr(model, "num_classes", None) or info.get("num_classes") or 0)
+            if channels < 2:
+                raise ConfigError(f"{what}: a segmentation model with {channels} classes; its checkpoint must record "
+                                  "num_classes (2 or more)")
+            class_names, palette = class_legend(info, channels)
         if clip_per_window and not takes_text:
             raise ConfigError(f"--clip-per-window: {ckpt or config or type(model).__name__} takes no class lists (only "
                               "language models such as CLIPFormer do; an exported .onnx has its lists baked in)")
@@ -386,7 +454,7 @@ def run_scene(
         import rasterio
 
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
-                open_inputs(t1, t2, band_list, align=align, resampling=resampling, n_bands=in_ch,
+                open_inputs(paths, band_list, align=align, resampling=resampling, n_bands=in_ch,
                             pixel_coords=pixel_coords) as inputs:
             n = len(inputs.bands)
             mean_v = mean_v or [0.0] * n
@@ -404,6 +472,7 @@ def run_scene(
             grid = Grid(inputs.height, inputs.width, window, overlap)
             plan = _plan(inputs, grid, scaling, mean_v, std_v, _model_fingerprint(model))
             plan["precision"] = precision
+            plan["channels"] = channels
             labeller, text_note = None, None
             if clip_per_window:
                 from changekit.models.text.zero_shot import load_window_labeller
@@ -427,11 +496,11 @@ def run_scene(
                     f"{partial} holds an unfinished run with other inputs or settings; "
                     "run again with the same arguments to resume it, or pass --restart to start over"
                 )
-            summary = {"precision": precision, "scaling": scaling.describe(), "grid": f"{grid.height} x {grid.width}", "windows": grid.n_windows,
+            summary = {"task": "segmentation" if segmentation else "change", "precision": precision, "scaling": scaling.describe(), "grid": f"{grid.height} x {grid.width}", "windows": grid.n_windows,
                        "crs": inputs.crs.to_string() if inputs.crs else None,
                        "strips": grid.n_strips, "aligned": inputs.aligned, "bands": inputs.bands,
                        "rank": dist.rank, "world_size": dist.world_size}
-            predictor = _Predictor(model, inputs, scaling, mean_v, std_v, dev, pad_multiple, labeller)
+            predictor = _Predictor(model, inputs, scaling, mean_v, std_v, dev, pad_multiple, labeller, segmentation)
             if text_note:
                 summary["text_classes"] = text_note
             mine = [i for i in range(grid.n_strips) if i % dist.world_size == dist.rank]
@@ -453,21 +522,26 @@ def run_scene(
                 batches = _prefetched(_strip_batches(grid, todo, batch_size), predictor.read)
                 try:
                     for i in todo:
-                        _predict_strip(grid, i, batches, predictor, partial, tick)
+                        _predict_strip(grid, i, batches, predictor, partial, tick, channels)
                 finally:
                     batches.close()  # stops the reader thread (after its current read) on errors and Ctrl-C
                 summary["predict_s"] = time.perf_counter() - t_pred
                 summary["windows_run"] = counter[0]
                 dist.barrier()
                 if dist.rank == 0:
+                    legend = (class_names, palette) if segmentation else None
                     summary.update(_finish(grid, inputs, partial, out, threshold, min_area, simplify, vectors, cog,
-                                           keep_partial, bar, labeller))
-                    record = {"format": "changekit-scene/1", "t1": os.path.abspath(inputs.paths[0]),
-                              "t2": os.path.abspath(inputs.paths[1]), "bands": inputs.bands,
+                                           keep_partial, bar, labeller, legend))
+                    images = ({"image": os.path.abspath(inputs.paths[0])} if segmentation else
+                              {"t1": os.path.abspath(inputs.paths[0]), "t2": os.path.abspath(inputs.paths[1])})
+                    record = {"format": "changekit-scene/1", "task": "segmentation" if segmentation else "change",
+                              **images, "bands": inputs.bands,
                               "scaling": {"mode": scaling.mode, "gain": list(scaling.gain),
                                           "offset": list(scaling.offset), "clip": scaling.clip},
                               "train_range": list(target), "mean": list(mean_v), "std": list(std_v),
-                              "window": window, "overlap": overlap, "threshold": threshold, "precision": precision,
+                              "window": window, "overlap": overlap, "precision": precision,
+                              **({"class_names": class_names, "palette": palette} if segmentation else
+                                 {"threshold": threshold}),
                               "model": str(ckpt or config or type(model).__name__), "crs": summary["crs"],
                               **({"text_classes": text_note} if text_note else {}),
                               "outputs": {k: os.path.basename(v) for k, v in summary["outputs"].items()}}
@@ -506,13 +580,13 @@ def _prefetched(items, read: Callable):
 
 
 def _predict_strip(grid: Grid, i: int, batches, predictor: _Predictor, partial: Path,
-                   tick: Callable[[], None]) -> None:
+                   tick: Callable[[], None], channels: int = 1) -> None:
     """Blend strip ``i``'s windows (its batches are the next ones in ``batches``) and commit its strip file."""
     h, w = grid.win_h, grid.win_w
     cols, wx = grid.cols, grid.weights_x()
-    writer = StripWriter(partial, i, h, grid.width)
+    writer = StripWriter(partial, i, h, grid.width, channels)
     try:
-        acc = np.zeros((h, w), np.float32)
+        acc = np.zeros((channels, h, w), np.float32)
         valid_acc = np.zeros((h, w), bool)
         cur = 0
         done = 0
@@ -520,17 +594,17 @@ def _predict_strip(grid: Grid, i: int, batches, predictor: _Predictor, partial: 
             (strip, js), data = next(batches)
             assert strip == i, "batches out of step with the strips"
             done += len(js)
-            results = predictor.predict(data)
+            results = predictor.predict(data, channels)
             for j, (prob, valid) in zip(js, results):
                 x = cols[j]
                 if x > cur:  # columns [cur, x) are complete for this strip
                     s = x - cur
-                    writer.write(cur, acc[:, :s], valid_acc[:, :s])
-                    acc[:, :w - s] = acc[:, s:].copy()
-                    acc[:, w - s:] = 0
+                    writer.write(cur, acc[..., :s], valid_acc[:, :s])
+                    acc[..., :w - s] = acc[..., s:].copy()
+                    acc[..., w - s:] = 0
                     valid_acc[:, :w - s] = valid_acc[:, s:].copy()
                     cur = x
-                acc += wx[j][None, :] * prob
+                acc += wx[j] * prob
                 valid_acc[:] = valid
                 tick()
         writer.write(cur, acc, valid_acc)
@@ -543,7 +617,10 @@ def _predict_strip(grid: Grid, i: int, batches, predictor: _Predictor, partial: 
 
 
 def _finish(grid: Grid, inputs: SceneInputs, partial: Path, out: Path, threshold: float, min_area: float,
-            simplify: float | None, vectors: bool, cog: bool, keep_partial: bool, bar, labeller=None) -> dict:
+            simplify: float | None, vectors: bool, cog: bool, keep_partial: bool, bar, labeller=None,
+            legend: tuple[list[str], list[list[int]]] | None = None) -> dict:
+    """Blend the strips into the output rasters, polygonise, move everything into ``out``. ``legend`` (class names,
+    palette): a segmentation model's class outputs instead of the change outputs."""
     missing = [i for i in range(grid.n_strips) if not strip_path(partial, i).exists()]
     if missing:
         raise ConfigError(
@@ -552,39 +629,52 @@ def _finish(grid: Grid, inputs: SceneInputs, partial: Path, out: Path, threshold
         )
     t0 = time.perf_counter()
     task = bar.add_task("writing rasters", total=None)
-    change_tmp, prob_tmp = partial / "change.tif", partial / "probability.tif"
-    counts = assemble_rasters(grid, partial, inputs.crs, inputs.transform, change_tmp, prob_tmp, threshold,
-                              on_block=lambda d, n: bar.update(task, completed=d, total=n))
+    on_block = lambda d, n: bar.update(task, completed=d, total=n)  # noqa: E731
+    names = ("classes", "confidence", "classes") if legend else ("change", "probability", "changes")
+    raster_tmp, second_tmp = partial / f"{names[0]}.tif", partial / f"{names[1]}.tif"
+    if legend:
+        counts = assemble_class_rasters(grid, partial, inputs.crs, inputs.transform, raster_tmp, second_tmp,
+                                        legend[0], legend[1], on_block=on_block)
+    else:
+        counts = assemble_rasters(grid, partial, inputs.crs, inputs.transform, raster_tmp, second_tmp, threshold,
+                                  on_block=on_block)
     if cog:
-        for p in (change_tmp, prob_tmp):
+        for p in (raster_tmp, second_tmp):
             with atomic_write(p) as c:
                 to_cog(p, c)
     if counts["valid"] == 0:  # nothing written to --out: an all-nodata result cannot be right
-        raise DataError(f"no valid pixel: every pixel is no-data in --t1 {inputs.paths[0]} or --t2 {inputs.paths[1]} "
-                        "(where they overlap); check the nodata values, the bands and that the dates cover the same area")
-    result = {"changed_pixels": counts["changed"], "valid_pixels": counts["valid"], "nodata_pixels": counts["nodata"],
-              "assemble_s": time.perf_counter() - t0}
-    outputs = {"change": out / "change.tif", "probability": out / "probability.tif"}
+        where = " or ".join(inputs.named(k) for k in range(len(inputs.paths)))
+        raise DataError(f"no valid pixel: every pixel is no-data in {where}"
+                        + (" (where they overlap); check the nodata values, the bands and that the dates cover the "
+                           "same area" if len(inputs.paths) > 1 else "; check its nodata value and the bands"))
+    result: dict[str, Any] = {"valid_pixels": counts["valid"], "nodata_pixels": counts["nodata"],
+                              "assemble_s": time.perf_counter() - t0}
+    if legend:
+        result["class_pixels"] = dict(zip(legend[0], counts["pixels"]))
+    else:
+        result["changed_pixels"] = counts["changed"]
+    outputs = {names[0]: out / f"{names[0]}.tif", names[1]: out / f"{names[1]}.tif"}
     t0 = time.perf_counter()
     if vectors:
         from changekit.geo.vectorize import write_polygons
 
         bar.add_task("polygons", total=None)
-        vec_tmp = {"GeoJSON": partial / "changes.geojson", "GPKG": partial / "changes.gpkg"}
+        vec_tmp = {"GeoJSON": partial / f"{names[2]}.geojson", "GPKG": partial / f"{names[2]}.gpkg"}
         for p in vec_tmp.values():
             p.unlink(missing_ok=True)
-        vc = write_polygons(change_tmp, vec_tmp, min_area=min_area, simplify=simplify)
+        vc = write_polygons(raster_tmp, vec_tmp, min_area=min_area, simplify=simplify,
+                            class_names=legend[0] if legend else None)
         result.update({"polygons": vc["polygons"], "polygons_dropped": vc["dropped_small"], "polygon_area": vc["area"]})
-        os.replace(vec_tmp["GeoJSON"], out / "changes.geojson")
-        os.replace(vec_tmp["GPKG"], out / "changes.gpkg")
-        outputs.update({"geojson": out / "changes.geojson", "gpkg": out / "changes.gpkg"})
+        os.replace(vec_tmp["GeoJSON"], out / f"{names[2]}.geojson")
+        os.replace(vec_tmp["GPKG"], out / f"{names[2]}.gpkg")
+        outputs.update({"geojson": out / f"{names[2]}.geojson", "gpkg": out / f"{names[2]}.gpkg"})
     result["vectorize_s"] = time.perf_counter() - t0
     if labeller is not None:  # every window's class lists, strip by strip (resumed strips included)
         windows = [w for i in range(grid.n_strips) for w in json.loads((partial / f"classes_{i:05d}.json").read_text())]
         write_json(out / "window_classes.json", {**labeller.summary(), "windows": windows})
         outputs["window_classes"] = out / "window_classes.json"
-    os.replace(change_tmp, outputs["change"])
-    os.replace(prob_tmp, outputs["probability"])
+    os.replace(raster_tmp, outputs[names[0]])
+    os.replace(second_tmp, outputs[names[1]])
     if not keep_partial:
         shutil.rmtree(partial, ignore_errors=True)
     result["outputs"] = {k: str(v) for k, v in outputs.items()}

@@ -1,15 +1,16 @@
-"""Change polygons from the change raster, block by block (memory bounded by the block, not the scene).
+"""Polygons from the change raster (or a class raster), block by block (memory bounded by the block, not the scene).
 
 Each block is polygonised with ``rasterio.features.shapes`` in pixel coordinates (4-connectivity, as
-GDAL's polygonize). Polygons that touch an inner block edge are kept aside and merged at the end
-(``shapely.unary_union``, then split into parts); the others are final at once. Final polygons are mapped
+GDAL's polygonize). Polygons that touch an inner block edge are kept aside and merged at the end, value by
+value (``shapely.unary_union``, then split into parts); the others are final at once. Final polygons are mapped
 to the raster's CRS with its geotransform, filtered by ``min_area`` (CRS units squared), optionally
-simplified, and written to GeoJSON and GeoPackage with ``id``, ``area`` and ``pixels`` attributes.
+simplified, and written to GeoJSON and GeoPackage with ``id``, ``area`` and ``pixels`` attributes, and for a
+class raster ``class`` (the index) and ``class_name``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import fiona
@@ -21,9 +22,11 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 from shapely.geometry import mapping, shape
 
-__all__ = ["change_polygons", "write_polygons"]
+__all__ = ["change_polygons", "region_polygons", "write_polygons"]
 
 SCHEMA = {"geometry": "Polygon", "properties": {"id": "int", "area": "float", "pixels": "int"}}
+CLASS_SCHEMA = {"geometry": "Polygon",
+                "properties": {"id": "int", "class": "int", "class_name": "str", "area": "float", "pixels": "int"}}
 
 
 def _parts(geom) -> Iterator:
@@ -36,45 +39,58 @@ def _parts(geom) -> Iterator:
             yield from _parts(g)
 
 
-def change_polygons(change_path: str | Path, block: int = 2048) -> Iterator[tuple[object, int]]:
-    """Yield ``(polygon in CRS coordinates, pixel count)`` for every 4-connected region of value 1."""
-    with rasterio.open(change_path) as ds:
+def region_polygons(path: str | Path, values: Sequence[int], block: int = 2048) -> Iterator[tuple[object, int, int]]:
+    """Yield ``(polygon in CRS coordinates, pixel count, value)`` for every 4-connected region of each of ``values``."""
+    wanted = np.asarray(list(values))
+    with rasterio.open(path) as ds:
         H, W, T = ds.height, ds.width, ds.transform
         coeffs = [T.a, T.b, T.d, T.e, T.c, T.f]
-        pending = []
+        pending: dict[int, list] = {}
         for y0 in range(0, H, block):
             for x0 in range(0, W, block):
                 h, w = min(block, H - y0), min(block, W - x0)
                 arr = ds.read(1, window=Window(x0, y0, w, h))
-                m = arr == 1
+                m = np.isin(arr, wanted)
                 if not m.any():
                     continue
-                for geom, _ in shapes(arr, mask=m, connectivity=4, transform=Affine.translation(x0, y0)):
-                    poly = shape(geom)
+                for geom, value in shapes(arr, mask=m, connectivity=4, transform=Affine.translation(x0, y0)):
+                    poly, value = shape(geom), int(value)
                     minx, miny, maxx, maxy = poly.bounds
                     inner = (minx == x0 and x0 > 0) or (miny == y0 and y0 > 0) or \
                             (maxx == x0 + w and x0 + w < W) or (maxy == y0 + h and y0 + h < H)
                     if inner:
-                        pending.append(poly)
+                        pending.setdefault(value, []).append(poly)
                     else:
-                        yield shapely.affinity.affine_transform(poly, coeffs), int(round(poly.area))
-        if pending:
-            for poly in _parts(shapely.unary_union(pending)):
-                yield shapely.affinity.affine_transform(poly, coeffs), int(round(poly.area))
+                        yield shapely.affinity.affine_transform(poly, coeffs), int(round(poly.area)), value
+        for value in sorted(pending):
+            for poly in _parts(shapely.unary_union(pending[value])):
+                yield shapely.affinity.affine_transform(poly, coeffs), int(round(poly.area)), value
+
+
+def change_polygons(change_path: str | Path, block: int = 2048) -> Iterator[tuple[object, int]]:
+    """Yield ``(polygon in CRS coordinates, pixel count)`` for every 4-connected region of value 1."""
+    for poly, pixels, _ in region_polygons(change_path, [1], block):
+        yield poly, pixels
 
 
 def write_polygons(change_path: str | Path, outputs: dict[str, Path], min_area: float = 0.0,
-                   simplify: float | None = None) -> dict:
-    """Write the change polygons to each ``{driver: path}`` (``GeoJSON``, ``GPKG``). Returns counts."""
+                   simplify: float | None = None, class_names: Sequence[str] | None = None) -> dict:
+    """Write the change polygons (value 1 of ``change_path``) to each ``{driver: path}`` (``GeoJSON``, ``GPKG``);
+    with ``class_names``, the regions of every class of a class raster instead (layer ``classes``, with the class
+    index and name). Returns counts."""
+    if class_names is None:
+        schema, layer, regions = SCHEMA, "changes", region_polygons(change_path, [1])
+    else:
+        schema, layer, regions = CLASS_SCHEMA, "classes", region_polygons(change_path, range(len(class_names)))
     with rasterio.open(change_path) as ds:
         crs_wkt = ds.crs.to_wkt() if ds.crs else None
     sinks = []
     counts = {"polygons": 0, "dropped_small": 0, "area": 0.0}
     try:
         for driver, path in outputs.items():
-            kw = {"layer": "changes"} if driver == "GPKG" else {}
-            sinks.append(fiona.open(path, "w", driver=driver, schema=SCHEMA, crs_wkt=crs_wkt, **kw))
-        for poly, pixels in change_polygons(change_path):
+            kw = {"layer": layer} if driver == "GPKG" else {}
+            sinks.append(fiona.open(path, "w", driver=driver, schema=schema, crs_wkt=crs_wkt, **kw))
+        for poly, pixels, value in regions:
             area = float(poly.area)
             if area < min_area:
                 counts["dropped_small"] += 1
@@ -88,7 +104,10 @@ def write_polygons(change_path: str | Path, outputs: dict[str, Path], min_area: 
                 poly = next(iter(sorted(_parts(shapely.make_valid(poly)), key=lambda g: -g.area)), poly)
             counts["polygons"] += 1
             counts["area"] += area
-            rec = {"geometry": mapping(poly), "properties": {"id": counts["polygons"], "area": area, "pixels": pixels}}
+            props = {"id": counts["polygons"], "area": area, "pixels": pixels}
+            if class_names is not None:
+                props.update({"class": value, "class_name": class_names[value]})
+            rec = {"geometry": mapping(poly), "properties": props}
             for s in sinks:
                 s.write(rec)
     finally:

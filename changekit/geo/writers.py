@@ -1,18 +1,22 @@
 """Strip files (the per-strip partial results) and the final rasters assembled from them.
 
-A strip file holds strip ``i`` blended horizontally, ``(win_h, W)`` raw little-endian uint16 in row-major
-order: probability ``round(p * 65534)``, and :data:`NODATA16` where either date has no data. Strip files
+A strip file holds strip ``i`` blended horizontally, ``(win_h, W, K)`` raw little-endian uint16 in row-major
+order: ``K`` probabilities per pixel (1 for a change model: the change probability; one per class for a
+segmentation model), each ``round(p * 65534)``, and :data:`NODATA16` where an input has no data. Strip files
 are written under a temporary name and renamed when complete (:mod:`changekit.atomic`), so a strip file that exists is finished
 (that is the resume record). The final rasters are computed from them in tile-aligned blocks:
 ``p(y, x) = sum_i ny_i(y) * P_i(y, x)`` over the strips covering row ``y``, in ascending strip order, so
-the result does not depend on which process computed which strip or in which run.
+the result does not depend on which process computed which strip or in which run. A change model's
+blended probability is thresholded into ``change.tif``; a segmentation model's per-class probabilities are
+blended the same way and their argmax is ``classes.tif`` (the blend of probabilities, not of class votes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +31,7 @@ QMAX = 65534
 TILE = 512
 CHANGE_NODATA = 255
 
-__all__ = ["StripWriter", "strip_path", "assemble_rasters", "raster_profile"]
+__all__ = ["StripWriter", "strip_path", "assemble_rasters", "assemble_class_rasters", "raster_profile"]
 
 
 def strip_path(partial: Path, i: int) -> Path:
@@ -38,19 +42,21 @@ class StripWriter:
     """Writes column ranges of one strip straight to its file (no width-sized buffer in memory), through
     :func:`changekit.atomic.atomic_write`: the strip file appears on :meth:`commit`, never half-written."""
 
-    def __init__(self, partial: Path, i: int, height: int, width: int) -> None:
+    def __init__(self, partial: Path, i: int, height: int, width: int, channels: int = 1) -> None:
         self.final = strip_path(partial, i)
-        self.height, self.width = height, width
+        self.height, self.width, self.channels = height, width, channels
         self._stack = contextlib.ExitStack()
         self.tmp = self._stack.enter_context(atomic_write(self.final))
         self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.ftruncate(self.fd, height * width * 2)
+        os.ftruncate(self.fd, height * width * channels * 2)
 
     def write(self, x0: int, prob: np.ndarray, valid: np.ndarray) -> None:
-        q = np.rint(np.clip(prob, 0.0, 1.0) * QMAX).astype("<u2")
+        """Columns ``x0..`` of the strip: ``prob`` (K, h, w) in 0..1 (or (h, w) when K is 1), ``valid`` (h, w)."""
+        q = np.rint(np.clip(prob.reshape(-1, *valid.shape), 0.0, 1.0) * QMAX).astype("<u2").transpose(1, 2, 0)
         q[~valid] = NODATA16
+        k = self.channels
         for r in range(q.shape[0]):
-            os.pwrite(self.fd, q[r].tobytes(), (r * self.width + x0) * 2)
+            os.pwrite(self.fd, np.ascontiguousarray(q[r]).tobytes(), ((r * self.width + x0) * k) * 2)
 
     def _close_fd(self) -> None:
         if self.fd >= 0:
@@ -72,15 +78,15 @@ class _Abandoned(Exception):
     """Tells the atomic writer of an unfinished strip to discard its temporary file."""
 
 
-def read_strip(partial: Path, i: int, grid: Grid, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-    """Rows ``[r0, r1)`` (strip-relative) and columns ``[c0, c1)`` of strip ``i`` as uint16."""
-    out = np.empty((r1 - r0, c1 - c0), dtype="<u2")
+def read_strip(partial: Path, i: int, grid: Grid, r0: int, r1: int, c0: int, c1: int, channels: int = 1) -> np.ndarray:
+    """Rows ``[r0, r1)`` (strip-relative) and columns ``[c0, c1)`` of strip ``i``: uint16 (rows, cols, K)."""
+    out = np.empty((r1 - r0, c1 - c0, channels), dtype="<u2")
     fd = os.open(strip_path(partial, i), os.O_RDONLY)
     try:
-        n = (c1 - c0) * 2
+        n = (c1 - c0) * channels * 2
         for k, r in enumerate(range(r0, r1)):
-            buf = os.pread(fd, n, (r * grid.width + c0) * 2)
-            out[k] = np.frombuffer(buf, dtype="<u2")
+            buf = os.pread(fd, n, ((r * grid.width + c0) * channels) * 2)
+            out[k] = np.frombuffer(buf, dtype="<u2").reshape(c1 - c0, channels)
     finally:
         os.close(fd)
     return out
@@ -94,6 +100,32 @@ def raster_profile(crs, transform, height: int, width: int, **extra) -> dict:
     return profile
 
 
+def blended_blocks(grid: Grid, partial: Path, channels: int = 1, col_chunk: int = 2048):
+    """``(window, prob float32 (h, w, K), nodata bool (h, w))`` for tile-aligned blocks covering the scene: the
+    strips blended vertically (see the module docstring)."""
+    wy = grid.weights_y()
+    rows = grid.rows
+    col_chunk = max(TILE, col_chunk // TILE * TILE)
+    for y0 in range(0, grid.height, TILE):
+        y1 = min(grid.height, y0 + TILE)
+        strips = grid.strips_covering(y0, y1)
+        for x0 in range(0, grid.width, col_chunk):
+            x1 = min(grid.width, x0 + col_chunk)
+            acc = np.zeros((y1 - y0, x1 - x0, channels), dtype=np.float32)
+            nodata = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+            for i in strips:
+                a, b = max(y0, rows[i]), min(y1, rows[i] + grid.win_h)
+                q = read_strip(partial, i, grid, a - rows[i], b - rows[i], x0, x1, channels)
+                nodata[a - y0:b - y0] |= q[..., 0] == NODATA16
+                p = q.astype(np.float32) / np.float32(QMAX)
+                acc[a - y0:b - y0] += wy[i, a - rows[i]:b - rows[i], None, None] * p
+            yield Window(x0, y0, x1 - x0, y1 - y0), np.clip(acc, 0.0, 1.0), nodata
+
+
+def n_blocks(grid: Grid, col_chunk: int = 2048) -> int:
+    return -(-grid.height // TILE) * -(-grid.width // max(TILE, col_chunk // TILE * TILE))
+
+
 def assemble_rasters(grid: Grid, partial: Path, crs, transform, change_tmp: Path, prob_tmp: Path,
                      threshold: float = 0.5, col_chunk: int = 2048,
                      on_block: Callable[[int, int], None] | None = None) -> dict:
@@ -101,45 +133,64 @@ def assemble_rasters(grid: Grid, partial: Path, crs, transform, change_tmp: Path
 
     Returns counts: ``changed`` pixels, ``valid`` pixels.
     """
-    wy = grid.weights_y()
-    rows = grid.rows
     counts = {"changed": 0, "valid": 0, "nodata": 0}
-    col_chunk = max(TILE, col_chunk // TILE * TILE)
-    n_blocks = -(-grid.height // TILE) * -(-grid.width // col_chunk)
-    done = 0
+    total = n_blocks(grid, col_chunk)
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
         with rasterio.open(change_tmp, "w", **raster_profile(crs, transform, grid.height, grid.width, nodata=CHANGE_NODATA)) as dc, \
                 rasterio.open(prob_tmp, "w", **raster_profile(crs, transform, grid.height, grid.width)) as dp:
             dc.update_tags(1, DESCRIPTION="change: 1, no change: 0, no data: 255")
             dp.update_tags(1, DESCRIPTION="change probability x 255; no data in the mask band")
-            for y0 in range(0, grid.height, TILE):
-                y1 = min(grid.height, y0 + TILE)
-                strips = grid.strips_covering(y0, y1)
-                for x0 in range(0, grid.width, col_chunk):
-                    x1 = min(grid.width, x0 + col_chunk)
-                    acc = np.zeros((y1 - y0, x1 - x0), dtype=np.float32)
-                    nodata = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-                    for i in strips:
-                        a, b = max(y0, rows[i]), min(y1, rows[i] + grid.win_h)
-                        q = read_strip(partial, i, grid, a - rows[i], b - rows[i], x0, x1)
-                        nd = q == NODATA16
-                        nodata[a - y0:b - y0] |= nd
-                        p = q.astype(np.float32) / np.float32(QMAX)
-                        acc[a - y0:b - y0] += wy[i, a - rows[i]:b - rows[i], None] * p
-                    prob = np.clip(acc, 0.0, 1.0)
-                    change = (prob >= np.float32(threshold)).astype(np.uint8)
-                    change[nodata] = CHANGE_NODATA
-                    p8 = np.rint(prob * 255.0).astype(np.uint8)
-                    p8[nodata] = 0
-                    win = Window(x0, y0, x1 - x0, y1 - y0)
-                    dc.write(change, 1, window=win)
-                    dp.write(p8, 1, window=win)
-                    dp.write_mask(np.where(nodata, 0, 255).astype(np.uint8), window=win)
-                    counts["changed"] += int((change == 1).sum())
-                    counts["nodata"] += int(nodata.sum())
-                    done += 1
-                    if on_block is not None:
-                        on_block(done, n_blocks)
+            for done, (win, prob, nodata) in enumerate(blended_blocks(grid, partial, 1, col_chunk), 1):
+                prob = prob[..., 0]
+                change = (prob >= np.float32(threshold)).astype(np.uint8)
+                change[nodata] = CHANGE_NODATA
+                p8 = np.rint(prob * 255.0).astype(np.uint8)
+                p8[nodata] = 0
+                dc.write(change, 1, window=win)
+                dp.write(p8, 1, window=win)
+                dp.write_mask(np.where(nodata, 0, 255).astype(np.uint8), window=win)
+                counts["changed"] += int((change == 1).sum())
+                counts["nodata"] += int(nodata.sum())
+                if on_block is not None:
+                    on_block(done, total)
+    counts["valid"] = grid.height * grid.width - counts["nodata"]
+    return counts
+
+
+def assemble_class_rasters(grid: Grid, partial: Path, crs, transform, classes_tmp: Path, conf_tmp: Path,
+                           class_names: Sequence[str], palette: Sequence[Sequence[int]], col_chunk: int = 2048,
+                           on_block: Callable[[int, int], None] | None = None) -> dict:
+    """Write ``classes`` (the most probable class index, nodata 255, the palette as its colour table, class names in
+    its tags) and ``confidence`` (that class's blended probability x 255, internal nodata mask) GeoTIFFs.
+
+    Returns counts: ``pixels`` per class (a list), ``valid`` and ``nodata`` pixels."""
+    k = len(class_names)
+    if k > CHANGE_NODATA:
+        raise ValueError(f"{k} classes do not fit a uint8 class raster (at most {CHANGE_NODATA})")
+    counts = {"pixels": [0] * k, "valid": 0, "nodata": 0}
+    total = n_blocks(grid, col_chunk)
+    names = "; ".join(f"{i}: {n}" for i, n in enumerate(class_names))
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(classes_tmp, "w", **raster_profile(crs, transform, grid.height, grid.width, nodata=CHANGE_NODATA)) as dc, \
+                rasterio.open(conf_tmp, "w", **raster_profile(crs, transform, grid.height, grid.width)) as dp:
+            dc.update_tags(1, DESCRIPTION=f"class index ({names}); no data: {CHANGE_NODATA}")
+            dc.update_tags(CLASS_NAMES=json.dumps(list(class_names)))
+            dc.write_colormap(1, {i: tuple(int(v) for v in palette[i]) + (255,) for i in range(k)})
+            dp.update_tags(1, DESCRIPTION="probability of the chosen class x 255; no data in the mask band")
+            for done, (win, prob, nodata) in enumerate(blended_blocks(grid, partial, k, col_chunk), 1):
+                cls = prob.argmax(axis=2).astype(np.uint8)
+                conf = np.take_along_axis(prob, cls[..., None].astype(np.intp), axis=2)[..., 0]
+                cls[nodata] = CHANGE_NODATA
+                p8 = np.rint(conf * 255.0).astype(np.uint8)
+                p8[nodata] = 0
+                dc.write(cls, 1, window=win)
+                dp.write(p8, 1, window=win)
+                dp.write_mask(np.where(nodata, 0, 255).astype(np.uint8), window=win)
+                hist = np.bincount(cls[~nodata].ravel(), minlength=k)
+                counts["pixels"] = [a + int(b) for a, b in zip(counts["pixels"], hist[:k])]
+                counts["nodata"] += int(nodata.sum())
+                if on_block is not None:
+                    on_block(done, total)
     counts["valid"] = grid.height * grid.width - counts["nodata"]
     return counts
 

@@ -6,9 +6,11 @@ Routes (nothing else; no URL part reaches the file system, every file it reads i
 * ``/``: the page (``static/index.html``), ``/static/...``: its script, style and the vendored MapLibre;
 * ``/tiles/{layer}/{z}/{x}/{y}.png``: web-mercator XYZ tiles rendered on the fly with rio-tiler from the
   GeoTIFFs in whatever CRS they are: ``t1``, ``t2`` (the model's bands, first three as RGB, stretched as the
-  model saw them), ``change`` (changed pixels in red), ``probability`` (a colour ramp, transparent where low).
+  model saw them), ``change`` (changed pixels in red), ``probability`` (a colour ramp, transparent where low);
+  for a segmentation run ``image``, ``classes`` (the class palette) and ``confidence`` (the ramp).
   Tiles outside the scene answer ``204 No Content``;
-* ``/changes.geojson``: the change polygons in EPSG:4326; ``/scene.json``: the run's record plus its bounds.
+* ``/polygons.geojson``: the change (or class) polygons in EPSG:4326; ``/scene.json``: the run's record plus its
+  bounds and layers.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from changekit.errors import ConfigError
 
 __all__ = ["create_app", "check_scene_folder", "LAYERS"]
 
-LAYERS = ("t1", "t2", "change", "probability")
+#: the tile layers of a run, by task: input images first, then the outputs (file names without ``.tif``)
+LAYERS = {"change": ("t1", "t2", "change", "probability"), "segmentation": ("image", "classes", "confidence")}
 STATIC = Path(__file__).parent / "static"
 
 
@@ -30,15 +33,18 @@ def check_scene_folder(out: str | Path) -> dict[str, Any]:
     out = Path(out)
     if not out.is_dir():
         raise ConfigError(f"{out}: no such folder; give the --out folder of a `changekit scene` run")
-    missing = [n for n in ("scene.json", "change.tif", "probability.tif") if not (out / n).is_file()]
+    record = json.loads((out / "scene.json").read_text()) if (out / "scene.json").is_file() else {}
+    task = record.get("task", "change")
+    inputs, outputs = LAYERS[task][:-2], LAYERS[task][-2:]
+    missing = [n for n in ("scene.json", *(f"{k}.tif" for k in outputs)) if not (out / n).is_file()]
     if missing:
         unfinished = " (it holds an unfinished run: rerun the scene command to finish it)" if (out / ".partial").exists() else ""
         raise ConfigError(f"{out} is not a finished `changekit scene` output: {', '.join(missing)} missing{unfinished}")
-    record = json.loads((out / "scene.json").read_text())
-    for key in ("t1", "t2"):
+    for key in inputs:
         if not Path(record[key]).is_file():
-            raise ConfigError(f"{out / 'scene.json'}: date {key[1]} {record[key]} no longer exists; the viewer shows the "
-                              "dates the scene was run on")
+            what = "image" if key == "image" else f"date {key[1]}"
+            raise ConfigError(f"{out / 'scene.json'}: {what} {record[key]} no longer exists; the viewer shows the "
+                              "images the scene was run on")
     return record
 
 
@@ -70,8 +76,9 @@ def create_app(out: str | Path):
 
     out = Path(out).resolve()
     record = check_scene_folder(out)
-    files = {"t1": Path(record["t1"]), "t2": Path(record["t2"]), "change": out / "change.tif",
-             "probability": out / "probability.tif"}
+    task = record.get("task", "change")
+    layers = LAYERS[task]
+    files = {k: Path(record[k]) for k in layers[:-2]} | {k: out / f"{k}.tif" for k in layers[-2:]}
     bands = list(record["bands"])[:3]
     if len(bands) < 3:
         bands = (bands * 3)[:3]  # one- or two-band data: shown grey
@@ -79,8 +86,9 @@ def create_app(out: str | Path):
     ranges = (ranges * 3)[:3]
     ramp = _ramp()
     change_cmap = {0: (0, 0, 0, 0), 1: (230, 25, 25, 210), 255: (0, 0, 0, 0)}
+    class_cmap = {i: (*map(int, c), 255) for i, c in enumerate(record.get("palette") or [])} | {255: (0, 0, 0, 0)}
 
-    with Reader(str(files["change"])) as src:
+    with Reader(str(files[layers[-2]])) as src:
         bounds = list(src.get_geographic_bounds("epsg:4326"))
 
     async def tile(request):
@@ -90,13 +98,13 @@ def create_app(out: str | Path):
         z, x, y = (int(request.path_params[k]) for k in ("z", "x", "y"))
         try:
             with Reader(str(files[layer])) as src:
-                if layer in ("t1", "t2"):
+                if layer in ("t1", "t2", "image"):
                     img = src.tile(x, y, z, indexes=bands, tilesize=256)
                     img.rescale(in_range=ranges)
                     content = img.render(img_format="PNG")
-                elif layer == "change":
+                elif layer in ("change", "classes"):
                     img = src.tile(x, y, z, indexes=1, resampling_method="nearest")
-                    content = img.render(img_format="PNG", colormap=change_cmap)
+                    content = img.render(img_format="PNG", colormap=change_cmap if layer == "change" else class_cmap)
                 else:
                     img = src.tile(x, y, z, indexes=1)
                     content = img.render(img_format="PNG", colormap=ramp)
@@ -104,14 +112,14 @@ def create_app(out: str | Path):
             return Response(status_code=204)
         return Response(content, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
-    async def changes(request):
-        path = out / record["outputs"].get("geojson", "changes.geojson")
-        if not path.is_file():
+    async def polygons(request):
+        name = record["outputs"].get("geojson")
+        if name is None or not (out / name).is_file():  # a run with --no-vectors
             return JSONResponse({"type": "FeatureCollection", "features": []})
-        return JSONResponse(_to_wgs84(path, record.get("crs")))
+        return JSONResponse(_to_wgs84(out / name, record.get("crs")))
 
     async def scene(request):
-        return JSONResponse({**record, "bounds": bounds, "layers": list(LAYERS)})
+        return JSONResponse({**record, "task": task, "bounds": bounds, "layers": list(layers)})
 
     async def index(request):
         return FileResponse(STATIC / "index.html")
@@ -119,7 +127,7 @@ def create_app(out: str | Path):
     routes = [
         Route("/", index),
         Route("/scene.json", scene),
-        Route("/changes.geojson", changes),
+        Route("/polygons.geojson", polygons),
         Route("/tiles/{layer:str}/{z:int}/{x:int}/{y:int}.png", tile),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
