@@ -147,3 +147,33 @@ def test_the_docs_onnxruntime_example_runs(pair_and_ckpt, tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("(64, 64)") and "changed pixels" in r.stdout
     json.dumps(read_metadata(d / "m.onnx"))  # plain JSON values
+
+
+def test_a_segmentation_model_exports_with_one_input_and_runs_a_scene(tmp_path, capsys):
+    """MCAT-UNet: input ``image``, the class legend in the metadata, `scene --image` on ONNX Runtime = PyTorch."""
+    from test_scene_segmentation import _write_image
+
+    torch.manual_seed(0)
+    args = {"size": "t", "drop_path_rate": 0.0}
+    model = changekit.build_model({"arch": "mcat-unet", "arch_args": args}, num_classes=6)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "changekit": {"arch": "mcat-unet", "arch_args": args, "num_classes": 6, "task": "segmentation",
+                              "dataset": "potsdam", "mean": [120.0] * 3, "std": [60.0] * 3}}, tmp_path / "m.ckpt")
+    assert cli(["export", str(tmp_path / "m.ckpt"), "--out", str(tmp_path / "m.onnx"), "--size", "64"]) == 0
+    graph = onnx.load(str(tmp_path / "m.onnx"))
+    assert [i.name for i in graph.graph.input] == ["image"]
+    meta = read_metadata(tmp_path / "m.onnx")
+    assert meta["task"] == "segmentation" and meta["dynamic_size"] and meta["class_names"][1] == "building"
+    runner = OnnxModel(tmp_path / "m.onnx")
+    assert runner.task == "segmentation"
+    with pytest.raises(ConfigError, match=r"takes 1 input\(s\) \(image\), not 2"):
+        runner(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64))
+    _write_image(tmp_path / "img.tif")
+    base = ["scene", "--image", str(tmp_path / "img.tif"), "--window", "96", "--overlap", "32", "--quiet"]
+    assert cli([*base, "--ckpt", str(tmp_path / "m.ckpt"), "--out", str(tmp_path / "pt")]) == 0
+    assert cli([*base, "--ckpt", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "ort")]) == 0
+    with rasterio.open(tmp_path / "pt" / "classes.tif") as a, rasterio.open(tmp_path / "ort" / "classes.tif") as b:
+        assert (a.read(1) == b.read(1)).mean() >= 0.999
+        assert b.colormap(1)[1][:3] == (0, 0, 255)  # potsdam's building colour, from the file's metadata
+    with rasterio.open(tmp_path / "pt" / "confidence.tif") as a, rasterio.open(tmp_path / "ort" / "confidence.tif") as b:
+        assert np.abs(a.read(1).astype(int) - b.read(1).astype(int)).max() <= 1

@@ -18,8 +18,9 @@ from rasterio.windows import Window
 from toys import DEFAULT_CRS, DiffModel, default_transform, write_scene_pair
 
 from changekit.cli import main as cli
+from changekit.data.presets import class_legend
 from changekit.errors import ConfigError
-from changekit.geo.scene import class_legend, run_scene
+from changekit.geo.scene import run_scene
 
 SIZE = (300, 430)
 KW = dict(window=128, overlap=32, batch_size=3, progress=False, mean=[0.0] * 3, std=[255.0] * 3, scale="none")

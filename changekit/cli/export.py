@@ -9,7 +9,8 @@ import json
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="changekit export",
-        description="Export a model to ONNX: inputs t1, t2 (B, C, H, W, normalised), output logits (B, K, H, W); "
+        description="Export a model to ONNX: inputs t1, t2 (B, C, H, W, normalised; a segmentation model: image), "
+                    "output logits (B, K, H, W); "
                     "dynamic batch, dynamic H/W where the model allows it (checked), metadata for inference.")
     p.add_argument("model", help="a changekit checkpoint (records its config), or a YAML config (with --weights)")
     p.add_argument("--weights", help="weights for a config (a changekit, open-cd or plain weights file)")

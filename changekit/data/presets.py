@@ -19,10 +19,12 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from changekit.data.datasets import BandonDataset, ChangeDataset, SegmentationDataset
 from changekit.errors import ConfigError
 
-__all__ = ["DatasetPreset", "PRESETS", "get_preset", "list_presets", "build_dataset"]
+__all__ = ["DatasetPreset", "PRESETS", "get_preset", "list_presets", "build_dataset", "class_legend"]
 
 
 @dataclass(frozen=True)
@@ -181,3 +183,19 @@ def build_dataset(preset: str | DatasetPreset, root: str | os.PathLike, split: s
 def preset_with(name: str, **changes: Any) -> DatasetPreset:
     """A copy of a preset with some fields changed (e.g. ``mean='clip'`` for BAN)."""
     return replace(get_preset(name), **changes)
+
+
+def class_legend(info: dict, num_classes: int) -> tuple[list[str], list[list[int]]]:
+    """Class names and RGB colours of a segmentation model from what it records (``info``: ``class_names``, ``palette``,
+    ``dataset``): recorded ones, else its dataset preset's (when the class count matches), else generic."""
+    names, palette = info.get("class_names"), info.get("palette")
+    if not names and info.get("dataset"):
+        preset = PRESETS.get(str(info["dataset"]))
+        if preset is not None and len(preset.class_names) == num_classes:
+            names, palette = list(preset.class_names), [list(c) for c in preset.palette]
+    if not names or len(names) != num_classes:
+        names = [f"class {i}" for i in range(num_classes)]
+    if not palette or len(palette) != num_classes:
+        rng = np.random.default_rng(0)  # distinct, fixed colours for classes no dataset named
+        palette = [[int(v) for v in rng.integers(32, 256, 3)] for _ in range(num_classes)]
+    return list(names), [[int(v) for v in c] for c in palette]

@@ -1,14 +1,14 @@
 """ONNX export and ONNX Runtime inference (docs/deploy.md).
 
-:func:`export_onnx` writes a graph with inputs ``t1``, ``t2`` (B, C, H, W), already normalised, and output
-``logits`` (B, num_classes, H, W). The batch is always dynamic; H and W are dynamic where the model's graph
+:func:`export_onnx` writes a graph with inputs ``t1``, ``t2`` (B, C, H, W), already normalised (a single-date
+segmentation model such as MCAT-UNet: one input, ``image``), and output ``logits`` (B, num_classes, H, W). The batch is always dynamic; H and W are dynamic where the model's graph
 allows it. That is decided by checking, not assumed: the dynamic graph is run by ONNX Runtime at a second size
 and compared with PyTorch; if it disagrees (sizes traced into reshapes, as in MiT attention), a fixed-size graph
 is written instead and its size recorded. Every export is checked against PyTorch at the export size; a graph
 that disagrees is never written. ``metadata_props`` carry what inference needs (see :data:`METADATA_KEYS`).
 
-:class:`OnnxModel` runs such a file with ONNX Runtime behind the ``model(t1, t2)`` interface, so
-``changekit scene --ckpt model.onnx`` streams a scene through it like a PyTorch checkpoint.
+:class:`OnnxModel` runs such a file with ONNX Runtime behind the ``model(t1, t2)`` (or ``model(image)``) interface,
+so ``changekit scene --ckpt model.onnx`` streams a scene through it like a PyTorch checkpoint.
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ from changekit.errors import ChangekitError, ConfigError
 __all__ = ["ExportError", "export_onnx", "OnnxModel", "read_metadata", "METADATA_KEYS"]
 
 #: What an exported file records (JSON values): what a reader needs to feed it and to read its output.
-METADATA_KEYS = ("changekit_version", "arch", "num_classes", "in_channels", "bands", "mean", "std", "units",
-                 "window", "dynamic_size", "fixed_size", "fixed_batch", "precision", "text_classes")
+METADATA_KEYS = ("changekit_version", "arch", "task", "num_classes", "class_names", "palette", "in_channels", "bands",
+                 "mean", "std", "units", "window", "dynamic_size", "fixed_size", "fixed_batch", "precision",
+                 "text_classes")
+#: the graph's input names, by task
+INPUT_NAMES = {"change": ["t1", "t2"], "segmentation": ["image"]}
 #: Needed to run a scene from the file alone (the others are informative).
 REQUIRED_FOR_SCENES = ("in_channels", "mean", "std")
 
@@ -58,26 +61,28 @@ def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.float64) - b).max() / max(float(np.abs(b).max()), 1e-6))
 
 
-def _trace_export(model: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path, opset: int,
+def _trace_export(model: nn.Module, example: tuple[torch.Tensor, ...], path: Path, opset: int,
                   dynamic_hw: bool, dynamic_batch: bool = True) -> None:
     axes = ({0: "batch"} if dynamic_batch else {}) | ({2: "height", 3: "width"} if dynamic_hw else {})
+    names = INPUT_NAMES["segmentation" if len(example) == 1 else "change"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python values: the ORT check below decides
-        torch.onnx.export(model, example, str(path), input_names=["t1", "t2"], output_names=["logits"],
-                          dynamic_axes={"t1": axes, "t2": axes, "logits": axes}, opset_version=opset,
+        torch.onnx.export(model, example, str(path), input_names=names, output_names=["logits"],
+                          dynamic_axes={**{n: axes for n in names}, "logits": axes}, opset_version=opset,
                           do_constant_folding=True, dynamo=False)
 
 
 def _check(model: nn.Module, path: Path, sizes: Sequence[tuple[int, int, int]], channels: int, tol: float) -> float:
     """Worst relative error of the ONNX graph against PyTorch over ``(batch, h, w)`` inputs."""
     session = _ort_session(path)
+    names = [i.name for i in session.get_inputs()]
     g = torch.Generator().manual_seed(0)
     worst = 0.0
     for b, h, w in sizes:
-        t1, t2 = torch.randn(b, channels, h, w, generator=g), torch.randn(b, channels, h, w, generator=g)
+        xs = [torch.randn(b, channels, h, w, generator=g) for _ in names]
         with torch.no_grad():
-            ref = model(t1, t2).float().numpy()
-        out = session.run(None, {"t1": t1.numpy(), "t2": t2.numpy()})[0]
+            ref = model(*xs).float().numpy()
+        out = session.run(None, {n: x.numpy() for n, x in zip(names, xs)})[0]
         if out.shape != ref.shape:
             return float("inf")
         worst = max(worst, _rel_err(out, ref))
@@ -85,18 +90,19 @@ def _check(model: nn.Module, path: Path, sizes: Sequence[tuple[int, int, int]], 
 
 
 class _LogitsOnly(nn.Module):
-    """The exported forward: two tensors in, the change logits out (class lists of language models baked in)."""
+    """The exported forward: two dates (or a segmentation model's one image) in, the logits out (class lists of
+    language models baked in)."""
 
     def __init__(self, model: nn.Module, text_classes: Sequence[str] | None) -> None:
         super().__init__()
         self.model, self.text_classes = model, list(text_classes) if text_classes else None
 
-    def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+    def forward(self, *images: torch.Tensor) -> torch.Tensor:
         if self.text_classes is not None:
-            n = t1.shape[0]
-            out = self.model(t1, t2, [self.text_classes] * n, [self.text_classes] * n)
+            n = images[0].shape[0]
+            out = self.model(*images, [self.text_classes] * n, [self.text_classes] * n)
         else:
-            out = self.model(t1, t2)
+            out = self.model(*images)
         return out[0] if isinstance(out, (tuple, list)) else out
 
 
@@ -120,7 +126,8 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, size: Sequence[int]
     if text_classes is None and hasattr(model, "text_encoder"):
         text_classes = []
     wrapped = _LogitsOnly(model, text_classes if hasattr(model, "text_encoder") else None).eval()
-    example = (torch.randn(1, c, h, w), torch.randn(1, c, h, w))
+    task = getattr(model, "task", None) or info.get("task") or "change"
+    example = tuple(torch.randn(1, c, h, w) for _ in INPUT_NAMES.get(task, INPUT_NAMES["change"]))
     out = Path(out)
     h2, w2 = h + 32, w + 64  # the second size a dynamic graph must also get right
     with atomic_write(out) as tmp:
@@ -151,9 +158,15 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, size: Sequence[int]
             graph = _sorted(convert_float_to_float16(graph, keep_io_types=True))
         from changekit import __version__
 
+        num_classes = int(getattr(model, "num_classes", info.get("num_classes") or 2))
+        legend = [None, None]
+        if task == "segmentation":
+            from changekit.data.presets import class_legend
+
+            legend = class_legend(info, num_classes)
         meta = {
             "changekit_version": __version__, "arch": info.get("arch") or getattr(model, "changekit_spec", {}).get("arch"),
-            "num_classes": int(getattr(model, "num_classes", info.get("num_classes") or 2)), "in_channels": c,
+            "task": task, "num_classes": num_classes, "class_names": legend[0], "palette": legend[1], "in_channels": c,
             "bands": info.get("bands"), "mean": info.get("mean"), "std": info.get("std"), "units": info.get("units"),
             "window": [h, w], "dynamic_size": dynamic, "fixed_size": None if dynamic else [h, w], "fixed_batch": batch,
             "precision": precision, "text_classes": list(text_classes) if hasattr(model, "text_encoder") else None,
@@ -213,8 +226,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 class OnnxModel:
-    """An exported graph behind the ``model(t1, t2) -> logits`` interface (ONNX Runtime; CPU, or CUDA when asked
-    and available). ``changekit_info`` holds the file's metadata, completed by ``overrides`` (mean, std, bands)."""
+    """An exported graph behind the ``model(t1, t2) -> logits`` interface, or ``model(image)`` for a segmentation
+    model (ONNX Runtime; CPU, or CUDA when asked and available). ``changekit_info`` holds the file's metadata,
+    completed by ``overrides`` (mean, std, bands)."""
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu", overrides: Mapping[str, Any] | None = None) -> None:
         path = Path(path)
@@ -223,9 +237,12 @@ class OnnxModel:
         meta = read_metadata(path)
         self.path, self.session = path, _ort_session(path, device)
         names = [i.name for i in self.session.get_inputs()]
-        if names[:2] != ["t1", "t2"]:
-            raise ConfigError(f"{path}: inputs are {names}, not (t1, t2); export it with `changekit export`")
+        task = next((t for t, want in INPUT_NAMES.items() if names == want), None)
+        if task is None:
+            raise ConfigError(f"{path}: inputs are {names}, not (t1, t2) or (image,); export it with `changekit export`")
+        self.task, self.input_names = task, names
         info = {k: meta.get(k) for k in METADATA_KEYS}
+        info["task"] = task
         for k, v in (overrides or {}).items():
             if v is not None:
                 info[k] = v
@@ -252,14 +269,19 @@ class OnnxModel:
     def to(self, *_: Any, **__: Any) -> OnnxModel:
         return self
 
-    def __call__(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
-        if self.fixed_size is not None and tuple(t1.shape[-2:]) != self.fixed_size:
+    def __call__(self, *images: torch.Tensor) -> torch.Tensor:
+        if len(images) != len(self.input_names):
+            raise ConfigError(f"{self.path} takes {len(self.input_names)} input(s) ({', '.join(self.input_names)}), "
+                              f"not {len(images)}")
+        first = images[0]
+        if self.fixed_size is not None and tuple(first.shape[-2:]) != self.fixed_size:
             h, w = self.fixed_size
-            raise ConfigError(f"{self.path} was exported for {h}x{w} inputs only, not {t1.shape[-2]}x{t1.shape[-1]}; "
+            raise ConfigError(f"{self.path} was exported for {h}x{w} inputs only, not {first.shape[-2]}x{first.shape[-1]}; "
                               f"use --window {h} (or export the model at your window size)")
-        a, b = t1.detach().float().cpu().numpy(), t2.detach().float().cpu().numpy()
-        if self.fixed_batch == 1:  # a graph traced for one pair: run the pairs one by one
-            out = np.concatenate([self.session.run(None, {"t1": a[i:i + 1], "t2": b[i:i + 1]})[0] for i in range(len(a))])
+        arrays = [x.detach().float().cpu().numpy() for x in images]
+        if self.fixed_batch == 1:  # a graph traced for one sample: run the samples one by one
+            out = np.concatenate([self.session.run(None, {n: a[i:i + 1] for n, a in zip(self.input_names, arrays)})[0]
+                                  for i in range(len(first))])
         else:
-            out = self.session.run(None, {"t1": a, "t2": b})[0]
-        return torch.from_numpy(out).to(t1.device)
+            out = self.session.run(None, dict(zip(self.input_names, arrays)))[0]
+        return torch.from_numpy(out).to(first.device)

@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from changekit.atomic import atomic_write, write_json
+from changekit.data.presets import class_legend
 from changekit.data.transforms import STATS
 from changekit.errors import ConfigError, DataError
 from changekit.geo.distributed import dist_context, local_rank
@@ -212,23 +213,6 @@ def _class_probs(logits: torch.Tensor) -> torch.Tensor:
 def model_task(model: Any, info: dict) -> str:
     """``segmentation`` (one image in, a class map out) or ``change`` (two dates in), as the model says."""
     return getattr(model, "task", None) or info.get("task") or "change"
-
-
-def class_legend(info: dict, num_classes: int) -> tuple[list[str], list[list[int]]]:
-    """Class names and RGB colours of a segmentation model: recorded ones, else its dataset preset's, else generic."""
-    names, palette = info.get("class_names"), info.get("palette")
-    if not names and info.get("dataset"):
-        from changekit.data.presets import PRESETS
-
-        preset = PRESETS.get(str(info["dataset"]))
-        if preset is not None and len(preset.class_names) == num_classes:
-            names, palette = list(preset.class_names), [list(c) for c in preset.palette]
-    if not names or len(names) != num_classes:
-        names = [f"class {i}" for i in range(num_classes)]
-    if not palette or len(palette) != num_classes:
-        rng = np.random.default_rng(0)  # distinct, fixed colours for classes no dataset named
-        palette = [[int(v) for v in rng.integers(32, 256, 3)] for _ in range(num_classes)]
-    return list(names), [[int(v) for v in c] for c in palette]
 
 
 # -------------------------------------------------------------------------------------- the runner
