@@ -10,7 +10,8 @@ from typing import Any
 
 def add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("preset", help="dataset preset (levir-cd, levir-cd-plus, s2looking, whu-cd, whu-cd-whole, cdd, "
-                                  "sysu-cd, dsifn, clcd, bandon, folder)")
+                                  "sysu-cd, dsifn, clcd, bandon, potsdam, vaihingen, potsdam-tiles, "
+                                  "vaihingen-tiles, loveda, folder)")
     p.add_argument("root", help="dataset root folder")
     p.add_argument("--split", action="append", dest="splits", metavar="SPLIT",
                    help="split to use (repeatable); default: the preset's splits. 'none' = flat root/{A,B,label}")
@@ -23,6 +24,11 @@ def add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bands", type=int, nargs="+", help="0-based band indices to use")
     p.add_argument("--in-channels", type=int, help="expected band count")
     p.add_argument("--no-labels", action="store_true", help="prediction-only set (no label folder)")
+    isprs = p.add_argument_group("official ISPRS tiles (potsdam-tiles, vaihingen-tiles)")
+    isprs.add_argument("--tiles", nargs="+", metavar="TILE", help="only these tiles of the split, e.g. 2_10 or area1")
+    isprs.add_argument("--boundary", choices=["eroded", "full"],
+                       help="label variant: eroded (noBoundary, mmseg's default) or full")
+    isprs.add_argument("--product", choices=["RGB", "IRRG", "RGBIR"], help="Potsdam image product (default RGB)")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -43,6 +49,9 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         kw["in_channels"] = args.in_channels
     if args.no_labels:
         kw["labels"] = False
+    for key in ("tiles", "boundary", "product"):
+        if getattr(args, key, None):
+            kw[key] = getattr(args, key)
     return kw
 
 

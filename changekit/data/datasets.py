@@ -409,6 +409,10 @@ class ChangeDataset(Dataset):
     def _read_label_raw(self, path: Path) -> np.ndarray:
         return read_label(path, colour="max" if self.label_encoding in ("binary", "0-255") else "error")
 
+    def raw_label(self, i: int) -> np.ndarray:
+        """Sample ``i``'s label values as stored (what ``check-dataset`` counts)."""
+        return self._read_label_raw(self.samples[i].label)
+
     def load_label(self, path: Path) -> np.ndarray:
         return decode_label(self._read_label_raw(path), self.label_encoding, ignore_value=self.ignore_value,
                             ignore_index=self.ignore_index, num_classes=self.num_classes,
@@ -485,7 +489,7 @@ class ChangeDataset(Dataset):
                     rep.sizes[(h, w)] += 1
                     rep.bands[c] += 1
                     if "label" in arrs:
-                        raw = self._read_label_raw(s.label)
+                        raw = self.raw_label(i)
                         v, n = np.unique(raw, return_counts=True)
                         for a, b in zip(v.tolist(), n.tolist()):
                             rep.label_values[a] += b

@@ -29,6 +29,7 @@ __all__ = [
     "IMAGE_EXTS",
     "image_shape",
     "read_image",
+    "read_window",
     "read_label",
     "write_png",
     "write_tiff",
@@ -109,6 +110,28 @@ def _read_raw(path: Path, palette_indices: bool = True) -> np.ndarray:
     except Exception as e:
         raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e}). "
                         "The file is corrupt, truncated or not an image; re-download or re-export it.") from e
+
+
+def read_window(path: str | os.PathLike, x: int, y: int, w: int, h: int) -> np.ndarray:
+    """Pixels ``[y, y + h) x [x, x + w)`` of a raster (GeoTIFF/anything GDAL reads) as (h, w, C) in stored dtype:
+    crops of large tiles without reading the whole file."""
+    path = Path(path)
+    _check_exists(path)
+    try:
+        import rasterio
+        from rasterio.windows import Window
+
+        with _quiet(), rasterio.open(path) as ds:
+            if x < 0 or y < 0 or x + w > ds.width or y + h > ds.height:
+                raise DataError(f"{path}: the window x={x}, y={y}, {w}x{h} px lies outside its {ds.width}x{ds.height} "
+                                "px; the file is smaller than its pair (re-download it)")
+            arr = ds.read(window=Window(x, y, w, h))
+        return np.moveaxis(arr, 0, -1)
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{path}: cannot read the window x={x}, y={y}, {w}x{h} px ({type(e).__name__}: {e}). "
+                        "The file is corrupt or truncated; re-download it.") from e
 
 
 def read_image(path: str | os.PathLike, bands: Sequence[int] | None = None) -> np.ndarray:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from changekit.data.datasets import BandonDataset, ChangeDataset, SegmentationDataset
+from changekit.data.isprs import IsprsTileDataset
 from changekit.errors import ConfigError
 
 __all__ = ["DatasetPreset", "PRESETS", "get_preset", "list_presets", "build_dataset", "class_legend"]
@@ -72,9 +73,9 @@ _LOVEDA_PALETTE = ((255, 255, 255), (255, 0, 0), (255, 255, 0), (0, 0, 255), (15
 def _mmseg_segmentation(name: str, description: str, **fields: Any) -> DatasetPreset:
     """A single-date segmentation preset in mmseg's converted layout: ``{img_dir,ann_dir}/<split>/<tile>.png``,
     labels stored with 0 = ignored (``reduce-zero``), evaluated on ``val``, 512 crops."""
+    fields.setdefault("dataset_class", SegmentationDataset)
     return DatasetPreset(name, description, dirs=("img_dir", "ann_dir"), split_dir=None, label_encoding="reduce-zero",
-                         ignore_value=255, test_split="val", crop_size=512, dataset_class=SegmentationDataset,
-                         task="segmentation", **fields)
+                         ignore_value=255, test_split="val", crop_size=512, task="segmentation", **fields)
 
 
 PRESETS: dict[str, DatasetPreset] = {
@@ -139,6 +140,22 @@ PRESETS: dict[str, DatasetPreset] = {
             "vaihingen", "ISPRS Vaihingen (mmseg's 512x512 cut of the 33 tiles, IRRG, 9 cm): 6 classes; 344/398 tiles.",
             num_classes=6, splits=("train", "val"), image_size=(512, 512), class_names=_ISPRS_CLASSES,
             palette=_ISPRS_PALETTE, layout="{img_dir,ann_dir}/{train,val}/<tile>.png (IRRG); labels as potsdam"),
+        # the same two sites read from the official tiles (changekit.data.isprs): mmseg's crops, names, splits and
+        # label conventions without running its converters
+        _mmseg_segmentation(
+            "potsdam-tiles", "ISPRS Potsdam from the official 6000x6000 tiles (extracted zips), cut on the fly as "
+            "mmseg's converter cuts them: 3456/2016 crops of 512x512.",
+            num_classes=6, splits=("train", "val"), image_size=(512, 512), class_names=_ISPRS_CLASSES,
+            palette=_ISPRS_PALETTE, dataset_class=IsprsTileDataset, extra={"site": "potsdam"},
+            layout="<root>/**/top_potsdam_<i>_<j>_RGB.tif + top_potsdam_<i>_<j>_label_noBoundary.tif (colour-coded; "
+                   "boundary: full reads *_label.tif; product: IRRG/RGBIR other image tiles)"),
+        _mmseg_segmentation(
+            "vaihingen-tiles", "ISPRS Vaihingen from the official tiles (extracted zips), cut on the fly as mmseg's "
+            "converter cuts them: 344/398 crops of 512x512.",
+            num_classes=6, splits=("train", "val"), image_size=(512, 512), class_names=_ISPRS_CLASSES,
+            palette=_ISPRS_PALETTE, dataset_class=IsprsTileDataset, extra={"site": "vaihingen"},
+            layout="<root>/**/top/top_mosaic_09cm_area<n>.tif + top_mosaic_09cm_area<n>_noBoundary.tif (colour-coded; "
+                   "boundary: full reads gts_for_participants/top_mosaic_09cm_area<n>.tif)"),
         _mmseg_segmentation(
             "loveda", "LoveDA (Wang et al. 2021): 5987 urban/rural 1024x1024 tiles, 0.3 m; 7 classes; 2522/1669/1796.",
             num_classes=7, splits=("train", "val", "test"), image_size=(1024, 1024), class_names=_LOVEDA_CLASSES,
@@ -177,6 +194,16 @@ def build_dataset(preset: str | DatasetPreset, root: str | os.PathLike, split: s
     p = get_preset(preset) if isinstance(preset, str) else preset
     kw = p.dataset_kwargs()
     kw.update(overrides)
+    import inspect
+
+    accepted = set(inspect.signature(p.dataset_class.__init__).parameters)
+    for cls in p.dataset_class.__mro__[1:]:  # keyword arguments passed on to the base classes
+        if "__init__" in vars(cls):
+            accepted |= set(inspect.signature(cls.__init__).parameters)
+    unknown = sorted(set(overrides) - accepted)
+    if unknown:
+        raise ConfigError(f"dataset {p.name}: {', '.join(unknown)} do(es) not apply to this preset "
+                          f"({p.dataset_class.__name__}); remove it from data.dataset_args / the command line")
     return p.dataset_class(root, split, preset=p.name, **kw)
 
 

@@ -127,6 +127,9 @@ def tile_dataset(preset: str, src: str | os.PathLike, dst: str | os.PathLike, si
         raise ChangekitError(f"--size {size} / --stride {stride} must be positive.")
     stride = stride or size
     p = get_preset(preset)
+    if p.name.endswith("-tiles"):
+        raise ChangekitError(f"{p.name} cuts the official tiles into mmseg's crops as it reads them; there is nothing "
+                             f"to tile: train and evaluate on it directly (data.dataset: {p.name})")
     src, dst = Path(src), Path(dst)
     if src.resolve() == dst.resolve():
         raise ChangekitError(f"{dst}: the output folder must differ from the source.")
@@ -179,25 +182,26 @@ def dataset_stats(preset: str, root: str | os.PathLike, split: str | None = None
     overrides.setdefault("labels", False)
     ds = build_dataset(p, root, split, **overrides)
     samples = ds.samples[:max_images] if max_images else ds.samples
+    # each image file once: single-date samples hold one image, and crops of one tile (ISPRS tiles) share it
+    paths = list(dict.fromkeys(p for smp in samples for p in (smp.t1, smp.t2)))
     s1 = s2 = None
     n = 0
     prog = _progress(console) if console is not None else None
     if prog:
         prog.start()
-        task = prog.add_task(f"stats {split or 'flat'}", total=len(samples))
+        task = prog.add_task(f"stats {split or 'flat'}", total=len(paths))
     try:
-        for smp in samples:
-            for path in dict.fromkeys((smp.t1, smp.t2)):  # single-date (segmentation) samples hold one image
-                a = read_image(path, ds.bands)
-                a = a.reshape(-1, a.shape[2]).astype(np.float64)
-                if s1 is None:
-                    s1, s2 = np.zeros(a.shape[1]), np.zeros(a.shape[1])
-                if a.shape[1] != len(s1):
-                    raise DataError(f"{path}: has {a.shape[1]} band(s), other images have {len(s1)}. "
-                                    "Select common bands with --bands.")
-                s1 += a.sum(0)
-                s2 += (a * a).sum(0)
-                n += a.shape[0]
+        for path in paths:
+            a = read_image(path, ds.bands)
+            a = a.reshape(-1, a.shape[2]).astype(np.float64)
+            if s1 is None:
+                s1, s2 = np.zeros(a.shape[1]), np.zeros(a.shape[1])
+            if a.shape[1] != len(s1):
+                raise DataError(f"{path}: has {a.shape[1]} band(s), other images have {len(s1)}. "
+                                "Select common bands with --bands.")
+            s1 += a.sum(0)
+            s2 += (a * a).sum(0)
+            n += a.shape[0]
             if prog:
                 prog.advance(task)
     finally:
@@ -205,5 +209,4 @@ def dataset_stats(preset: str, root: str | os.PathLike, split: str | None = None
             prog.stop()
     mean = s1 / n
     std = np.sqrt(np.maximum(s2 / n - mean * mean, 0.0))
-    images = sum(len({smp.t1, smp.t2}) for smp in samples)
-    return {"split": split, "images": images, "pixels": n, "mean": mean.tolist(), "std": std.tolist()}
+    return {"split": split, "images": len(paths), "pixels": n, "mean": mean.tolist(), "std": std.tolist()}
