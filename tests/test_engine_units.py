@@ -268,3 +268,21 @@ def test_bit_cd_recipe_config():
     assert m["schedule"] == {"policy": "linear_epoch"} and cfg["trainer"]["max_epochs"] == 200
     assert d["batch_size"] == 8 and d["crop_size"] == [256, 256] and d["mean"] == d["std"] == [127.5] * 3
     assert d["augment"]["rescale"] == [1.0, 1.2] and d["augment"]["blur"] == 1.0 and not d["augment"]["rotate"]
+
+
+def test_class_maps_are_palette_pngs_and_overlays_mark_errors(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from changekit.engine.writers import write_prediction
+
+    palette = [[10, 20, 30], [40, 50, 60], [70, 80, 90]]
+    pred = np.array([[0, 1, 2], [2, 2, 0]])
+    label = np.array([[0, 2, 2], [255, 2, 1]])
+    write_prediction({"name": ["a"], "pred": [pred], "label": [label]}, tmp_path, palette=palette)
+    im = Image.open(tmp_path / "maps" / "a.png")
+    assert im.mode == "P" and np.array(im).tolist() == pred.tolist()
+    assert np.array(im.convert("RGB"))[0, 2].tolist() == [70, 80, 90]
+    ov = np.array(Image.open(tmp_path / "overlays" / "a.png"))
+    assert ov[0, 0].tolist() == [10, 20, 30] and ov[0, 1].tolist() == [255, 0, 255]  # right / wrong
+    assert ov[1, 0].tolist() == [128, 128, 128] and ov[1, 2].tolist() == [255, 0, 255]  # ignored / wrong

@@ -104,8 +104,12 @@ trainer:
     metrics = json.loads(next((tmp_path / "outputs" / "seg").rglob("metrics_test.json")).read_text())
     assert 0.0 <= metrics["miou"] <= 1.0 and "f1" not in metrics
     assert changekit_main(["predict", "-c", str(cfg), "--ckpt_path", str(ckpt), "--output_dir", str(tmp_path / "p")]) == 0
-    maps = sorted((tmp_path / "p").rglob("*.png"))
-    assert maps and np.array(Image.open(maps[0])).max() < 4
+    maps = sorted((tmp_path / "p" / "maps").glob("*.png"))
+    assert len(maps) == 6 and all(Image.open(m).mode == "P" for m in maps)  # class indices shown in colour
+    assert max(int(np.array(Image.open(m)).max()) for m in maps) < 4
+    overlays = sorted((tmp_path / "p" / "overlays").glob("*.png"))
+    assert len(overlays) == 6 and np.array(Image.open(overlays[0])).shape == (64, 64, 3)
+    assert "class maps (palette PNGs) written to" in capsys.readouterr().out
     # the trained checkpoint over a georeferenced image, streamed in windows
     import rasterio
     from toys import DEFAULT_CRS, default_transform

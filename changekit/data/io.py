@@ -185,8 +185,9 @@ def _is_jpeg(path: Path) -> bool:
     return path.suffix.lower() in (".jpg", ".jpeg")
 
 
-def write_png(path: str | os.PathLike, arr: np.ndarray) -> Path:
-    """Write uint8/uint16 (H, W) or (H, W, 3|4) to PNG/JPG atomically (temp name, then rename)."""
+def write_png(path: str | os.PathLike, arr: np.ndarray, palette: Sequence[Sequence[int]] | None = None) -> Path:
+    """Write uint8/uint16 (H, W) or (H, W, 3|4) to PNG/JPG atomically (temp name, then rename). ``palette``: RGB
+    colours of the values of a uint8 (H, W) class map, stored as a palette PNG (values kept, shown in colour)."""
     from PIL import Image
 
     arr = np.asarray(arr)
@@ -194,7 +195,11 @@ def write_png(path: str | os.PathLike, arr: np.ndarray) -> Path:
         arr = arr[:, :, 0]
     with atomic_write(path) as tmp:
         fmt = "JPEG" if _is_jpeg(Path(path)) else "PNG"
-        Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        im = Image.fromarray(np.ascontiguousarray(arr))
+        if palette is not None:
+            im = im.convert("P") if im.mode != "L" else Image.frombytes("P", im.size, im.tobytes())
+            im.putpalette([int(v) for c in palette for v in c[:3]])
+        im.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     return Path(path)
 
 

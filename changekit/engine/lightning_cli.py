@@ -309,12 +309,18 @@ def _run(command: str, argv: list[str]) -> int:
         if trainer.is_global_zero:
             for sub in ("maps", "overlays"):
                 _clear_or_refuse(out_dir / sub, "*.png", overwrite, "maps", "")
-        writer = PredictionWriter(out_dir, ignore_index=int(model.hparams.ignore_index))
+        palette = None
+        if model.TASK_NAME == "segmentation":  # class maps in the dataset's colours
+            from changekit.data.presets import class_legend
+
+            palette = class_legend({"dataset": dm.preset.name}, int(model.hparams.num_classes))[1]
+        writer = PredictionWriter(out_dir, ignore_index=int(model.hparams.ignore_index), palette=palette)
         trainer.callbacks.append(writer)
         _interruptible(trainer, "rerun the same command with --overwrite true", trainer.predict, model,
                        datamodule=dm, ckpt_path=ckpt_path, return_predictions=False, weights_only=True)
         if trainer.is_global_zero:
-            print(f"change maps written to {out_dir / 'maps'}" + (f", error overlays to {out_dir / 'overlays'}" if (out_dir / "overlays").exists() else ""))
+            what = "class maps (palette PNGs)" if palette is not None else "change maps"
+            print(f"{what} written to {out_dir / 'maps'}" + (f", error overlays to {out_dir / 'overlays'}" if (out_dir / "overlays").exists() else ""))
         return 0
     raise ValueError(command)
 

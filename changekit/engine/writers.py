@@ -1,7 +1,9 @@
-"""Prediction outputs: binary change maps (PNG 0/255) and error overlays.
+"""Prediction outputs: binary change maps (PNG 0/255) and error overlays; for segmentation models class maps
+(palette PNGs: the class index per pixel, shown in the dataset's colours) and their error overlays.
 
 Overlay colours (the legend in docs/training.md): true positive white, true negative black, false positive
-red, false negative green, ignored pixels grey (128, 128, 128). Every file is written to a temporary name
+red, false negative green, ignored pixels grey (128, 128, 128). Segmentation overlays: correct pixels in their
+class colour, wrong ones magenta (255, 0, 255), ignored grey. Every file is written to a temporary name
 and renamed, so an interrupted run never leaves a half-written PNG.
 """
 
@@ -17,7 +19,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from changekit.data.io import write_png
 
-__all__ = ["OVERLAY_COLOURS", "error_overlay", "write_png", "write_change_map", "PredictionWriter"]
+__all__ = ["OVERLAY_COLOURS", "error_overlay", "class_overlay", "write_png", "write_change_map", "PredictionWriter"]
 
 OVERLAY_COLOURS = {
     "tp": (255, 255, 255),  # changed, predicted changed
@@ -44,6 +46,16 @@ def error_overlay(pred: Any, label: Any, ignore_index: int = 255) -> np.ndarray:
     return out
 
 
+def class_overlay(pred: Any, label: Any, palette: Sequence[Sequence[int]], ignore_index: int = 255) -> np.ndarray:
+    """(H, W, 3) uint8: correct pixels in their class colour, wrong ones magenta, ignored ones grey."""
+    p, lab = _np(pred).astype(np.int64), _np(label).astype(np.int64)
+    colours = np.asarray(palette, dtype=np.uint8)
+    out = colours[np.clip(p, 0, len(colours) - 1)]
+    out[(p != lab)] = (255, 0, 255)
+    out[lab == ignore_index] = OVERLAY_COLOURS["ignore"]
+    return out
+
+
 def write_change_map(path: str | Path, pred: Any) -> Path:
     """Binary change map: 255 where the predicted class is > 0 (changed), 0 elsewhere."""
     return write_png(path, np.where(_np(pred) > 0, 255, 0).astype(np.uint8))
@@ -55,30 +67,40 @@ class PredictionWriter(BasePredictionWriter):
     Under DDP every process writes the samples it predicted (the prediction sampler does not duplicate any).
     """
 
-    def __init__(self, out_dir: str | Path, ignore_index: int = 255, overlays: bool = True) -> None:
+    def __init__(self, out_dir: str | Path, ignore_index: int = 255, overlays: bool = True,
+                 palette: Sequence[Sequence[int]] | None = None) -> None:
         super().__init__(write_interval="batch")
         self.out_dir = Path(out_dir)
         self.ignore_index = ignore_index
         self.overlays = overlays
+        self.palette = palette  # a segmentation model's class colours: class maps instead of change maps
         self.written: list[Path] = []
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        write_prediction(prediction, self.out_dir, self.ignore_index, self.overlays, self.written)
+        write_prediction(prediction, self.out_dir, self.ignore_index, self.overlays, self.written, self.palette)
 
 
 def write_prediction(
-    prediction: dict[str, Any], out_dir: str | Path, ignore_index: int = 255, overlays: bool = True, written: list | None = None
+    prediction: dict[str, Any], out_dir: str | Path, ignore_index: int = 255, overlays: bool = True,
+    written: list | None = None, palette: Sequence[Sequence[int]] | None = None,
 ) -> list[Path]:
-    """Write the maps (and overlays) of one ``predict_step`` output; returns the paths written."""
+    """Write the maps (and overlays) of one ``predict_step`` output; returns the paths written. With ``palette``
+    (segmentation): class-index maps as palette PNGs and class overlays."""
     out_dir = Path(out_dir)
     paths: list[Path] = []
     names: Sequence[str] = prediction["name"]
     label = prediction.get("label")
     for i, name in enumerate(names):
         stem = Path(str(name)).stem
-        paths.append(write_change_map(out_dir / "maps" / f"{stem}.png", prediction["pred"][i]))
+        pred = prediction["pred"][i]
+        if palette is None:
+            paths.append(write_change_map(out_dir / "maps" / f"{stem}.png", pred))
+        else:
+            paths.append(write_png(out_dir / "maps" / f"{stem}.png", _np(pred).astype(np.uint8), palette=palette))
         if overlays and label is not None:
-            paths.append(write_png(out_dir / "overlays" / f"{stem}.png", error_overlay(prediction["pred"][i], label[i], ignore_index)))
+            overlay = (error_overlay(pred, label[i], ignore_index) if palette is None else
+                       class_overlay(pred, label[i], palette, ignore_index))
+            paths.append(write_png(out_dir / "overlays" / f"{stem}.png", overlay))
     if written is not None:
         written.extend(paths)
     return paths
