@@ -76,9 +76,10 @@ def scene_step(ctx: DemoContext) -> None:
 
 
 class _Curves:
-    """Collects training loss and validation F1 for the figure (a Lightning callback)."""
+    """Collects training loss and validation metrics (``keys``: change F1 and IoU, or mIoU and OA) for the figure
+    (a Lightning callback)."""
 
-    def __new__(cls):
+    def __new__(cls, keys: tuple[str, str] = ("f1", "iou")):
         from lightning.pytorch.callbacks import Callback
 
         class Curves(Callback):
@@ -94,8 +95,8 @@ class _Curves:
                 if trainer.sanity_checking or "val" not in pl_module.results:
                     return
                 r = pl_module.results["val"]
-                f1, iou = float(r["f1"]), float(r["iou"])  # NaN when nothing is predicted as change: F1 0
-                self.val.append((trainer.global_step, f1 if f1 == f1 else 0.0, iou if iou == iou else 0.0))
+                a, b = float(r[keys[0]]), float(r[keys[1]])  # NaN when nothing is predicted as change: 0
+                self.val.append((trainer.global_step, a if a == a else 0.0, b if b == b else 0.0))
 
         return Curves()
 

@@ -64,3 +64,31 @@ def test_bf16_inference_agrees_with_fp32_on_the_demo_test_split(tmp_path):
     assert out.dtype == torch.float32 and out.shape[-2:] == t1.shape[-2:]
     assert (out.argmax(1) == ref).float().mean() >= 0.999
     assert fast.num_classes == model.num_classes  # attributes pass through
+
+
+def test_segmentation_demo_writes_every_output(tmp_path, capsys):
+    """`changekit demo --task segmentation`: land cover -> MCAT-UNet-T -> mIoU, class maps, figure, scene --image."""
+    import rasterio
+    from PIL import Image
+
+    from changekit.cli import main as cli
+
+    out = tmp_path / "seg"
+    code = cli(["demo", "--task", "segmentation", "--out", str(out), "--size", "48", "--n-train", "8", "--n-val", "2",
+                "--crop", "32", "--batch-size", "4", "--steps", "4", "--val-every", "2", "--threads", "1",
+                "--no-progress", "--figure-samples", "2", "--scene-size", "160", "224"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"miou", "mf1", "oa", "kappa"} <= set(metrics) and "f1" not in metrics
+    assert metrics["class_names"] == ["ground", "tree", "road", "building"] and metrics["pixels"] == 2 * 48 * 48
+    printed = capsys.readouterr().out
+    assert "building" in printed and "scene mIoU" in printed
+    maps = sorted((out / "predictions" / "maps").glob("*.png"))
+    assert len(maps) == 2 and Image.open(maps[0]).mode == "P"
+    assert np.array(Image.open(out / "figure.png")).shape[0] > 300
+    with rasterio.open(out / "scene" / "classes.tif") as c, rasterio.open(out / "scene" / "image.tif") as img:
+        assert c.crs == img.crs and c.shape == (160, 224) and c.read(1).max() < 4
+        assert c.colormap(1)[3][:3] == (220, 60, 40)  # the land-cover palette (building)
+    assert (out / "scene" / "classes.gpkg").is_file() and (out / "scene" / "preview.png").is_file()
+    assert cli(["demo", "--task", "segmentation", "--dice", "0.5", "--out", str(tmp_path / "x")]) == 2
+    assert "--dice is for the change demo" in capsys.readouterr().err

@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "evaluate a checkpoint on the validation split"),
     "test": ("test", "evaluate a checkpoint on the test split"),
     "predict": ("predict", "write change maps (and error overlays where labels exist)"),
-    "demo": ("demo", "synthetic data -> trained FC-Siam-diff -> metrics, maps and figures"),
+    "demo": ("demo", "synthetic data -> trained FC-Siam-diff (or MCAT-UNet: --task segmentation) -> metrics, maps, figures"),
     "score": ("score", "metrics from saved prediction and label maps"),
     "models": ("models", "list the registered model configurations"),
     "info": ("info", "parameters and FLOPs of a model config"),

@@ -1,5 +1,6 @@
-"""``changekit demo``: synthetic data -> trained FC-Siam-diff -> metrics, maps, figures and a scene
-(:func:`changekit.demo.run_demo`)."""
+"""``changekit demo``: synthetic data -> a trained model -> metrics, maps, figures and a scene: FC-Siam-diff on
+change pairs (:func:`changekit.demo.run_demo`), or with ``--task segmentation`` MCAT-UNet on single-date land cover
+(:func:`changekit.demo_segmentation.run_segmentation_demo`)."""
 
 from __future__ import annotations
 
@@ -7,33 +8,37 @@ import argparse
 import warnings
 
 from changekit.demo import DEFAULTS
+from changekit.errors import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
-    d = DEFAULTS
-    p = argparse.ArgumentParser(prog="changekit demo", description=__doc__.split("\n\n")[0].strip("`"),
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default="outputs/demo", help="output folder")
-    p.add_argument("--size", type=int, default=d["size"], help="synthetic image size (px)")
-    p.add_argument("--n-train", type=int, default=d["n_train"])
-    p.add_argument("--n-val", type=int, default=d["n_val"])
-    p.add_argument("--n-test", type=int, default=d["n_test"])
-    p.add_argument("--crop", type=int, default=d["crop"], help="training crop size (px)")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--arch", default=d["arch"],
-                   help="the model to train (`changekit models`), e.g. unet_r18_early; the recipe is tuned for the default")
-    p.add_argument("--steps", type=int, default=d["steps"], help="training iterations")
-    p.add_argument("--lr", type=float, default=d["lr"])
-    p.add_argument("--warmup", type=int, default=d["warmup"])
-    p.add_argument("--dice", type=float, default=d["dice"], help="Dice loss weight (CE weight is 1)")
-    p.add_argument("--val-every", type=int, default=d["val_every"], help="validate every N iterations")
-    p.add_argument("--seed", type=int, default=d["seed"])
+    p = argparse.ArgumentParser(prog="changekit demo", description=__doc__.split("\n\n")[0].replace("``", ""),
+                                epilog="Recipe values left out take the task's defaults (change: "
+                                       + ", ".join(f"{k} {v}" for k, v in DEFAULTS.items()) + ").")
+    p.add_argument("--task", choices=["change", "segmentation"], default="change",
+                   help="change (two dates, FC-Siam-diff; the default) or segmentation (one image, MCAT-UNet)")
+    p.add_argument("--out", help="output folder (default outputs/demo, or outputs/demo-segmentation)")
+    p.add_argument("--size", type=int, help="synthetic image size (px)")
+    p.add_argument("--n-train", type=int)
+    p.add_argument("--n-val", type=int)
+    p.add_argument("--n-test", type=int, help="change task only (segmentation evaluates on val)")
+    p.add_argument("--crop", type=int, help="training crop size (px)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--arch", help="the model to train (`changekit models`), e.g. unet_r18_early; the recipe is tuned "
+                                  "for the default")
+    p.add_argument("--steps", type=int, help="training iterations")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--dice", type=float, help="change task: Dice loss weight (CE weight is 1)")
+    p.add_argument("--val-every", type=int, help="validate every N iterations")
+    p.add_argument("--seed", type=int)
     p.add_argument("--max-minutes", type=float, default=4.0, help="stop training after this long (safety cap)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default 1: robust on a busy machine; try 2+ on an idle one)")
     p.add_argument("--figure-samples", type=int, default=4)
-    p.add_argument("--scene-size", type=int, nargs=2, default=(1536, 2048), metavar=("H", "W"),
-                   help="size of the synthetic georeferenced scene run through `changekit scene` at the end")
+    p.add_argument("--scene-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="size of the synthetic georeferenced scene run through `changekit scene` at the end "
+                        "(default 1536 2048; segmentation 1024 1536)")
     p.add_argument("--no-scene", action="store_true", help="skip the large-scene step")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -41,11 +46,24 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    from changekit.demo import run_demo
-
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*isinstance.*LeafSpec.*")
-    recipe = {k: getattr(args, k) for k in DEFAULTS}
-    run_demo(args.out, threads=args.threads, max_minutes=args.max_minutes, figure_samples=args.figure_samples,
-             scene_size=tuple(args.scene_size), scene=not args.no_scene, progress=not args.no_progress, **recipe)
+    common = dict(threads=args.threads, max_minutes=args.max_minutes, figure_samples=args.figure_samples,
+                  scene=not args.no_scene, progress=not args.no_progress)
+    if args.scene_size:
+        common["scene_size"] = tuple(args.scene_size)
+    if args.task == "segmentation":
+        from changekit.demo_segmentation import SEGMENTATION_DEFAULTS, run_segmentation_demo
+
+        for flag in ("n_test", "dice"):
+            if getattr(args, flag) is not None:
+                raise ConfigError(f"--{flag.replace('_', '-')} is for the change demo; --task segmentation "
+                                  "evaluates on val with cross-entropy (drop it)")
+        recipe = {k: getattr(args, k) for k in SEGMENTATION_DEFAULTS if getattr(args, k) is not None}
+        run_segmentation_demo(args.out or "outputs/demo-segmentation", **common, **recipe)
+        return 0
+    from changekit.demo import run_demo
+
+    recipe = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None}
+    run_demo(args.out or "outputs/demo", **common, **recipe)
     return 0

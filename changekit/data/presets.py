@@ -23,6 +23,7 @@ import numpy as np
 
 from changekit.data.datasets import BandonDataset, ChangeDataset, SegmentationDataset
 from changekit.data.isprs import IsprsTileDataset
+from changekit.data.synthetic import LANDCOVER_CLASSES, LANDCOVER_PALETTE
 from changekit.errors import ConfigError
 
 __all__ = ["DatasetPreset", "PRESETS", "get_preset", "list_presets", "build_dataset", "class_legend"]
@@ -74,8 +75,9 @@ def _mmseg_segmentation(name: str, description: str, **fields: Any) -> DatasetPr
     """A single-date segmentation preset in mmseg's converted layout: ``{img_dir,ann_dir}/<split>/<tile>.png``,
     labels stored with 0 = ignored (``reduce-zero``), evaluated on ``val``, 512 crops."""
     fields.setdefault("dataset_class", SegmentationDataset)
+    fields.setdefault("crop_size", 512)
     return DatasetPreset(name, description, dirs=("img_dir", "ann_dir"), split_dir=None, label_encoding="reduce-zero",
-                         ignore_value=255, test_split="val", crop_size=512, task="segmentation", **fields)
+                         ignore_value=255, test_split="val", task="segmentation", **fields)
 
 
 PRESETS: dict[str, DatasetPreset] = {
@@ -162,6 +164,11 @@ PRESETS: dict[str, DatasetPreset] = {
             palette=_LOVEDA_PALETTE,
             layout="{img_dir,ann_dir}/{train,val,test}/<tile>.png (urban and rural together; test has no labels); "
                    "labels 0 (no-data, ignored), 1..7 = background, building, road, water, barren, forest, agricultural"),
+        _mmseg_segmentation(
+            "synthetic-landcover", "changekit's synthetic single-date land cover (`changekit demo --task "
+            "segmentation` writes it): tiles of ground, trees, roads and buildings.",
+            num_classes=4, splits=("train", "val"), crop_size=64, class_names=LANDCOVER_CLASSES,
+            palette=LANDCOVER_PALETTE, layout="{img_dir,ann_dir}/{train,val}/<name>.png; labels class + 1 (0 ignored)"),
         DatasetPreset(
             "folder", "Your own data: {split}/{A,B,label}/<name>.<any image ext> (any band count); "
             "override dirs, suffixes, split_dir, list_file, label_encoding, bands, mean/std.",

@@ -24,7 +24,7 @@ import numpy as np
 from changekit.atomic import atomic_write
 from changekit.data.io import write_png
 
-__all__ = ["make_pair", "make_landcover", "write_dataset", "write_segmentation_dataset", "LANDCOVER_CLASSES", "write_geotiff_pair", "render_window", "render_pair_window", "render_label", "SceneParams", "scene_params"]
+__all__ = ["make_pair", "make_landcover", "write_dataset", "write_segmentation_dataset", "write_landcover_geotiff", "LANDCOVER_CLASSES", "LANDCOVER_PALETTE", "write_geotiff_pair", "render_window", "render_pair_window", "render_label", "SceneParams", "scene_params"]
 
 CELL = 64  # building/road grid (px)
 _ROOFS = np.array([[172, 172, 178], [168, 84, 62], [82, 112, 165], [214, 212, 204], [96, 96, 104],
@@ -359,6 +359,8 @@ def write_geotiff_pair(
 
 #: classes of the synthetic single-date land-cover set (stored +1: 0 is mmseg's "ignore" under reduce-zero)
 LANDCOVER_CLASSES = ("ground", "tree", "road", "building")
+#: and their colours in maps and figures
+LANDCOVER_PALETTE = ((196, 170, 120), (34, 139, 34), (90, 90, 90), (220, 60, 40))
 
 
 def make_landcover(size: int | Sequence[int] = (256, 256), seed: int = 0, nuisance: float = 1.0
@@ -395,3 +397,24 @@ def write_segmentation_dataset(root: str | os.PathLike, n_train: int = 200, n_va
             if progress is not None:
                 progress(split, i)
     return root
+
+
+def write_landcover_geotiff(image_path: str | os.PathLike, label_path: str | os.PathLike | None = None,
+                            size: int | Sequence[int] = (1024, 1536), seed: int = 0, crs: str = "EPSG:32631",
+                            origin: tuple[float, float] = (500000.0, 5000000.0), pixel: float = 0.5) -> None:
+    """A synthetic single-date land-cover scene as a georeferenced GeoTIFF (uint8 RGB, tiled) and its class raster
+    (uint8 0..3, :data:`LANDCOVER_CLASSES`, the palette as colour table): the large-scene input of the
+    segmentation demo. Generated whole (a few MB per megapixel); files appear atomically."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    img, cls = make_landcover(size, seed)
+    h, w = cls.shape
+    profile = dict(driver="GTiff", width=w, height=h, dtype="uint8", crs=crs, tiled=True, blockxsize=256,
+                   blockysize=256, compress="deflate", transform=from_origin(origin[0], origin[1], pixel, pixel))
+    with atomic_write(image_path) as tmp, rasterio.open(tmp, "w", count=3, **profile) as ds:
+        ds.write(img.transpose(2, 0, 1))
+    if label_path is not None:
+        with atomic_write(label_path) as tmp, rasterio.open(tmp, "w", count=1, **profile) as ds:
+            ds.write(cls, 1)
+            ds.write_colormap(1, {i: (*c, 255) for i, c in enumerate(LANDCOVER_PALETTE)})

@@ -1,4 +1,5 @@
-"""PNG previews of scene outputs: a date decimated to a screen-sized image with the change raster over it."""
+"""PNG previews of scene outputs: a date decimated to a screen-sized image with the change raster over it, or an
+image beside its class raster."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 
 from changekit.data.io import write_png
 
-__all__ = ["preview_png"]
+__all__ = ["preview_png", "class_preview_png"]
 
 
 def _stretch(a: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -68,4 +69,35 @@ def preview_png(image: str | Path, change: str | Path, out_png: str | Path, band
         rgb[miss] = 0.35 * rgb[miss] + 0.65 * np.array([0, 220, 255])
     rgb[ch == 255] = [40, 40, 40]
     write_png(out_png, np.clip(rgb, 0, 255).astype(np.uint8))
+    return Path(out_png)
+
+
+def class_preview_png(image: str | Path, classes: str | Path, out_png: str | Path, palette, max_side: int = 1200,
+                      label: str | Path | None = None) -> Path:
+    """A PNG of ``image`` (decimated, 2-98 % stretch) beside the class raster in ``palette`` colours (and, with
+    ``label``, the true classes as a third panel); nearest decimation keeps the classes. Any scene size."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    colours = np.zeros((256, 3), np.uint8)
+    colours[: len(palette)] = np.asarray(palette, np.uint8)
+    colours[255] = 40  # no data
+    with rasterio.open(classes) as c:
+        f = max(1, int(np.ceil(max(c.height, c.width) / max_side)))
+        shape = (max(1, c.height // f), max(1, c.width // f))
+        panels = [colours[c.read(1, out_shape=shape, resampling=Resampling.nearest)]]
+    with rasterio.open(image) as src:
+        idx = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
+        img = src.read(idx, out_shape=(3,) + shape, resampling=Resampling.average if f > 1 else Resampling.nearest,
+                       out_dtype="float32")
+        valid = src.read_masks(idx, out_shape=(3,) + shape).min(axis=0) > 0
+    panels.insert(0, np.transpose(_stretch(img, valid), (1, 2, 0)))
+    if label is not None:
+        with rasterio.open(label) as lab:
+            panels.append(colours[lab.read(1, out_shape=shape, resampling=Resampling.nearest)])
+    gap = np.full((shape[0], 8, 3), 255, np.uint8)
+    row = [panels[0]]
+    for p in panels[1:]:
+        row += [gap, p]
+    write_png(out_png, np.concatenate(row, axis=1))
     return Path(out_png)
