@@ -148,7 +148,9 @@ def test_inputs_must_match_the_model(image, tmp_path):
         run_scene(path, None, tmp_path / "b", model=DiffModel(), **KW)
     with pytest.raises(ConfigError, match="--threshold is for change models"):
         run_scene(path, None, tmp_path / "c", model=_model(), threshold=0.3, **KW)
-    assert not any((tmp_path / d / "classes.tif").exists() for d in "abc")
+    with pytest.raises(ConfigError, match="nothing to align"):
+        run_scene(path, None, tmp_path / "d", model=_model(), align=True, **KW)
+    assert not any((tmp_path / d / "classes.tif").exists() for d in "abcd")
 
 
 def test_class_legend_comes_from_the_record_the_preset_or_defaults():

@@ -407,6 +407,9 @@ def run_scene(
         if not segmentation and t2 is None:
             raise ConfigError(f"{what} is a {task} model: give the two dates (--t1 and --t2); --image is for "
                               "single-date segmentation models")
+        if align and t2 is None:
+            raise ConfigError("--align warps date 2 onto date 1's grid; with one image (--image) there is nothing to "
+                              "align (drop --align)")
         if segmentation and threshold is not None:
             raise ConfigError("--threshold: a segmentation model's class map is the most probable class per pixel; "
                               "--threshold is for change models (drop it)")
