@@ -6,7 +6,9 @@ probabilities have the same argmax as one forward pass over the whole image: the
 
 from __future__ import annotations
 
+import functools
 import json
+import socket
 
 import fiona
 import numpy as np
@@ -15,7 +17,7 @@ import rasterio
 import torch
 import torch.nn as nn
 from rasterio.windows import Window
-from toys import DEFAULT_CRS, DiffModel, default_transform, write_scene_pair
+from toys import DEFAULT_CRS, DiffModel, SegConvModel, ddp_worker, default_transform, write_scene_pair
 
 from changekit.cli import main as cli
 from changekit.data.presets import class_legend
@@ -168,3 +170,18 @@ def test_cli_image_option(image, tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
     assert cli(["scene", "--t1", str(path), "--config", "fc_siam_diff", "--out", str(tmp_path)]) == 2
     assert "--image (the one image of a segmentation model)" in capsys.readouterr().err
+
+
+def test_two_processes_give_identical_class_rasters(image, tmp_path):
+    path, _ = image
+    one = run_scene(path, None, tmp_path / "one", model=SegConvModel(seed=3), **KW)
+    assert min(one["class_pixels"].values()) > 0  # every class occurs: the blend decides real boundaries
+    kwargs = {**KW, "model_factory": functools.partial(SegConvModel, seed=3)}
+    kwargs.pop("progress")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = (2, port, str(path), "", str(tmp_path / "two"), kwargs)
+    torch.multiprocessing.start_processes(ddp_worker, args=args, nprocs=2, join=True, start_method="fork")
+    for name in ("classes.tif", "confidence.tif", "classes.geojson"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name

@@ -54,6 +54,25 @@ class ConvModel(nn.Module):
         return self.c2(torch.relu(self.c1(torch.cat([t1, t2], 1))))
 
 
+class SegConvModel(nn.Module):
+    """A segmentation toy: two 3x3 convolutions of one image into ``num_classes`` logits (content-dependent)."""
+
+    task = "segmentation"
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 3, seed: int = 0) -> None:
+        super().__init__()
+        self.in_channels, self.num_classes = in_channels, num_classes
+        g = torch.Generator().manual_seed(seed)
+        self.c1 = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, num_classes, 3, padding=1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.c2(torch.relu(self.c1(image)))
+
+
 class DiffModel(nn.Module):
     """``sigmoid(gain * (mean |t2 - t1| over a 3x3 neighbourhood) - bias)``: a fast detector for synthetic scenes."""
 
@@ -83,7 +102,7 @@ def ddp_worker(rank: int, world_size: int, port: int, t1: str, t2: str, out: str
                       LOCAL_RANK=str(rank))
     kwargs = dict(kwargs)
     model = kwargs.pop("model_factory")()
-    run_scene(t1, t2, out, model=model, progress=False, **kwargs)
+    run_scene(t1, t2 or None, out, model=model, progress=False, **kwargs)  # t2 "": one image (segmentation)
 
 
 DEFAULT_CRS = "EPSG:32631"
