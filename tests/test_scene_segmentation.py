@@ -185,3 +185,12 @@ def test_two_processes_give_identical_class_rasters(image, tmp_path):
     torch.multiprocessing.start_processes(ddp_worker, args=args, nprocs=2, join=True, start_method="fork")
     for name in ("classes.tif", "confidence.tif", "classes.geojson"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+
+
+def test_bf16_classes_agree_with_fp32(image, tmp_path):
+    path, _ = image
+    a = run_scene(path, None, tmp_path / "a", model=SegConvModel(seed=3), **KW)
+    b = run_scene(path, None, tmp_path / "b", model=SegConvModel(seed=3), precision="bf16", **KW)
+    assert b["precision"] in ("bf16", "fp32") and a["task"] == b["task"] == "segmentation"
+    with rasterio.open(tmp_path / "a" / "classes.tif") as x, rasterio.open(tmp_path / "b" / "classes.tif") as y:
+        assert (x.read(1) == y.read(1)).mean() > 0.99

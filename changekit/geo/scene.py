@@ -52,7 +52,7 @@ from changekit.geo.windows import Grid
 from changekit.geo.writers import StripWriter, assemble_class_rasters, assemble_rasters, strip_path, to_cog
 from changekit.models.loading import load_model
 
-__all__ = ["run_scene", "OUTPUTS"]
+__all__ = ["run_scene", "OUTPUTS", "CLASS_OUTPUTS"]
 
 OUTPUTS = ("change.tif", "probability.tif", "changes.geojson", "changes.gpkg")
 CLASS_OUTPUTS = ("classes.tif", "confidence.tif", "classes.geojson", "classes.gpkg")  # segmentation models
