@@ -1,4 +1,5 @@
-"""`changekit scene` throughput on CPU for the demo model (FC-Siam-diff), with and without overlap.
+"""`changekit scene` throughput on CPU for the demo model (FC-Siam-diff), with and without overlap; a single-date
+segmentation model (``--model mcat-unet_segnext-s``) runs over date 1 alone, as ``scene --image``.
 
 A synthetic georeferenced pair is generated once; each setting runs the full pipeline (read, scale,
 model, blend, strip files, GeoTIFFs, polygons) and reports megapixels of scene per second of wall time,
@@ -30,10 +31,11 @@ class Timed(torch.nn.Module):
         super().__init__()
         self.model, self.seconds = model, 0.0
         self.in_channels, self.num_classes = model.in_channels, model.num_classes
+        self.task = getattr(model, "task", "change")
 
-    def forward(self, t1, t2):
+    def forward(self, *images):
         t0 = time.perf_counter()
-        out = self.model(t1, t2)
+        out = self.model(*images)
         self.seconds += time.perf_counter() - t0
         return out
 
@@ -65,7 +67,8 @@ def main() -> int:
             for ov in (int(v) for v in a.overlaps.split(",")):
                 model.seconds = 0.0
                 cpu0 = time.process_time()
-                s = run_scene(work / "t1.tif", work / "t2.tif", work / f"out_{prec}_{ov}", model=model,
+                t2 = None if model.task == "segmentation" else work / "t2.tif"
+                s = run_scene(work / "t1.tif", t2, work / f"out_{prec}_{ov}", model=model,
                               mean="imagenet", std="imagenet", scale="none", window=a.window, overlap=ov,
                               batch_size=a.batch_size, device=a.device, progress=False, precision=prec)
                 rows.append((s["precision"], ov, s, model.seconds, time.process_time() - cpu0))
