@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-import rasterio
+from isprs_toy import eroded, write_tif
 
 from changekit.cli import main as cli
 from changekit.data.isprs import CLASS_COLOURS, SPLITS, encode_colours
@@ -33,30 +33,14 @@ def _mmseg_boxes(h: int, w: int, cs: int = 512, ss: int = 256) -> set[tuple[int,
     return boxes
 
 
-def _write(path, arr):
-    c, h, w = arr.shape
-    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=c, dtype="uint8") as ds:
-        ds.write(arr)
-
-
 def _tile(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image CHW, full label RGB CHW, class map) of a tile of blocks of random classes."""
+    """(image CHW, full label RGB CHW, class map) of a tile of 50 px blocks of random classes (pure colours only)."""
     rng = np.random.default_rng(seed)
     blocks = rng.integers(0, 6, (SIZE[0] // 50 + 1, SIZE[1] // 50 + 1))
     cls = np.kron(blocks, np.ones((50, 50), np.int64))[: SIZE[0], : SIZE[1]]
-    colours = np.array(CLASS_COLOURS, np.uint8)
-    label = colours[cls].transpose(2, 0, 1)
+    label = np.array(CLASS_COLOURS, np.uint8)[cls].transpose(2, 0, 1)
     image = (rng.integers(0, 40, (3, *SIZE)) + 30 * cls[None]).astype(np.uint8)
     return image, label, cls
-
-
-def _eroded(label: np.ndarray, cls: np.ndarray) -> np.ndarray:
-    edge = np.zeros(cls.shape, bool)
-    edge[:, 1:] |= cls[:, 1:] != cls[:, :-1]
-    edge[1:, :] |= cls[1:, :] != cls[:-1, :]
-    out = label.copy()
-    out[:, edge] = 0  # black: the eroded boundary
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +51,10 @@ def potsdam(tmp_path_factory):
     truth = {}
     for k, tile in enumerate(("2_10", "2_11", "5_15")):
         image, label, cls = _tile(k)
-        _write(root / "2_Ortho_RGB" / f"top_potsdam_{tile}_RGB.tif", image)
-        _write(root / "5_Labels_all" / f"top_potsdam_{tile}_label.tif", label)
-        _write(root / "5_Labels_all_noBoundary" / f"top_potsdam_{tile}_label_noBoundary.tif", _eroded(label, cls))
-        truth[tile] = (image, cls, _eroded(label, cls))
+        write_tif(root / "2_Ortho_RGB" / f"top_potsdam_{tile}_RGB.tif", image)
+        write_tif(root / "5_Labels_all" / f"top_potsdam_{tile}_label.tif", label)
+        write_tif(root / "5_Labels_all_noBoundary" / f"top_potsdam_{tile}_label_noBoundary.tif", eroded(label, cls))
+        truth[tile] = (image, cls, eroded(label, cls))
     return root, truth
 
 
@@ -129,16 +113,16 @@ def test_vaihingen_names_and_the_full_labels_folder(tmp_path):
     for d in ("top", "gts_for_participants", "eroded"):
         (tmp_path / d).mkdir()
     image, label, cls = _tile(7)
-    _write(tmp_path / "top" / "top_mosaic_09cm_area1.tif", image)
-    _write(tmp_path / "gts_for_participants" / "top_mosaic_09cm_area1.tif", label)  # the image's own file name
-    _write(tmp_path / "eroded" / "top_mosaic_09cm_area1_noBoundary.tif", _eroded(label, cls))
+    write_tif(tmp_path / "top" / "top_mosaic_09cm_area1.tif", image)
+    write_tif(tmp_path / "gts_for_participants" / "top_mosaic_09cm_area1.tif", label)  # the image's own file name
+    write_tif(tmp_path / "eroded" / "top_mosaic_09cm_area1_noBoundary.tif", eroded(label, cls))
     ds = build_dataset("vaihingen-tiles", tmp_path, "train", tiles=["area1"])
     assert ds.samples[0].name == "area1_0_0_512_512" and ds.samples[0].t1.parent.name == "top"
     full = build_dataset("vaihingen-tiles", tmp_path, "train", tiles=["area1"], boundary="full")
     assert full.samples[0].label.parent.name == "gts_for_participants"
     assert np.array_equal(full.load_arrays(0)["label"], cls[:512, :512])
     # an image given where a label belongs: refused, not read as all-ignored
-    _write(tmp_path / "gts_for_participants" / "top_mosaic_09cm_area1.tif", image)
+    write_tif(tmp_path / "gts_for_participants" / "top_mosaic_09cm_area1.tif", image)
     with pytest.raises(DataError, match="is not a class colour"):
         build_dataset("vaihingen-tiles", tmp_path, "train", tiles=["area1"], boundary="full").load_arrays(0)
 
@@ -174,3 +158,23 @@ def test_the_datamodule_trains_on_the_tiles(potsdam):
     assert set(batch["label"].unique().tolist()) <= set(range(6)) | {255}
     val = next(iter(dm.val_dataloader()))
     assert val["t1"].shape[-2:] == (512, 512) and val["name"][0].startswith("5_15_")
+
+
+@pytest.mark.parametrize("site", ["potsdam", "vaihingen"])
+def test_the_crops_are_mmseg_converters_own(site, tmp_path):
+    """The same tiles cut by mmseg's converters (benchmarks/reference/isprs_converter_check.py ran them): the same
+    crop names and, hash for hash, the same image and label pixels."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from isprs_toy import POTSDAM_TILES, VAIHINGEN_TILES, write_official_tiles
+
+    fixture = json.loads((Path(__file__).parent / "fixtures" / "isprs" / "converter_crops.json").read_text())[site]
+    write_official_tiles(tmp_path, site)
+    tiles = list(POTSDAM_TILES if site == "potsdam" else VAIHINGEN_TILES)
+    sha = lambda a: hashlib.sha1(np.ascontiguousarray(a, dtype=np.uint8).tobytes()).hexdigest()  # noqa: E731
+    for split in ("train", "val"):
+        ds = build_dataset(f"{site}-tiles", tmp_path, split, tiles=tiles)
+        ours = {s.name: [sha(ds.load_arrays(i)["t1"]), sha(ds.raw_label(i))] for i, s in enumerate(ds.samples)}
+        assert ours == fixture[split], split
