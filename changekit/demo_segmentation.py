@@ -7,7 +7,8 @@ road, building), trains ``mcat-unet`` at size ``t`` with :class:`~changekit.engi
 evaluates on the val split and writes to ``--out`` (default ``outputs/demo-segmentation``):
 
 * ``metrics.json``: ``miou``, ``mf1``, ``oa``, ``kappa``, per-class values and the confusion matrix;
-* ``model.ckpt``; ``predictions/maps/*.png`` (palette PNGs) and ``predictions/overlays/*.png`` (wrong pixels magenta);
+* ``model.ckpt``; ``predictions/maps/*.png`` (palette PNGs, class + 1 as the labels store it) and
+  ``predictions/overlays/*.png`` (wrong pixels magenta);
 * ``figure.png``: image | ground truth | prediction | errors for a few val tiles, and the training curves;
 * ``scene/``: ``image.tif`` and ``label.tif`` (a synthetic georeferenced scene), the ``changekit scene --image``
   outputs (``classes.tif``, ``confidence.tif``, ``classes.geojson``/``.gpkg``) and ``preview.png``.
@@ -120,7 +121,7 @@ def _run(args: SimpleNamespace) -> DemoContext:
 
     print(f"[4/6] class maps and error overlays -> {out / 'predictions'}")
     pred_dir = out / "predictions"
-    trainer.callbacks.append(PredictionWriter(pred_dir, ignore_index=255, palette=LANDCOVER_PALETTE))
+    trainer.callbacks.append(PredictionWriter(pred_dir, ignore_index=255, palette=LANDCOVER_PALETTE, value_offset=1))
     trainer.predict(task, datamodule=dm, return_predictions=False)
 
     print(f"[5/6] figure -> {out / 'figure.png'}")

@@ -286,3 +286,6 @@ def test_class_maps_are_palette_pngs_and_overlays_mark_errors(tmp_path):
     ov = np.array(Image.open(tmp_path / "overlays" / "a.png"))
     assert ov[0, 0].tolist() == [10, 20, 30] and ov[0, 1].tolist() == [255, 0, 255]  # right / wrong
     assert ov[1, 0].tolist() == [128, 128, 128] and ov[1, 2].tolist() == [255, 0, 255]  # ignored / wrong
+    write_prediction({"name": ["b"], "pred": [pred]}, tmp_path, palette=palette, value_offset=1)  # reduce-zero sets
+    im = Image.open(tmp_path / "maps" / "b.png")
+    assert np.array(im).tolist() == (pred + 1).tolist() and np.array(im.convert("RGB"))[0, 2].tolist() == [70, 80, 90]

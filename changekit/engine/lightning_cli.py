@@ -309,17 +309,21 @@ def _run(command: str, argv: list[str]) -> int:
         if trainer.is_global_zero:
             for sub in ("maps", "overlays"):
                 _clear_or_refuse(out_dir / sub, "*.png", overwrite, "maps", "")
-        palette = None
-        if model.TASK_NAME == "segmentation":  # class maps in the dataset's colours
+        palette, offset = None, 0
+        if model.TASK_NAME == "segmentation":  # class maps in the dataset's colours and label encoding
             from changekit.data.presets import class_legend
 
             palette = class_legend({"dataset": dm.preset.name}, int(model.hparams.num_classes))[1]
-        writer = PredictionWriter(out_dir, ignore_index=int(model.hparams.ignore_index), palette=palette)
+            offset = 1 if (dm.hparams.label_encoding or dm.preset.label_encoding) == "reduce-zero" else 0
+        writer = PredictionWriter(out_dir, ignore_index=int(model.hparams.ignore_index), palette=palette,
+                                  value_offset=offset)
         trainer.callbacks.append(writer)
         _interruptible(trainer, "rerun the same command with --overwrite true", trainer.predict, model,
                        datamodule=dm, ckpt_path=ckpt_path, return_predictions=False, weights_only=True)
         if trainer.is_global_zero:
-            what = "class maps (palette PNGs)" if palette is not None else "change maps"
+            what = ("change maps" if palette is None else
+                    f"class maps (palette PNGs, stored values {offset}..{offset + len(palette) - 1}: the dataset's "
+                    "label encoding)")
             print(f"{what} written to {out_dir / 'maps'}" + (f", error overlays to {out_dir / 'overlays'}" if (out_dir / "overlays").exists() else ""))
         return 0
     raise ValueError(command)

@@ -1,5 +1,7 @@
 """Prediction outputs: binary change maps (PNG 0/255) and error overlays; for segmentation models class maps
-(palette PNGs: the class index per pixel, shown in the dataset's colours) and their error overlays.
+(palette PNGs: the class per pixel in the dataset's label encoding, shown in its colours) and their error overlays.
+A dataset whose stored labels are ``class + 1`` (``reduce-zero``: LoveDA, ISPRS in mmseg's layout) gets maps in
+that encoding, as mmseg's ``format_only`` writes them (the LoveDA test server's format); 0 is never predicted.
 
 Overlay colours (the legend in docs/training.md): true positive white, true negative black, false positive
 red, false negative green, ignored pixels grey (128, 128, 128). Segmentation overlays: correct pixels in their
@@ -68,24 +70,26 @@ class PredictionWriter(BasePredictionWriter):
     """
 
     def __init__(self, out_dir: str | Path, ignore_index: int = 255, overlays: bool = True,
-                 palette: Sequence[Sequence[int]] | None = None) -> None:
+                 palette: Sequence[Sequence[int]] | None = None, value_offset: int = 0) -> None:
         super().__init__(write_interval="batch")
         self.out_dir = Path(out_dir)
         self.ignore_index = ignore_index
         self.overlays = overlays
         self.palette = palette  # a segmentation model's class colours: class maps instead of change maps
+        self.value_offset = value_offset  # stored value of class 0 in the maps (1 for reduce-zero datasets)
         self.written: list[Path] = []
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        write_prediction(prediction, self.out_dir, self.ignore_index, self.overlays, self.written, self.palette)
+        write_prediction(prediction, self.out_dir, self.ignore_index, self.overlays, self.written, self.palette,
+                         self.value_offset)
 
 
 def write_prediction(
     prediction: dict[str, Any], out_dir: str | Path, ignore_index: int = 255, overlays: bool = True,
-    written: list | None = None, palette: Sequence[Sequence[int]] | None = None,
+    written: list | None = None, palette: Sequence[Sequence[int]] | None = None, value_offset: int = 0,
 ) -> list[Path]:
     """Write the maps (and overlays) of one ``predict_step`` output; returns the paths written. With ``palette``
-    (segmentation): class-index maps as palette PNGs and class overlays."""
+    (segmentation): class maps as palette PNGs (class ``k`` stored as ``k + value_offset``) and class overlays."""
     out_dir = Path(out_dir)
     paths: list[Path] = []
     names: Sequence[str] = prediction["name"]
@@ -96,7 +100,9 @@ def write_prediction(
         if palette is None:
             paths.append(write_change_map(out_dir / "maps" / f"{stem}.png", pred))
         else:
-            paths.append(write_png(out_dir / "maps" / f"{stem}.png", _np(pred).astype(np.uint8), palette=palette))
+            stored = (_np(pred).astype(np.int64) + value_offset).astype(np.uint8)
+            colours = [[0, 0, 0]] * value_offset + [list(c) for c in palette]  # stored 0 (ignore): black
+            paths.append(write_png(out_dir / "maps" / f"{stem}.png", stored, palette=colours))
         if overlays and label is not None:
             overlay = (error_overlay(pred, label[i], ignore_index) if palette is None else
                        class_overlay(pred, label[i], palette, ignore_index))
