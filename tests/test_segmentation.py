@@ -130,3 +130,33 @@ trainer:
     assert changekit_main(["scene", "--t1", str(tmp_path / "scene.tif"), "--t2", str(tmp_path / "scene.tif"),
                            "--ckpt", str(ckpt), "--out", str(tmp_path / "x")]) == 2
     assert "give one image (--image)" in capsys.readouterr().err
+
+
+def test_loveda_from_the_official_download(tmp_path, capsys):
+    """loveda-official: Train/Val/Test x Urban/Rural folders read in place; areas apart or together; Test unlabelled."""
+    from changekit.data.io import write_png
+
+    rng = np.random.default_rng(0)
+    ids = {"Urban": [3514, 3515], "Rural": [0, 1, 2]}
+    for split in ("Train", "Test"):
+        for area, nums in ids.items():
+            for n in nums:
+                write_png(tmp_path / split / area / "images_png" / f"{n}.png", rng.integers(0, 255, (16, 16, 3), np.uint8))
+                if split == "Train":
+                    write_png(tmp_path / split / area / "masks_png" / f"{n}.png", rng.integers(0, 8, (16, 16), np.uint8))
+    both = build_dataset("loveda-official", tmp_path, "train")
+    assert [s.name for s in both.samples] == ["0", "1", "2", "3514", "3515"] and both.has_labels
+    item = both[0]
+    raw = np.array(Image.open(tmp_path / "Train" / "Rural" / "masks_png" / "0.png")).astype(np.int64)
+    assert item["label"].tolist() == np.where(raw == 0, 255, raw - 1).tolist()  # 0 no-data -> ignored
+    assert len(build_dataset("loveda-official", tmp_path, "train", area="urban")) == 2
+    test = build_dataset("loveda-official", tmp_path, "test", labels="auto")
+    assert len(test) == 5 and not test.has_labels and "label" not in test[0]
+    with pytest.raises(DataError, match=r"Val/Urban/images_png is missing"):
+        build_dataset("loveda-official", tmp_path, "val")
+    write_png(tmp_path / "Train" / "Urban" / "images_png" / "1.png", np.zeros((16, 16, 3), np.uint8))
+    write_png(tmp_path / "Train" / "Urban" / "masks_png" / "1.png", np.zeros((16, 16), np.uint8))
+    with pytest.raises(DataError, match=r"1 image id\(s\) occur in both Train/Urban and Train/Rural: 1"):
+        build_dataset("loveda-official", tmp_path, "train")
+    assert changekit_main(["check-dataset", "loveda-official", str(tmp_path), "--split", "train", "--area", "rural"]) == 0
+    assert "3 image(s) in 1 split(s) load cleanly" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from typing import Any
 def add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("preset", help="dataset preset (levir-cd, levir-cd-plus, s2looking, whu-cd, whu-cd-whole, cdd, "
                                   "sysu-cd, dsifn, clcd, bandon, potsdam, vaihingen, potsdam-tiles, "
-                                  "vaihingen-tiles, loveda, folder)")
+                                  "vaihingen-tiles, loveda, loveda-official, synthetic-landcover, folder)")
     p.add_argument("root", help="dataset root folder")
     p.add_argument("--split", action="append", dest="splits", metavar="SPLIT",
                    help="split to use (repeatable); default: the preset's splits. 'none' = flat root/{A,B,label}")
@@ -29,6 +29,7 @@ def add_dataset_args(p: argparse.ArgumentParser) -> None:
     isprs.add_argument("--boundary", choices=["eroded", "full"],
                        help="label variant: eroded (noBoundary, mmseg's default) or full")
     isprs.add_argument("--product", choices=["RGB", "IRRG", "RGBIR"], help="Potsdam image product (default RGB)")
+    p.add_argument("--area", choices=["both", "urban", "rural"], help="loveda-official: the areas to read (default both)")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         kw["in_channels"] = args.in_channels
     if args.no_labels:
         kw["labels"] = False
-    for key in ("tiles", "boundary", "product"):
+    for key in ("tiles", "boundary", "product", "area"):
         if getattr(args, key, None):
             kw[key] = getattr(args, key)
     return kw

@@ -689,10 +689,16 @@ class SegmentationDataset(ChangeDataset):
         return self.root
 
     def _scan(self, strict: bool) -> list[Sample]:
-        P = self.problems
         self._has_labels = False
-        img = self.root / self.dirs[0] / str(self.split)
-        ann = self.root / self.dirs[2] / str(self.split)
+        samples = self._scan_folders(self.root / self.dirs[0] / str(self.split), self.root / self.dirs[2] / str(self.split))
+        if not samples and not self.problems:
+            self.problems.append(f"no images found (layout {self._expected_layout()}). The dataset is empty: check "
+                                 "the root, split, folder names and suffixes.")
+        return samples
+
+    def _scan_folders(self, img: Path, ann: Path) -> list[Sample]:
+        """The samples of one image folder and its label folder (problems to ``self.problems``)."""
+        P = self.problems
         if not img.is_dir():
             P.append(f"image folder {img} is missing. Expected layout {self._expected_layout()}; check the root, "
                      "the split name and `dirs`.")
@@ -711,9 +717,6 @@ class SegmentationDataset(ChangeDataset):
             if extra:
                 P.append(f"{len(extra)} label(s) in {ann} have no image: {_fmt_names(extra)}.")
         names = sorted(set(fi) & set(fl)) if self._has_labels else sorted(fi)
-        if not names and not P:
-            P.append(f"no images found (layout {self._expected_layout()}). The dataset is empty: check the root, "
-                     "split, folder names and suffixes.")
         return [Sample(n, fi[n], fi[n], fl.get(n)) for n in names]
 
     def load_arrays(self, i: int) -> dict[str, Any]:

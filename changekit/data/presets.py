@@ -23,6 +23,7 @@ import numpy as np
 
 from changekit.data.datasets import BandonDataset, ChangeDataset, SegmentationDataset
 from changekit.data.isprs import IsprsTileDataset
+from changekit.data.loveda import LoveDADataset
 from changekit.data.synthetic import LANDCOVER_CLASSES, LANDCOVER_PALETTE
 from changekit.errors import ConfigError
 
@@ -169,6 +170,12 @@ PRESETS: dict[str, DatasetPreset] = {
             "segmentation` writes it): tiles of ground, trees, roads and buildings.",
             num_classes=4, splits=("train", "val"), crop_size=64, class_names=LANDCOVER_CLASSES,
             palette=LANDCOVER_PALETTE, layout="{img_dir,ann_dir}/{train,val}/<name>.png; labels class + 1 (0 ignored)"),
+        _mmseg_segmentation(
+            "loveda-official", "LoveDA from the official download (extracted Train/, Val/, Test/ with Urban/ and "
+            "Rural/): no converter; area: urban / rural keeps the two domains apart.",
+            num_classes=7, splits=("train", "val", "test"), image_size=(1024, 1024), class_names=_LOVEDA_CLASSES,
+            palette=_LOVEDA_PALETTE, dataset_class=LoveDADataset,
+            layout="{Train,Val,Test}/{Urban,Rural}/{images_png,masks_png}/<id>.png (Test: no masks); labels as loveda"),
         DatasetPreset(
             "folder", "Your own data: {split}/{A,B,label}/<name>.<any image ext> (any band count); "
             "override dirs, suffixes, split_dir, list_file, label_encoding, bands, mean/std.",
