@@ -125,6 +125,9 @@ def test_vaihingen_names_and_the_full_labels_folder(tmp_path):
     write_tif(tmp_path / "gts_for_participants" / "top_mosaic_09cm_area1.tif", image)
     with pytest.raises(DataError, match="is not a class colour"):
         build_dataset("vaihingen-tiles", tmp_path, "train", tiles=["area1"], boundary="full").load_arrays(0)
+    write_tif(tmp_path / "eroded" / "top_mosaic_09cm_area1_noBoundary.tif", image)
+    with pytest.raises(DataError, match="is not a class colour"):  # also where boundaries are black
+        build_dataset("vaihingen-tiles", tmp_path, "train", tiles=["area1"]).load_arrays(0)
 
 
 def test_check_dataset_and_stats_on_the_tiles(potsdam, capsys, tmp_path):
