@@ -126,6 +126,31 @@ def n_blocks(grid: Grid, col_chunk: int = 2048) -> int:
     return -(-grid.height // TILE) * -(-grid.width // max(TILE, col_chunk // TILE * TILE))
 
 
+def _assemble(grid: Grid, partial: Path, channels: int, crs, transform, map_tmp: Path, prob_tmp: Path,
+              describe: Callable, decide: Callable, col_chunk: int,
+              on_block: Callable[[int, int], None] | None) -> int:
+    """The strips blended block by block into a uint8 map (nodata 255) and a probability raster (x 255, no data in
+    the internal mask band). ``describe(map_ds, prob_ds)`` tags them; ``decide(prob (h, w, K), nodata)`` gives the
+    block's map values and the probability to store. Returns the no-data pixel count."""
+    total, nodata_pixels = n_blocks(grid, col_chunk), 0
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(map_tmp, "w", **raster_profile(crs, transform, grid.height, grid.width, nodata=CHANGE_NODATA)) as dm, \
+                rasterio.open(prob_tmp, "w", **raster_profile(crs, transform, grid.height, grid.width)) as dp:
+            describe(dm, dp)
+            for done, (win, prob, nodata) in enumerate(blended_blocks(grid, partial, channels, col_chunk), 1):
+                values, p = decide(prob, nodata)
+                values[nodata] = CHANGE_NODATA
+                p8 = np.rint(p * 255.0).astype(np.uint8)
+                p8[nodata] = 0
+                dm.write(values, 1, window=win)
+                dp.write(p8, 1, window=win)
+                dp.write_mask(np.where(nodata, 0, 255).astype(np.uint8), window=win)
+                nodata_pixels += int(nodata.sum())
+                if on_block is not None:
+                    on_block(done, total)
+    return nodata_pixels
+
+
 def assemble_rasters(grid: Grid, partial: Path, crs, transform, change_tmp: Path, prob_tmp: Path,
                      threshold: float = 0.5, col_chunk: int = 2048,
                      on_block: Callable[[int, int], None] | None = None) -> dict:
@@ -134,25 +159,19 @@ def assemble_rasters(grid: Grid, partial: Path, crs, transform, change_tmp: Path
     Returns counts: ``changed`` pixels, ``valid`` pixels.
     """
     counts = {"changed": 0, "valid": 0, "nodata": 0}
-    total = n_blocks(grid, col_chunk)
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
-        with rasterio.open(change_tmp, "w", **raster_profile(crs, transform, grid.height, grid.width, nodata=CHANGE_NODATA)) as dc, \
-                rasterio.open(prob_tmp, "w", **raster_profile(crs, transform, grid.height, grid.width)) as dp:
-            dc.update_tags(1, DESCRIPTION="change: 1, no change: 0, no data: 255")
-            dp.update_tags(1, DESCRIPTION="change probability x 255; no data in the mask band")
-            for done, (win, prob, nodata) in enumerate(blended_blocks(grid, partial, 1, col_chunk), 1):
-                prob = prob[..., 0]
-                change = (prob >= np.float32(threshold)).astype(np.uint8)
-                change[nodata] = CHANGE_NODATA
-                p8 = np.rint(prob * 255.0).astype(np.uint8)
-                p8[nodata] = 0
-                dc.write(change, 1, window=win)
-                dp.write(p8, 1, window=win)
-                dp.write_mask(np.where(nodata, 0, 255).astype(np.uint8), window=win)
-                counts["changed"] += int((change == 1).sum())
-                counts["nodata"] += int(nodata.sum())
-                if on_block is not None:
-                    on_block(done, total)
+
+    def describe(dc, dp) -> None:
+        dc.update_tags(1, DESCRIPTION="change: 1, no change: 0, no data: 255")
+        dp.update_tags(1, DESCRIPTION="change probability x 255; no data in the mask band")
+
+    def decide(prob: np.ndarray, nodata: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        prob = prob[..., 0]
+        change = (prob >= np.float32(threshold)).astype(np.uint8)
+        counts["changed"] += int((change[~nodata] == 1).sum())
+        return change, prob
+
+    counts["nodata"] = _assemble(grid, partial, 1, crs, transform, change_tmp, prob_tmp, describe, decide, col_chunk,
+                                 on_block)
     counts["valid"] = grid.height * grid.width - counts["nodata"]
     return counts
 
@@ -168,29 +187,23 @@ def assemble_class_rasters(grid: Grid, partial: Path, crs, transform, classes_tm
     if k > CHANGE_NODATA:
         raise ValueError(f"{k} classes do not fit a uint8 class raster (at most {CHANGE_NODATA})")
     counts = {"pixels": [0] * k, "valid": 0, "nodata": 0}
-    total = n_blocks(grid, col_chunk)
     names = "; ".join(f"{i}: {n}" for i, n in enumerate(class_names))
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
-        with rasterio.open(classes_tmp, "w", **raster_profile(crs, transform, grid.height, grid.width, nodata=CHANGE_NODATA)) as dc, \
-                rasterio.open(conf_tmp, "w", **raster_profile(crs, transform, grid.height, grid.width)) as dp:
-            dc.update_tags(1, DESCRIPTION=f"class index ({names}); no data: {CHANGE_NODATA}")
-            dc.update_tags(CLASS_NAMES=json.dumps(list(class_names)))
-            dc.write_colormap(1, {i: tuple(int(v) for v in palette[i]) + (255,) for i in range(k)})
-            dp.update_tags(1, DESCRIPTION="probability of the chosen class x 255; no data in the mask band")
-            for done, (win, prob, nodata) in enumerate(blended_blocks(grid, partial, k, col_chunk), 1):
-                cls = prob.argmax(axis=2).astype(np.uint8)
-                conf = np.take_along_axis(prob, cls[..., None].astype(np.intp), axis=2)[..., 0]
-                cls[nodata] = CHANGE_NODATA
-                p8 = np.rint(conf * 255.0).astype(np.uint8)
-                p8[nodata] = 0
-                dc.write(cls, 1, window=win)
-                dp.write(p8, 1, window=win)
-                dp.write_mask(np.where(nodata, 0, 255).astype(np.uint8), window=win)
-                hist = np.bincount(cls[~nodata].ravel(), minlength=k)
-                counts["pixels"] = [a + int(b) for a, b in zip(counts["pixels"], hist[:k])]
-                counts["nodata"] += int(nodata.sum())
-                if on_block is not None:
-                    on_block(done, total)
+
+    def describe(dc, dp) -> None:
+        dc.update_tags(1, DESCRIPTION=f"class index ({names}); no data: {CHANGE_NODATA}")
+        dc.update_tags(CLASS_NAMES=json.dumps(list(class_names)))
+        dc.write_colormap(1, {i: tuple(int(v) for v in palette[i]) + (255,) for i in range(k)})
+        dp.update_tags(1, DESCRIPTION="probability of the chosen class x 255; no data in the mask band")
+
+    def decide(prob: np.ndarray, nodata: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cls = prob.argmax(axis=2).astype(np.uint8)
+        conf = np.take_along_axis(prob, cls[..., None].astype(np.intp), axis=2)[..., 0]
+        hist = np.bincount(cls[~nodata].ravel(), minlength=k)
+        counts["pixels"] = [a + int(b) for a, b in zip(counts["pixels"], hist[:k])]
+        return cls, conf
+
+    counts["nodata"] = _assemble(grid, partial, k, crs, transform, classes_tmp, conf_tmp, describe, decide, col_chunk,
+                                 on_block)
     counts["valid"] = grid.height * grid.width - counts["nodata"]
     return counts
 
