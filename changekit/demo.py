@@ -112,24 +112,30 @@ def _smooth(values: list[float], k: int = 20) -> list[float]:
 def make_figure(path: Path, data_root: Path, pred_dir: Path, names: list[str], curves: Any, metrics: dict[str, Any],
                 arch: str = "fc_siam_diff") -> Path:
     """T1 | T2 | ground truth | prediction rows for ``names`` plus loss and F1 curves; written atomically."""
+    import numpy as np
+    from PIL import Image
+
+    rows = [(name, [np.array(Image.open(data_root / "test" / d / f"{name}.png")) for d in ("A", "B", "label")]
+             + [np.array(Image.open(pred_dir / "overlays" / f"{name}.png"))]) for name in names]
+    return figure_grid(path, rows, ["T1", "T2", "ground truth", "prediction (overlay)"], curves,
+                       ("val F1 (change)", "val IoU (change)"), f"test F1 {metrics['f1']:.3f}", metrics["f1"],
+                       f"changekit demo: {arch} on synthetic scenes — legend: TP white, TN black, FP red, FN green")
+
+
+def figure_grid(path: Path, rows: list[tuple[str, list[Any]]], titles: list[str], curves: Any,
+                val_labels: tuple[str, str], final_label: str, final: float, suptitle: str,
+                legend_extra: list[Any] = ()) -> Path:
+    """The demos' figure: one row of images per sample (named ``rows[i][0]``; grey or RGB uint8), then the training
+    loss and the two validation curves of :class:`_Curves` with the final figure as a line; written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
-    from PIL import Image
 
-    n = len(names)
+    n, k = len(rows), len(titles)
     fig = plt.figure(figsize=(11, 2.6 * n + 3.2))
-    gs = fig.add_gridspec(n + 1, 4, height_ratios=[1] * n + [1.1])
-    titles = ["T1", "T2", "ground truth", "prediction (overlay)"]
-    for r, name in enumerate(names):
-        imgs = [
-            np.array(Image.open(data_root / "test" / "A" / f"{name}.png")),
-            np.array(Image.open(data_root / "test" / "B" / f"{name}.png")),
-            np.array(Image.open(data_root / "test" / "label" / f"{name}.png")),
-            np.array(Image.open(pred_dir / "overlays" / f"{name}.png")),
-        ]
+    gs = fig.add_gridspec(n + 1, k, height_ratios=[1] * n + [1.1])
+    for r, (name, imgs) in enumerate(rows):
         for c, im in enumerate(imgs):
             ax = fig.add_subplot(gs[r, c])
             ax.imshow(im, cmap="gray" if im.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
@@ -139,7 +145,7 @@ def make_figure(path: Path, data_root: Path, pred_dir: Path, names: list[str], c
                 ax.set_title(titles[c], fontsize=10)
             if c == 0:
                 ax.set_ylabel(name, fontsize=8)
-    ax = fig.add_subplot(gs[n, :2])
+    ax = fig.add_subplot(gs[n, : k // 2])
     if curves.train:
         steps, losses = zip(*curves.train)
         ax.plot(steps, losses, color="0.75", lw=0.8, label="train loss")
@@ -148,18 +154,18 @@ def make_figure(path: Path, data_root: Path, pred_dir: Path, names: list[str], c
     ax.set_ylabel("loss")
     ax.legend(fontsize=8)
     ax.set_title("training loss", fontsize=10)
-    ax = fig.add_subplot(gs[n, 2:])
+    ax = fig.add_subplot(gs[n, k // 2:])
     if curves.val:
-        steps, f1, iou = zip(*curves.val)
-        ax.plot(steps, f1, "o-", color="C1", label="val F1 (change)")
-        ax.plot(steps, iou, "s--", color="C2", label="val IoU (change)")
-    ax.axhline(metrics["f1"], color="C3", lw=1, ls=":", label=f"test F1 {metrics['f1']:.3f}")
+        steps, a, b = zip(*curves.val)
+        ax.plot(steps, a, "o-", color="C1", label=val_labels[0])
+        ax.plot(steps, b, "s--", color="C2", label=val_labels[1])
+    ax.axhline(final, color="C3", lw=1, ls=":", label=final_label)
     ax.set_ylim(0, 1)
     ax.set_xlabel("iteration")
-    ax.legend(fontsize=8, loc="lower right")
+    handles = ax.get_legend_handles_labels()[0] + list(legend_extra)
+    ax.legend(handles=handles, fontsize=8, loc="lower right", ncol=2 if legend_extra else 1)
     ax.set_title("validation", fontsize=10)
-    fig.suptitle(f"changekit demo: {arch} on synthetic scenes — legend: TP white, TN black, FP red, FN green",
-                 fontsize=10)
+    fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:

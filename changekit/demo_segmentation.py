@@ -22,7 +22,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from changekit.atomic import atomic_write, write_json
-from changekit.demo import DemoContext, _Curves, _default_threads, _smooth
+from changekit.demo import DemoContext, _Curves, _default_threads, figure_grid
 from changekit.errors import ConfigError
 
 __all__ = ["run_segmentation_demo", "SEGMENTATION_DEFAULTS"]
@@ -147,10 +147,12 @@ def segmentation_scene(model_ckpt: str | Path, out_dir: str | Path, size: tuple[
     """A synthetic georeferenced land-cover image -> ``changekit scene --image`` -> outputs, mIoU and a preview."""
     import numpy as np
     import rasterio
+    import torch
 
     from changekit.data.synthetic import LANDCOVER_PALETTE, write_landcover_geotiff
     from changekit.geo.preview import class_preview_png
     from changekit.geo.scene import run_scene
+    from changekit.metrics import confusion_matrix, metrics_from_confusion
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,11 +160,9 @@ def segmentation_scene(model_ckpt: str | Path, out_dir: str | Path, size: tuple[
     write_landcover_geotiff(image, label, size=size, seed=seed)
     summary = run_scene(image, None, out, ckpt=model_ckpt, window=window, overlap=overlap, progress=progress)
     with rasterio.open(out / "classes.tif") as c, rasterio.open(label) as g:
-        pred, truth = c.read(1).astype(np.int64), g.read(1).astype(np.int64)
-    k = len(LANDCOVER_PALETTE)
-    cm = np.bincount(truth.ravel() * k + np.clip(pred.ravel(), 0, k - 1), minlength=k * k).reshape(k, k)
-    union = cm.sum(0) + cm.sum(1) - np.diag(cm)
-    summary["miou"] = float(np.mean(np.diag(cm)[union > 0] / union[union > 0]))
+        pred, truth = torch.from_numpy(c.read(1).astype(np.int64)), torch.from_numpy(g.read(1).astype(np.int64))
+    mat = confusion_matrix(pred, truth, len(LANDCOVER_PALETTE))
+    summary["miou"] = float(metrics_from_confusion(mat)["miou"])
     summary["preview"] = str(class_preview_png(image, out / "classes.tif", out / "preview.png", LANDCOVER_PALETTE,
                                                label=label))
     return summary
@@ -171,10 +171,6 @@ def segmentation_scene(model_ckpt: str | Path, out_dir: str | Path, size: tuple[
 def _figure(path: Path, data_root: Path, pred_dir: Path, names: list[str], curves: Any, metrics: dict[str, Any],
             arch: str) -> Path:
     """Image | ground truth | prediction | errors rows for ``names`` plus the loss and mIoU curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.patches import Patch
     from PIL import Image
@@ -182,48 +178,14 @@ def _figure(path: Path, data_root: Path, pred_dir: Path, names: list[str], curve
     from changekit.data.synthetic import LANDCOVER_CLASSES, LANDCOVER_PALETTE
 
     colours = np.array(LANDCOVER_PALETTE + ((0, 0, 0),) * (256 - len(LANDCOVER_PALETTE)), np.uint8)
-    n = len(names)
-    fig = plt.figure(figsize=(11, 2.6 * n + 3.2))
-    gs = fig.add_gridspec(n + 1, 4, height_ratios=[1] * n + [1.1])
-    titles = ["image", "ground truth", "prediction", "errors (magenta)"]
-    for r, name in enumerate(names):
+    rows = []
+    for name in names:
         truth = np.array(Image.open(data_root / "ann_dir" / "val" / f"{name}.png")).astype(np.int64) - 1
-        imgs = [np.array(Image.open(data_root / "img_dir" / "val" / f"{name}.png")),
-                np.where(truth[..., None] >= 0, colours[np.clip(truth, 0, 255)], 128).astype(np.uint8),
-                np.array(Image.open(pred_dir / "maps" / f"{name}.png").convert("RGB")),
-                np.array(Image.open(pred_dir / "overlays" / f"{name}.png"))]
-        for c, im in enumerate(imgs):
-            ax = fig.add_subplot(gs[r, c])
-            ax.imshow(im, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(titles[c], fontsize=10)
-            if c == 0:
-                ax.set_ylabel(name, fontsize=8)
-    ax = fig.add_subplot(gs[n, :2])
-    if curves.train:
-        steps, losses = zip(*curves.train)
-        ax.plot(steps, losses, color="0.75", lw=0.8, label="train loss")
-        ax.plot(steps, _smooth(list(losses)), color="C0", lw=1.5, label="smoothed")
-    ax.set_xlabel("iteration")
-    ax.legend(fontsize=8)
-    ax.set_title("training loss", fontsize=10)
-    ax = fig.add_subplot(gs[n, 2:])
-    if curves.val:
-        steps, miou, oa = zip(*curves.val)
-        ax.plot(steps, miou, "o-", color="C1", label="val mIoU")
-        ax.plot(steps, oa, "s--", color="C2", label="val OA")
-    ax.axhline(metrics["miou"], color="C3", lw=1, ls=":", label=f"final mIoU {metrics['miou']:.3f}")
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("iteration")
-    handles = ax.get_legend_handles_labels()[0] + [Patch(color=np.array(c) / 255, label=name)
-                                                    for name, c in zip(LANDCOVER_CLASSES, LANDCOVER_PALETTE)]
-    ax.legend(handles=handles, fontsize=8, loc="lower right", ncol=2)
-    ax.set_title("validation", fontsize=10)
-    fig.suptitle(f"changekit demo: {arch} on synthetic land cover", fontsize=10)
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    return path
+        rows.append((name, [np.array(Image.open(data_root / "img_dir" / "val" / f"{name}.png")),
+                            np.where(truth[..., None] >= 0, colours[np.clip(truth, 0, 255)], 128).astype(np.uint8),
+                            np.array(Image.open(pred_dir / "maps" / f"{name}.png").convert("RGB")),
+                            np.array(Image.open(pred_dir / "overlays" / f"{name}.png"))]))
+    legend = [Patch(color=np.array(c) / 255, label=n) for n, c in zip(LANDCOVER_CLASSES, LANDCOVER_PALETTE)]
+    return figure_grid(path, rows, ["image", "ground truth", "prediction", "errors (magenta)"], curves,
+                       ("val mIoU", "val OA"), f"final mIoU {metrics['miou']:.3f}", metrics["miou"],
+                       f"changekit demo: {arch} on synthetic land cover", legend)
