@@ -54,8 +54,9 @@ from changekit.models.loading import load_model
 
 __all__ = ["run_scene", "OUTPUTS", "CLASS_OUTPUTS"]
 
+#: the outputs in --out: map raster, probability raster, polygons (GeoJSON, GeoPackage); of segmentation models
 OUTPUTS = ("change.tif", "probability.tif", "changes.geojson", "changes.gpkg")
-CLASS_OUTPUTS = ("classes.tif", "confidence.tif", "classes.geojson", "classes.gpkg")  # segmentation models
+CLASS_OUTPUTS = ("classes.tif", "confidence.tif", "classes.geojson", "classes.gpkg")
 PLAN_VERSION = 2
 GDAL_CACHE_MB = 64
 
@@ -617,8 +618,8 @@ def _finish(grid: Grid, inputs: SceneInputs, partial: Path, out: Path, threshold
     t0 = time.perf_counter()
     task = bar.add_task("writing rasters", total=None)
     on_block = lambda d, n: bar.update(task, completed=d, total=n)  # noqa: E731
-    names = ("classes", "confidence", "classes") if legend else ("change", "probability", "changes")
-    raster_tmp, second_tmp = partial / f"{names[0]}.tif", partial / f"{names[1]}.tif"
+    raster_name, second_name, geojson_name, gpkg_name = CLASS_OUTPUTS if legend else OUTPUTS
+    raster_tmp, second_tmp = partial / raster_name, partial / second_name
     if legend:
         counts = assemble_class_rasters(grid, partial, inputs.crs, inputs.transform, raster_tmp, second_tmp,
                                         legend[0], legend[1], on_block=on_block)
@@ -640,28 +641,28 @@ def _finish(grid: Grid, inputs: SceneInputs, partial: Path, out: Path, threshold
         result["class_pixels"] = dict(zip(legend[0], counts["pixels"]))
     else:
         result["changed_pixels"] = counts["changed"]
-    outputs = {names[0]: out / f"{names[0]}.tif", names[1]: out / f"{names[1]}.tif"}
+    outputs = {Path(raster_name).stem: out / raster_name, Path(second_name).stem: out / second_name}
     t0 = time.perf_counter()
     if vectors:
         from changekit.geo.vectorize import write_polygons
 
         bar.add_task("polygons", total=None)
-        vec_tmp = {"GeoJSON": partial / f"{names[2]}.geojson", "GPKG": partial / f"{names[2]}.gpkg"}
+        vec_tmp = {"GeoJSON": partial / geojson_name, "GPKG": partial / gpkg_name}
         for p in vec_tmp.values():
             p.unlink(missing_ok=True)
         vc = write_polygons(raster_tmp, vec_tmp, min_area=min_area, simplify=simplify,
                             class_names=legend[0] if legend else None)
         result.update({"polygons": vc["polygons"], "polygons_dropped": vc["dropped_small"], "polygon_area": vc["area"]})
-        os.replace(vec_tmp["GeoJSON"], out / f"{names[2]}.geojson")
-        os.replace(vec_tmp["GPKG"], out / f"{names[2]}.gpkg")
-        outputs.update({"geojson": out / f"{names[2]}.geojson", "gpkg": out / f"{names[2]}.gpkg"})
+        os.replace(vec_tmp["GeoJSON"], out / geojson_name)
+        os.replace(vec_tmp["GPKG"], out / gpkg_name)
+        outputs.update({"geojson": out / geojson_name, "gpkg": out / gpkg_name})
     result["vectorize_s"] = time.perf_counter() - t0
     if labeller is not None:  # every window's class lists, strip by strip (resumed strips included)
         windows = [w for i in range(grid.n_strips) for w in json.loads((partial / f"classes_{i:05d}.json").read_text())]
         write_json(out / "window_classes.json", {**labeller.summary(), "windows": windows})
         outputs["window_classes"] = out / "window_classes.json"
-    os.replace(raster_tmp, outputs[names[0]])
-    os.replace(second_tmp, outputs[names[1]])
+    os.replace(raster_tmp, out / raster_name)
+    os.replace(second_tmp, out / second_name)
     if not keep_partial:
         shutil.rmtree(partial, ignore_errors=True)
     result["outputs"] = {k: str(v) for k, v in outputs.items()}
