@@ -442,7 +442,10 @@ class ChangeDataset(Dataset):
 
     def _read_image(self, path: Path) -> np.ndarray:
         """One image (selected bands, float32 HWC), its band count checked against ``in_channels``."""
-        a = read_image(path, self.bands)
+        return self._check_channels(read_image(path, self.bands), path)
+
+    def _check_channels(self, a: np.ndarray, path: Path) -> np.ndarray:
+        """``a`` (an image of ``path``, bands selected) if its band count is ``in_channels``, else a DataError."""
         if self.in_channels is not None and a.shape[2] != self.in_channels:
             raise DataError(f"{path}: has {a.shape[2]} band(s) but the config expects in_channels="
                             f"{self.in_channels}. Select bands with `bands:` or change in_channels.")

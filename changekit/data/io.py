@@ -30,6 +30,7 @@ __all__ = [
     "image_shape",
     "read_image",
     "read_window",
+    "select_bands",
     "read_label",
     "write_png",
     "write_tiff",
@@ -141,7 +142,12 @@ def read_image(path: str | os.PathLike, bands: Sequence[int] | None = None) -> n
     stack). An index past the file's band count is a :class:`DataError`.
     """
     path = Path(path)
-    arr = _read_raw(path, palette_indices=False)
+    return select_bands(_read_raw(path, palette_indices=False), bands, path)
+
+
+def select_bands(arr: np.ndarray, bands: Sequence[int] | None, path: str | os.PathLike) -> np.ndarray:
+    """The 0-based ``bands`` of an (H, W, C) array read from ``path`` (all when None), as float32; an index past
+    its band count is a :class:`DataError`."""
     if bands is not None:
         bands = list(bands)
         bad = [b for b in bands if not -arr.shape[2] <= b < arr.shape[2]]

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from changekit.data.datasets import Sample, SegmentationDataset
-from changekit.data.io import image_shape, read_window
+from changekit.data.io import image_shape, read_window, select_bands
 from changekit.errors import ConfigError, DataError
 
 __all__ = ["IsprsTileDataset", "SPLITS", "CLASS_COLOURS", "crop_starts", "encode_colours"]
@@ -201,13 +201,8 @@ class IsprsTileDataset(SegmentationDataset):
 
     def load_arrays(self, i: int) -> dict[str, Any]:
         s = self.samples[i]
-        image = self._window(s.t1, i)
-        if self.bands is not None:
-            image = image[:, :, list(self.bands)]
-        if self.in_channels is not None and image.shape[2] != self.in_channels:
-            raise DataError(f"{s.t1}: has {image.shape[2]} band(s) but the config expects in_channels="
-                            f"{self.in_channels}. Select bands with `bands:` or change in_channels.")
-        out: dict[str, Any] = {"t1": np.ascontiguousarray(image, dtype=np.float32), "name": s.name}
+        image = self._check_channels(select_bands(self._window(s.t1, i), self.bands, s.t1), s.t1)
+        out: dict[str, Any] = {"t1": image, "name": s.name}
         if self._has_labels and s.label is not None:
             out["label"] = self.decode(self.raw_label(i), s, i)
         return out

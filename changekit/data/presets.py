@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from changekit.data.datasets import BandonDataset, ChangeDataset, SegmentationDataset
-from changekit.data.isprs import IsprsTileDataset
+from changekit.data.isprs import CLASS_COLOURS, IsprsTileDataset
 from changekit.data.loveda import LoveDADataset
 from changekit.data.synthetic import LANDCOVER_CLASSES, LANDCOVER_PALETTE
 from changekit.errors import ConfigError
@@ -67,7 +67,7 @@ class DatasetPreset:
 
 
 _ISPRS_CLASSES = ("impervious_surface", "building", "low_vegetation", "tree", "car", "clutter")
-_ISPRS_PALETTE = ((255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0))
+_ISPRS_PALETTE = CLASS_COLOURS  # the label files' own colour code
 _LOVEDA_CLASSES = ("background", "building", "road", "water", "barren", "forest", "agricultural")
 _LOVEDA_PALETTE = ((255, 255, 255), (255, 0, 0), (255, 255, 0), (0, 0, 255), (159, 129, 183), (0, 255, 0),
                    (255, 195, 128))
