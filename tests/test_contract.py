@@ -30,6 +30,8 @@ MODELS = changekit.list_models()
 #: Parameter totals of the released/reference builds (the family tests check the rest of the table).
 PUBLISHED_TOTALS = {
     "fc_siam_diff": 1_352_210,
+    "fc_ef": 1_352_642,  # open-cd's fcsn.py (tests/test_fc_siam.py: goldens from it)
+    "fc_siam_conc": 1_548_050,
     "bit_r18": 2_989_638,
     "changeformer_mit-b0": 3_846_754,
     "changeformer_mit-b1": 13_940_930,

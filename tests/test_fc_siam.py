@@ -1,4 +1,5 @@
-"""FC-Siam-diff: open-cd golden output, parameter count, strict loading, any input size, learning."""
+"""FC-Siam-diff, FC-EF and FC-Siam-conc: open-cd golden outputs, parameter counts, strict loading, any input size,
+learning."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ def test_registered_and_parameter_count():
 
 def test_golden_open_cd_checkpoint(tmp_path):
     assert_reproduces_golden("fc_siam_diff_256", "fc_siam_diff", tmp_path)
+
+
+@pytest.mark.parametrize("arch, params", [("fc_ef", 1_352_642), ("fc_siam_conc", 1_548_050)])
+def test_other_two_of_the_family_match_open_cd(arch, params, tmp_path):
+    # goldens from open-cd's fcsn.py (benchmarks/reference/fc_golden.py); the paper gives 1.35 M and 1.55 M
+    model, _ = assert_reproduces_golden(f"{arch}_64", arch, tmp_path)
+    assert sum(p.numel() for p in model.parameters()) == params
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,15 @@
-"""FC-Siam-diff (Daudt, Le Saux & Boulch, ICIP 2018), as open-cd builds ``fc_siam_diff_256x256_40k_levircd``.
+"""The fully convolutional change detectors of Daudt, Le Saux & Boulch (ICIP 2018), as open-cd builds them
+(``fc_ef`` / ``fc_siam_conc`` / ``fc_siam_diff_256x256_40k_levircd``, ``opencd/models/backbones/fcsn.py``).
 
-A four-level U-Net encoder shared by both dates; the decoder is fed, at every level, the absolute
-difference of the two dates' skip features. open-cd wraps it in ``DIEncoderDecoder`` with an
-``FCNHead(num_convs=0)`` whose only parameters are the final 1×1 ``conv_seg`` (after Dropout2d 0.1).
+A four-level U-Net encoder and a mirrored decoder; the three differ in how the dates meet:
+
+* **FC-EF** (early fusion): the two dates are stacked into one 2C-band image before the encoder;
+* **FC-Siam-conc**: one encoder shared by the dates; every decoder level gets both dates' skip features
+  concatenated;
+* **FC-Siam-diff**: the same shared encoder; every decoder level gets the absolute difference of the skips.
+
+open-cd wraps each in ``DIEncoderDecoder`` with an ``FCNHead(num_convs=0)`` whose only parameters are the final
+1×1 ``conv_seg`` (after Dropout2d 0.1).
 
 Our module keeps open-cd's state-dict layout (``backbone.conv11…``, ``decode_head.conv_seg``), so open-cd
 checkpoints load as they are. Unlike open-cd, the decoder-side convolutions of the reference are
@@ -21,7 +28,10 @@ import torch.nn.functional as F
 
 from changekit.models.registry import register_model
 
-__all__ = ["FCSiamDiff", "FCSiamDiffBackbone", "fc_siam_diff"]
+__all__ = ["FCSiamDiff", "FCSiamDiffBackbone", "FUSIONS", "fc_ef", "fc_siam_conc", "fc_siam_diff"]
+
+#: How the dates meet: ``early`` (FC-EF), ``conc`` (FC-Siam-conc), ``diff`` (FC-Siam-diff).
+FUSIONS = ("early", "conc", "diff")
 
 
 def _pad_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -33,23 +43,27 @@ def _pad_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 
 class FCSiamDiffBackbone(nn.Module):
-    """Encoder (conv11…conv43) shared by the dates and the difference decoder (upconv4…conv11d).
+    """Encoder (conv11…conv43) and decoder (upconv4…conv11d) of the three FC networks (``fusion``).
 
-    Attribute names follow open-cd's ``FC_Siam_diff`` so that its keys map one to one.
-    The encoder levels have 2, 2, 3, 3 convolutions of ``c, 2c, 4c, 8c`` channels (``c = base_channel``).
+    Attribute names follow open-cd's ``FC_EF`` / ``FC_Siam_conc`` / ``FC_Siam_diff`` so that its keys map one to
+    one. The encoder levels have 2, 2, 3, 3 convolutions of ``c, 2c, 4c, 8c`` channels (``c = base_channel``).
     """
 
     # (level, number of convs) of the encoder; the decoder mirrors it
     _LEVELS = ((1, 2), (2, 2), (3, 3), (4, 3))
 
-    def __init__(self, in_channels: int = 3, base_channel: int = 16, dropout: float = 0.2) -> None:
+    def __init__(self, in_channels: int = 3, base_channel: int = 16, dropout: float = 0.2,
+                 fusion: str = "diff") -> None:
         super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion={fusion!r}: use one of {FUSIONS}")
         c = [base_channel * 2**i for i in range(5)]
         self.in_channels = in_channels
         self.out_channels = c[0]
+        self.fusion = fusion
 
-        # encoder: conv{l}{j} + bn{l}{j} (+ Dropout2d), j = 1..n
-        prev = in_channels
+        # encoder: conv{l}{j} + bn{l}{j} (+ Dropout2d), j = 1..n; early fusion sees both dates' bands at once
+        prev = 2 * in_channels if fusion == "early" else in_channels
         for level, n in self._LEVELS:
             width = c[level - 1]
             for j in range(1, n + 1):
@@ -58,15 +72,16 @@ class FCSiamDiffBackbone(nn.Module):
                 setattr(self, f"do{level}{j}", nn.Dropout2d(dropout))
                 prev = width
 
-        # decoder: upconv{l} (stride-2 transposed conv), then conv{l}{j}d for j = n..1;
-        # the first takes [upsampled, |skip1 - skip2|] (2× width), the last one narrows to the next level
+        # decoder: upconv{l} (stride-2 transposed conv), then conv{l}{j}d for j = n..1; the first takes
+        # [upsampled, skip] (2x width; conc: [upsampled, skip1, skip2], 3x), the last one narrows to the next level
+        skips = 2 if fusion == "conc" else 1
         for level, n in reversed(self._LEVELS):
             width = c[level - 1]
             self.add_module(
                 f"upconv{level}", nn.ConvTranspose2d(width, width, 3, padding=1, stride=2, output_padding=1)
             )
             for j in range(n, 0, -1):
-                cin = 2 * width if j == n else width
+                cin = (1 + skips) * width if j == n else width
                 cout = c[level - 2] if (j == 1 and level > 1) else width
                 setattr(self, f"conv{level}{j}d", nn.ConvTranspose2d(cin, cout, 3, padding=1))
                 if not (level == 1 and j == 1):  # conv11d is the plain output layer
@@ -91,15 +106,21 @@ class FCSiamDiffBackbone(nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         if min(x1.shape[-2:]) < 16:
             raise ValueError(
-                f"FC-Siam-diff needs inputs of at least 16×16 pixels (four 2×2 poolings), got {tuple(x1.shape[-2:])}"
+                f"FC networks need inputs of at least 16×16 pixels (four 2×2 poolings), got {tuple(x1.shape[-2:])}"
             )
-        s1, s2 = self.encode(x1), self.encode(x2)
-        # open-cd up-samples the second date's pooled deepest map (both dates share every weight,
-        # but the deepest pooled map enters the decoder from date 2 only)
-        x = F.max_pool2d(s2[-1], kernel_size=2, stride=2)
-        for (level, n), a, b in zip(reversed(self._LEVELS), reversed(s1), reversed(s2)):
-            up = _pad_to(getattr(self, f"upconv{level}")(x), a)
-            x = torch.cat([up, torch.abs(a - b)], dim=1)
+        if self.fusion == "early":
+            skips = self.encode(torch.cat([x1, x2], dim=1))
+            deepest = skips[-1]
+        else:
+            s1, s2 = self.encode(x1), self.encode(x2)
+            # as the reference, the decoder starts from the second date's pooled deepest map (both dates share
+            # every weight, but that map enters the decoder from date 2 only)
+            deepest = s2[-1]
+            skips = [torch.abs(a - b) if self.fusion == "diff" else torch.cat([a, b], dim=1) for a, b in zip(s1, s2)]
+        x = F.max_pool2d(deepest, kernel_size=2, stride=2)
+        for (level, n), skip in zip(reversed(self._LEVELS), reversed(skips)):
+            up = _pad_to(getattr(self, f"upconv{level}")(x), skip)
+            x = torch.cat([up, skip], dim=1)
             for j in range(n, 0, -1):
                 if level == 1 and j == 1:
                     x = self.conv11d(x)
@@ -123,13 +144,15 @@ class _ClsHead(nn.Module):
 
 
 class FCSiamDiff(nn.Module):
-    """FC-Siam-diff change detector: ``forward(t1, t2)`` → logits (B, num_classes, H, W)."""
+    """An FC change detector (FC-Siam-diff by default; ``fusion`` picks FC-EF or FC-Siam-conc):
+    ``forward(t1, t2)`` → logits (B, num_classes, H, W)."""
 
-    def __init__(self, num_classes: int = 2, in_channels: int = 3, base_channel: int = 16) -> None:
+    def __init__(self, num_classes: int = 2, in_channels: int = 3, base_channel: int = 16,
+                 fusion: str = "diff") -> None:
         super().__init__()
         self.num_classes = num_classes
         self.in_channels = in_channels
-        self.backbone = FCSiamDiffBackbone(in_channels, base_channel)
+        self.backbone = FCSiamDiffBackbone(in_channels, base_channel, fusion=fusion)
         self.decode_head = _ClsHead(self.backbone.out_channels, num_classes)
 
     def forward_decoder(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
@@ -148,3 +171,16 @@ def fc_siam_diff(
 ) -> FCSiamDiff:
     """FC-Siam-diff as open-cd's ``fc_siam_diff_256x256_40k_levircd`` (1.35 M parameters)."""
     return FCSiamDiff(num_classes=num_classes, in_channels=in_channels, base_channel=base_channel)
+
+
+@register_model
+def fc_ef(num_classes: int = 2, in_channels: int = 3, base_channel: int = 16) -> FCSiamDiff:
+    """FC-EF: early fusion, the dates stacked into one 2C-band input (open-cd ``fc_ef``; 1.35 M parameters for RGB)."""
+    return FCSiamDiff(num_classes=num_classes, in_channels=in_channels, base_channel=base_channel, fusion="early")
+
+
+@register_model
+def fc_siam_conc(num_classes: int = 2, in_channels: int = 3, base_channel: int = 16) -> FCSiamDiff:
+    """FC-Siam-conc: a shared encoder, both dates' skips concatenated in the decoder (open-cd ``fc_siam_conc``;
+    1.55 M parameters)."""
+    return FCSiamDiff(num_classes=num_classes, in_channels=in_channels, base_channel=base_channel, fusion="conc")
