@@ -24,7 +24,9 @@ import numpy as np
 from changekit.data.datasets import BandonDataset, ChangeDataset, SegmentationDataset
 from changekit.data.isprs import CLASS_COLOURS, IsprsTileDataset
 from changekit.data.loveda import LoveDADataset
+from changekit.data.oscd import OscdDataset
 from changekit.data.synthetic import LANDCOVER_CLASSES, LANDCOVER_PALETTE
+from changekit.data.sztaki import SztakiDataset
 from changekit.errors import ConfigError
 
 __all__ = ["DatasetPreset", "PRESETS", "get_preset", "list_presets", "build_dataset", "class_legend"]
@@ -176,6 +178,23 @@ PRESETS: dict[str, DatasetPreset] = {
             num_classes=7, splits=("train", "val", "test"), image_size=(1024, 1024), class_names=_LOVEDA_CLASSES,
             palette=_LOVEDA_PALETTE, dataset_class=LoveDADataset,
             layout="{Train,Val,Test}/{Urban,Rural}/{images_png,masks_png}/<id>.png (Test: no masks); labels as loveda"),
+        DatasetPreset(
+            "oscd", "OSCD (Caye Daudt et al. 2018): 24 Sentinel-2 L1C city pairs, 13 bands at 10/20/60 m stacked on the "
+            "10 m grid; 14 labelled (official train list), 10 official test cities (labels not public).",
+            dirs=("imgs_1", "imgs_2", "cm"), suffixes=".tif", split_dir=None, label_encoding="index",
+            in_channels=None, splits=("train", "test", "heldout"), test_split="heldout", mean=None, crop_size=96,
+            dataset_class=OscdDataset,
+            layout="<root>/Onera Satellite Change Detection dataset - Images/<city>/imgs_{1,2}/*_B01..B12,B8A.tif + "
+                   "train.txt/test.txt, labels '... - Train Labels/<city>/cm/<city>-cm.tif' (1 no change, 2 change); "
+                   "or <root>/<city>/{imgs_1,imgs_2,cm}; band_names: all (13) or rgbn (B02 B03 B04 B08); split: "
+                   "train, test, heldout (paris, bordeaux, pisa) or 'city1,city2'"),
+        DatasetPreset(
+            "sztaki", "SZTAKI AirChange (Benedek & Sziranyi 2009): 13 aerial RGB pairs of 952x640, 1.5 m (Szada 7, "
+            "Tiszadob 6); test = the top-left 784x448 of Szada/1 and Tiszadob/3 (Zhan et al. 2017; Daudt et al. 2018).",
+            dirs=("im1", "im2", "gt"), suffixes=".bmp", split_dir=None, label_encoding="0-255", in_channels=3,
+            splits=("train", "test"), crop_size=128, dataset_class=SztakiDataset, image_size=(640, 952),
+            layout="<root>/{Szada,Tiszadob}/<n>/{im1,im2,gt}.bmp (any case); gt white = change; split: train, test, "
+                   "'Szada/2,Tiszadob/1' or train-<pairs> (train less those pairs)"),
         DatasetPreset(
             "folder", "Your own data: {split}/{A,B,label}/<name>.<any image ext> (any band count); "
             "override dirs, suffixes, split_dir, list_file, label_encoding, bands, mean/std.",

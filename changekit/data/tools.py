@@ -173,7 +173,6 @@ def dataset_stats(preset: str, root: str | os.PathLike, split: str | None = None
                   console=None, **overrides: Any) -> dict[str, Any]:
     """Per-band mean/std over both dates of a split (stored units), streamed image by image (float64 sums).
     ``split=None``: the preset's first split (train), or the flat folder."""
-    from changekit.data.io import read_image
     from changekit.data.presets import build_dataset, get_preset
 
     p = get_preset(preset)
@@ -192,7 +191,7 @@ def dataset_stats(preset: str, root: str | os.PathLike, split: str | None = None
         task = prog.add_task(f"stats {split or 'flat'}", total=len(paths))
     try:
         for path in paths:
-            a = read_image(path, ds.bands)
+            a = ds._read_image(path)  # the dataset's own reader: band selection, band folders
             a = a.reshape(-1, a.shape[2]).astype(np.float64)
             if s1 is None:
                 s1, s2 = np.zeros(a.shape[1]), np.zeros(a.shape[1])

@@ -324,6 +324,49 @@ class RandomFlip:
         return f"RandomFlip(prob={self.prob}, direction={self.direction!r})"
 
 
+class RandomRot90:
+    """Rotate by a random multiple of 90 degrees with probability ``prob`` (exact: no resampling, no padding;
+    applied after the crop, so it costs a crop-sized copy)."""
+
+    def __init__(self, prob: float = 0.5):
+        self.prob = prob
+
+    def __call__(self, s: Sample) -> Sample:
+        if _rand() >= self.prob:
+            return s
+        k = _randint(1, 4)
+        s = dict(s)
+        for key in _image_keys(s) + _label_keys(s):
+            s[key] = np.ascontiguousarray(np.rot90(s[key], k, axes=(0, 1)))
+        return s
+
+    def __repr__(self) -> str:
+        return f"RandomRot90(prob={self.prob})"
+
+
+class RandomGain:
+    """Radiometric jitter for multispectral data in any units: each date is multiplied by a gain drawn in
+    ``1 ± date`` and each of its bands by one in ``1 ± band`` (sun angle, season, atmosphere and calibration
+    differ between acquisitions; the model should not call that change)."""
+
+    def __init__(self, date: float = 0.1, band: float = 0.05, prob: float = 1.0):
+        self.date, self.band, self.prob = float(date), float(band), float(prob)
+
+    def __call__(self, s: Sample) -> Sample:
+        s = dict(s)
+        for key in _image_keys(s):
+            if _rand() >= self.prob:
+                continue
+            c = s[key].shape[2]
+            gain = _uniform(1 - self.date, 1 + self.date) * np.array(
+                [_uniform(1 - self.band, 1 + self.band) for _ in range(c)], dtype=np.float32)
+            s[key] = (s[key] * gain).astype(np.float32)
+        return s
+
+    def __repr__(self) -> str:
+        return f"RandomGain(date={self.date}, band={self.band}, prob={self.prob})"
+
+
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     """float RGB (any scale) -> H in degrees [0, 360), S in [0, 1], V in RGB units."""
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
@@ -480,14 +523,20 @@ class Pad:
 
 
 def to_tensor_item(item: dict[str, Any]) -> dict[str, Any]:
-    """numpy HWC/HW arrays -> torch CHW float32 / HW int64 (other keys unchanged)."""
+    """numpy HWC/HW arrays -> torch CHW float32 / HW int64 (other keys unchanged). Read-only arrays (a dataset's
+    in-memory cache) are copied: the tensors never share memory with them."""
+
+    def tensor(a: np.ndarray, dtype) -> torch.Tensor:
+        a = np.ascontiguousarray(a, dtype=dtype)
+        return torch.from_numpy(a if a.flags.writeable else a.copy())
+
     out = dict(item)
     for k in ("t1", "t2"):
         if isinstance(out.get(k), np.ndarray):
-            out[k] = torch.from_numpy(np.ascontiguousarray(out[k].transpose(2, 0, 1), dtype=np.float32))
+            out[k] = tensor(out[k].transpose(2, 0, 1), np.float32)
     for k, v in item.items():
         if k.startswith("label") and isinstance(v, np.ndarray):
-            out[k] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.int64))
+            out[k] = tensor(v, np.int64)
     return out
 
 
@@ -511,6 +560,8 @@ DEFAULT_AUGMENT: dict[str, Any] = {
     "exchange": 0.0,
     "rescale": False,
     "blur": False,
+    "rot90": False,
+    "gain": False,
 }
 
 
@@ -526,8 +577,8 @@ def build_transforms(
 ) -> Compose:
     """The standard pipelines.
 
-    train: rot_flip -> rotate -> rescale -> crop(crop_size, cat_max_ratio) -> h/v flips -> blur -> photometric (per
-    date) -> exchange
+    train: rot_flip -> rotate -> rescale -> crop(crop_size, cat_max_ratio) -> h/v flips -> rot90 -> gain -> blur ->
+    photometric (per date) -> exchange
     -> normalise -> pad (to crop_size, then to a multiple of size_divisor) -> tensors.
     eval: normalise -> pad (size_divisor; ``None`` keeps the size) -> tensors.
 
@@ -563,6 +614,14 @@ def build_transforms(
             ts.append(RandomFlip(float(aug["hflip"]), "horizontal"))
         if aug["vflip"]:
             ts.append(RandomFlip(float(aug["vflip"]), "vertical"))
+        if aug["rot90"]:
+            ts.append(RandomRot90(float(aug["rot90"])))
+        if aug["gain"]:
+            kw = {} if aug["gain"] is True else dict(aug["gain"])
+            unknown = set(kw) - {"date", "band", "prob"}
+            if unknown:
+                raise ConfigError(f"augment.gain: unknown key(s) {sorted(unknown)}; known: ['band', 'date', 'prob'].")
+            ts.append(RandomGain(**kw))
         if aug["blur"]:
             ts.append(RandomBlur(1.0 if aug["blur"] is True else float(aug["blur"])))
         if aug["photometric"]:

@@ -31,6 +31,19 @@ def eval_sampler(ds: Dataset, trainer: pl.Trainer | None):
     return UnrepeatedDistributedSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
 
 
+class RepeatDataset(Dataset):
+    """``ds`` drawn ``times`` times in one epoch (each draw its own random crop and augmentation)."""
+
+    def __init__(self, ds: Dataset, times: int) -> None:
+        self.ds, self.times = ds, int(times)
+
+    def __len__(self) -> int:
+        return len(self.ds) * self.times
+
+    def __getitem__(self, i: int):
+        return self.ds[i % len(self.ds)]
+
+
 class ChangeDataModule(pl.LightningDataModule):
     """Data for ``changekit fit/validate/test/predict``.
 
@@ -61,6 +74,8 @@ class ChangeDataModule(pl.LightningDataModule):
         check_units: compare evaluation data with ``units`` (default true).
         input_range: ``[MIN, MAX]``: evaluation images store values MIN..MAX where the training images stored
             ``units.range`` (e.g. ``[0, 4095]`` for 12-bit data against an 8-bit model): rescaled linearly.
+        train_repeat: draw each training sample this many times per epoch (a few large scenes, such as OSCD's
+            cities, then give an epoch of many random crops).
     """
 
     def __init__(
@@ -95,6 +110,7 @@ class ChangeDataModule(pl.LightningDataModule):
         units: dict[str, Any] | None = None,
         check_units: bool = True,
         input_range: list[float] | None = None,
+        train_repeat: int = 1,
     ) -> None:
         super().__init__()
         from changekit.data.presets import get_preset
@@ -200,7 +216,9 @@ class ChangeDataModule(pl.LightningDataModule):
             measured = ds.units()
             if hp.get("units"):  # resuming, or a given record: the training data must not have changed units
                 check_units(measured, hp.units, what)
-            self.hparams.units = {k: measured[k] for k in ("dtype", "range")} if measured else None
+            # dtype and range; where the dataset knows them, the product level (L1C/L2A) and the band names too
+            keep = ("dtype", "range", "product", "band_names")
+            self.hparams.units = {k: measured[k] for k in keep if k in measured} if measured else None
         elif hp.check_units and hp.get("input_range") is None:
             check_units(ds.units(), hp.get("units") or {}, what)
 
@@ -224,6 +242,8 @@ class ChangeDataModule(pl.LightningDataModule):
         ds = self.datasets[key]
         hp = self.hparams
         if train:
+            if hp.train_repeat > 1:
+                ds = RepeatDataset(ds, hp.train_repeat)
             if len(ds) < hp.batch_size:
                 raise ConfigError(f"the training set has {len(ds)} samples, fewer than data.batch_size={hp.batch_size}")
             return DataLoader(ds, batch_size=hp.batch_size, shuffle=True, drop_last=True, num_workers=hp.num_workers,
