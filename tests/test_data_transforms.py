@@ -195,7 +195,8 @@ def test_eval_pipeline_and_augment_keys():
     assert out["t1"].shape == (3, 64, 64) and out["label"][50, 0] == 255
     with pytest.raises(ConfigError, match="unknown key"):
         build_transforms(train=True, augment={"sharpen": 1})
-    assert set(DEFAULT_AUGMENT) == {"rot_flip", "rotate", "hflip", "vflip", "photometric", "exchange", "rescale", "blur"}
+    assert set(DEFAULT_AUGMENT) == {"rot_flip", "rotate", "hflip", "vflip", "photometric", "exchange", "rescale", "blur",
+                                    "rot90", "gain"}
     off = build_transforms(train=True, augment={"rotate": False, "hflip": 0, "vflip": 0, "photometric": False},
                            mean=None, size_divisor=None)
     np.testing.assert_array_equal(off(_marked())["label"].numpy(), _marked()["label"])
@@ -294,3 +295,29 @@ def test_rescale_and_blur_of_the_bit_recipe():
     pipeline = build_transforms(crop_size=8, augment={"rescale": [1.0, 1.2], "blur": 1.0, "rotate": False})
     text = repr(pipeline)
     assert text.index("RandomRescale") < text.index("RandomCrop") < text.index("RandomBlur")
+
+
+def test_rot90_turns_images_and_labels_together():
+    from changekit.data.transforms import RandomRot90
+
+    s = _marked()
+    out = RandomRot90(prob=1.0)(s)
+    k = next(k for k in (1, 2, 3) if np.array_equal(out["label"], np.rot90(s["label"], k)))
+    for key in ("t1", "t2"):
+        assert np.array_equal(out[key], np.rot90(s[key], k, axes=(0, 1)))
+
+
+def test_gain_scales_each_date_and_band_within_its_range():
+    from changekit.data.transforms import RandomGain
+
+    s = {"t1": np.full((8, 8, 13), 1000.0, np.float32), "t2": np.full((8, 8, 13), 1000.0, np.float32),
+         "label": np.zeros((8, 8), np.int64)}
+    out = RandomGain(date=0.1, band=0.05)(s)
+    for key in ("t1", "t2"):
+        g = out[key][0, 0] / 1000.0
+        assert ((g > 0.9 * 0.95 - 1e-6) & (g < 1.1 * 1.05 + 1e-6)).all() and len(np.unique(g)) > 1
+        assert (out[key] == out[key][0, 0]).all()  # one gain per band over the whole image
+    assert not np.array_equal(out["t1"], out["t2"]) and (out["label"] == 0).all()
+    assert (s["t1"] == 1000).all()  # the input is not modified in place
+    with pytest.raises(ConfigError, match="augment.gain"):
+        build_transforms(train=True, augment={"gain": {"scale": 1}})

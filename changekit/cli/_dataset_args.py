@@ -10,8 +10,8 @@ from typing import Any
 
 def add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("preset", help="dataset preset (levir-cd, levir-cd-plus, s2looking, whu-cd, whu-cd-whole, cdd, "
-                                  "sysu-cd, dsifn, clcd, bandon, potsdam, vaihingen, potsdam-tiles, "
-                                  "vaihingen-tiles, loveda, loveda-official, synthetic-landcover, folder)")
+                                  "sysu-cd, dsifn, clcd, bandon, oscd, sztaki, potsdam, vaihingen, "
+                                  "potsdam-tiles, vaihingen-tiles, loveda, loveda-official, synthetic-landcover, folder)")
     p.add_argument("root", help="dataset root folder")
     p.add_argument("--split", action="append", dest="splits", metavar="SPLIT",
                    help="split to use (repeatable); default: the preset's splits. 'none' = flat root/{A,B,label}")
@@ -30,6 +30,9 @@ def add_dataset_args(p: argparse.ArgumentParser) -> None:
                        help="label variant: eroded (noBoundary, mmseg's default) or full")
     isprs.add_argument("--product", choices=["RGB", "IRRG", "RGBIR"], help="Potsdam image product (default RGB)")
     p.add_argument("--area", choices=["both", "urban", "rural"], help="loveda-official: the areas to read (default both)")
+    oscd = p.add_argument_group("OSCD (Sentinel-2 band files)")
+    oscd.add_argument("--band-names", help="bands by name: all (13), rgbn (B02 B03 B04 B08) or a list, e.g. B04,B03,B02")
+    oscd.add_argument("--label-source", choices=["tif", "png"], help="labels from <city>-cm.tif (default) or cm.png")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -50,7 +53,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         kw["in_channels"] = args.in_channels
     if args.no_labels:
         kw["labels"] = False
-    for key in ("tiles", "boundary", "product", "area"):
+    for key in ("tiles", "boundary", "product", "area", "band_names", "label_source"):
         if getattr(args, key, None):
             kw[key] = getattr(args, key)
     return kw

@@ -1,4 +1,6 @@
-"""``changekit export``: a checkpoint or config to an ONNX graph (:func:`changekit.deploy.export_onnx`)."""
+"""``changekit export``: a checkpoint or config to an ONNX graph (:func:`changekit.deploy.export_onnx`), or to a
+``.safetensors`` file that records its config (:func:`changekit.models.pretrained.write_model_file`: what
+changekit ships its own models as)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ def main(argv: list[str]) -> int:
                     "dynamic batch, dynamic H/W where the model allows it (checked), metadata for inference.")
     p.add_argument("model", help="a changekit checkpoint (records its config), or a YAML config (with --weights)")
     p.add_argument("--weights", help="weights for a config (a changekit, open-cd or plain weights file)")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--out", required=True, help="the .onnx file to write, or a .safetensors file (weights plus the "
+                                                "config and normalisation, loadable with changekit.load_model)")
+    p.add_argument("--threshold", type=float, help=".safetensors: the change threshold to record as the model's "
+                                                   "default (chosen on validation data; scene --threshold overrides)")
     p.add_argument("--size", type=int, nargs="+", default=[512], metavar="N",
                    help="input size H W (or N) to trace at and to record as the recommended window (default 512)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
@@ -32,6 +37,18 @@ def main(argv: list[str]) -> int:
 
     is_config = args.model.endswith((".yaml", ".yml"))
     model = load_model(args.weights, config=args.model) if is_config else load_model(args.model)
+    if args.out.endswith(".safetensors"):
+        from changekit.models.pretrained import write_model_file
+
+        info = dict(model.changekit_info)
+        if args.threshold is not None:
+            if not 0.0 < args.threshold < 1.0:
+                raise ConfigError(f"--threshold {args.threshold}: give a probability between 0 and 1")
+            info["threshold"] = args.threshold
+        path = write_model_file(model, args.out, info)
+        print(f"wrote {path}: {info['arch']}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+              f"bands {info.get('units', {}) and info['units'].get('band_names') or info.get('bands')}")
+        return 0
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     meta = export_onnx(model, args.out, size=(args.size[0], args.size[-1]), opset=args.opset,
                        precision=args.precision, text_classes=classes)

@@ -1,4 +1,5 @@
-"""``changekit models``: the registered models with family, parameters and published F1."""
+"""``changekit models``: changekit's trained models (shipped weights, held-out scores) and the registered
+architectures with family, parameters and published F1."""
 
 from __future__ import annotations
 
@@ -17,8 +18,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--json", action="store_true", help="machine-readable rows")
     p.add_argument("--names", action="store_true", help="names only, one a line (no model is built)")
     args = p.parse_args(argv)
+    import fnmatch
+
+    from changekit.models.pretrained import PRETRAINED
+
+    shipped = [n for n in sorted(PRETRAINED) if not args.pattern or fnmatch.fnmatch(n, args.pattern)]
     if args.names:
-        for name in list_models(args.pattern):
+        for name in shipped + list_models(args.pattern):
             print(name)
         return 0
     from rich.console import Console
@@ -32,8 +38,20 @@ def main(argv: list[str]) -> int:
         task = bar.add_task("counting parameters", total=len(names))
         rows = model_table(args.pattern, on_model=lambda _: bar.advance(task))
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps({"pretrained": [{"name": n, **PRETRAINED[n]} for n in shipped], "architectures": rows},
+                         indent=1))
         return 0
+    console = Console(width=None if sys.stdout.isatty() else 220)
+    if shipped:
+        t = Table(title="changekit's trained models (weights in the package; scores on held-out data, change class, %)",
+                  title_justify="left")
+        for col in ("name", "architecture", "data", "bands", "held-out F1", "IoU", "P", "R", "held out", "card"):
+            t.add_column(col, justify="right" if col in ("held-out F1", "IoU", "P", "R") else "left", overflow="fold")
+        for n in shipped:
+            c, h = PRETRAINED[n], PRETRAINED[n]["heldout"]
+            t.add_row(n, c["arch"], c["data"], c["bands"], f"{100 * h['f1']:.1f}", f"{100 * h['iou']:.1f}",
+                      f"{100 * h['precision']:.1f}", f"{100 * h['recall']:.1f}", h["on"], c["card"])
+        console.print(t)
     table = Table(title="registered models (parameters of the architecture; F1 of the change class, %)",
                   title_justify="left")
     for col, right in (("name", False), ("family", False), ("params", True), ("trainable", True),
@@ -43,5 +61,5 @@ def main(argv: list[str]) -> int:
         f1 = ", ".join(f"{p['dataset']} {p['f1']:.2f}" for p in r["published"]) or "-"
         sources = "; ".join(dict.fromkeys(p["source"] for p in r["published"])) or "-"
         table.add_row(r["name"], r["family"], f"{r['params_total']:,}", f"{r['params_trainable']:,}", f1, sources)
-    Console(width=None if sys.stdout.isatty() else 220).print(table)
+    console.print(table)
     return 0

@@ -17,13 +17,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Under torchrun (or any launcher that sets RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT) strips are "
                "shared out across processes; --out must then be on a shared file system. See docs/scenes.md.",
     )
-    p.add_argument("--t1", help="date-1 raster (GeoTIFF, COG, VRT, anything rasterio opens)")
-    p.add_argument("--t2", help="date-2 raster")
+    p.add_argument("--t1", help="date-1 raster (GeoTIFF, COG, VRT, anything rasterio opens), or for a Sentinel-2 "
+                                "model a folder of band files (SAFE IMG_DATA, OSCD imgs_1/): found by name, on 10 m")
+    p.add_argument("--t2", help="date-2 raster (or band folder)")
     p.add_argument("--image", help="the one raster of a single-date segmentation model (e.g. MCAT-UNet): outputs "
                                    "classes.tif, confidence.tif and classes.geojson/.gpkg instead of the change outputs")
     p.add_argument("--ckpt", help="changekit checkpoint (records its model config, mean and std), an exported .onnx "
                                   "file (run with ONNX Runtime), or weights for --config")
     p.add_argument("--config", help="model YAML config (only needed when --ckpt does not record one)")
+    p.add_argument("--model", help="a model changekit ships, by name (`changekit models --names`: s2-... for "
+                                   "Sentinel-2 L1C, aerial-... for aerial RGB); instead of --ckpt")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--bands", help="1-based bands to read from each image, in model order, e.g. 4,3,2 (default: 1..C)")
     p.add_argument("--scale", default="auto",
@@ -72,8 +75,15 @@ def main(argv: list[str]) -> int:
     if args.image is None and not (args.t1 and args.t2):
         raise ConfigError("give --t1 and --t2 (the two dates of a change model), "
                           "or --image (the one image of a segmentation model)")
+    if args.model is not None:
+        if args.ckpt is not None or args.config is not None:
+            raise ConfigError("give --model NAME (a shipped model) or --ckpt/--config (your own), not both")
+        from changekit.models.pretrained import pretrained_path
+
+        args.ckpt = str(pretrained_path(args.model))
     if args.ckpt is None and args.config is None:
-        raise ConfigError("give --ckpt (and --config if the checkpoint does not record its model config)")
+        raise ConfigError("give --model NAME (a shipped model, `changekit models --names`) or --ckpt (and --config if "
+                          "the checkpoint does not record its model config)")
     from changekit.geo.scene import run_scene
 
     s = run_scene(

@@ -192,6 +192,60 @@ def open_inputs(paths: Sequence[str | Path], bands: Sequence[int] | None = None,
         raise
 
 
+def band_folder_inputs(paths: Sequence[str | Path], info: dict, out_dir: Path) -> list[str]:
+    """Dates given as folders of Sentinel-2 band files (a SAFE product, OSCD's ``imgs_1/``): the model's bands
+    stacked on date 1's 10 m grid as VRTs written to ``out_dir`` (``t1.vrt``, ``t2.vrt``: small XML files that read
+    the band files). Stacked rasters pass through. Either way, data of another product level than the model's
+    (L2A surface reflectance for an L1C model) is refused where the names tell, and warned about where they do not."""
+    from changekit.atomic import write_text
+    from changekit.data.sentinel2 import band_grid, band_stack_vrt, find_band_files, product_level
+
+    paths = [str(p) for p in paths]
+    flags = input_flags(len(paths))
+    units = info.get("units") or {}
+    names, trained = units.get("band_names"), units.get("product")
+    folders = [Path(p).is_dir() for p in paths]
+    if any(folders) and not all(folders):
+        raise DataError(f"{' and '.join(f'{f} {p}' for f, p in zip(flags, paths))}: give every date as a folder of "
+                        "band files, or every date as one stacked raster, not a mix")
+    for flag, p, is_dir in zip(flags, paths, folders):
+        files = list(find_band_files(p).values()) if is_dir else []
+        level = product_level(p, files) if is_dir else _level_of_file(p)
+        if trained and level and level != trained:
+            raise DataError(f"{flag} {p} is Sentinel-2 {level} ({_LEVELS.get(level, level)}) but the model was trained "
+                            f"on {trained} ({_LEVELS.get(trained, trained)}); give the {trained} product of the same "
+                            f"date, or a model trained on {level}")
+        if trained and level is None:
+            import warnings
+
+            warnings.warn(f"{flag} {p}: its product level is unknown; the model was trained on Sentinel-2 {trained} "
+                          f"({_LEVELS.get(trained, trained)}), and data of another level (e.g. L2A) gives wrong changes",
+                          stacklevel=2)
+    if not any(folders):
+        return paths
+    if not names:
+        raise ConfigError(f"{flags[0]} {paths[0]} is a folder of band files, but the model does not record which "
+                          "Sentinel-2 bands it takes (changekit's s2- models do); stack the bands into one raster")
+    grid = band_grid(paths[0], min(names, key=lambda b: _RES.get(b, 60)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vrts = []
+    for flag, p in zip(flags, paths):
+        vrt = out_dir / f"{flag.lstrip('-')}.vrt"
+        write_text(vrt, band_stack_vrt(p, names, grid=grid))
+        vrts.append(str(vrt))
+    return vrts
+
+
+_LEVELS = {"L1C": "top-of-atmosphere digital numbers", "L2A": "surface reflectance"}
+_RES = {"B02": 10, "B03": 10, "B04": 10, "B08": 10}
+
+
+def _level_of_file(path: str) -> str | None:
+    from changekit.data.sentinel2 import level_from_names
+
+    return level_from_names([Path(path).name])
+
+
 def _open(path: str | Path):
     p = str(path)
     if "://" not in p and not p.startswith("/vsi") and not Path(p).exists():
@@ -258,7 +312,7 @@ def check_units(spec: str, inputs: SceneInputs, target: tuple[float, float], tra
     if len(inputs.images) == 2 and inputs.dtype(1) != d1:
         raise DataError(f"the dates differ in data type: {inputs.named(0)} is {d1}, {inputs.named(1)} is "
                         f"{inputs.dtype(1)}, so no automatic scaling fits both; convert one to the other's units, or {fix}")
-    if not (d1 == np.uint8 or np.issubdtype(d1, np.floating)):
+    if not _passes_through(d1, trained_dtype):
         return  # auto stretches other integer types by percentiles onto the training range
     lo, hi = target
     if trained_dtype is not None and np.dtype(trained_dtype) != d1:
@@ -273,7 +327,16 @@ def check_units(spec: str, inputs: SceneInputs, target: tuple[float, float], tra
                         f"{fix} (or --input-range if the training range is another one)")
 
 
-def resolve_scaling(spec: str, inputs: SceneInputs, target: tuple[float, float]) -> Scaling:
+def _passes_through(dtype: np.dtype, trained_dtype: str | None) -> bool:
+    """Whether ``--scale auto`` reads values as stored: uint8 and float images, and any type the model was trained
+    on (a Sentinel-2 model trained on uint16 digital numbers takes uint16 digital numbers)."""
+    if trained_dtype is not None and np.dtype(trained_dtype) == dtype:
+        return True
+    return dtype == np.uint8 or np.issubdtype(dtype, np.floating)
+
+
+def resolve_scaling(spec: str, inputs: SceneInputs, target: tuple[float, float],
+                    trained_dtype: str | None = None) -> Scaling:
     """Turn ``--scale`` into per-band gain/offset mapping stored values to training units.
 
     * ``none``: values as stored (the model was trained on data in the same units).
@@ -283,7 +346,8 @@ def resolve_scaling(spec: str, inputs: SceneInputs, target: tuple[float, float])
       brightness changes visible to the model.
     * ``linear:MIN,MAX``: MIN..MAX onto the training range, clipped (e.g. ``linear:0,3000`` for
       Sentinel-2 L1C reflectance x 10000).
-    * ``auto`` (default): ``none`` for uint8 and float inputs, ``percentile`` for other integer types.
+    * ``auto`` (default): ``none`` for uint8 and float inputs and for inputs of the type the model was trained on
+      (``trained_dtype``), ``percentile`` for other integer types.
     """
     name, _, arg = spec.partition(":")
     name = name.strip().lower()
@@ -293,7 +357,7 @@ def resolve_scaling(spec: str, inputs: SceneInputs, target: tuple[float, float])
     if name not in SCALE_MODES:
         raise ConfigError(f"--scale {spec!r}: use one of none, dtype, percentile[:LO,HI], linear:MIN,MAX, auto")
     if name == "auto":
-        name = "none" if dtype == np.uint8 or np.issubdtype(dtype, np.floating) else "percentile"
+        name = "none" if _passes_through(dtype, trained_dtype) else "percentile"
         arg = ""
     if name == "none":
         return Scaling("none", (1.0,) * n, (0.0,) * n, None)

@@ -42,6 +42,7 @@ from changekit.errors import ConfigError, DataError
 from changekit.geo.distributed import dist_context, local_rank
 from changekit.geo.inputs import (
     SceneInputs,
+    band_folder_inputs,
     check_units,
     open_inputs,
     parse_bands,
@@ -302,6 +303,22 @@ def _plan(inputs: SceneInputs, grid: Grid, scaling, mean, std, fingerprint: str)
     }
 
 
+def display_bands(inputs: SceneInputs, info: dict) -> dict | None:
+    """For a Sentinel-2 model (its band names recorded): true colour (B04, B03, B02, 1-based in the order read)
+    stretched over date 1's 2..98th percentiles, what ``changekit view`` shows the dates as; None otherwise (the
+    viewer then shows the first three bands over the training range)."""
+    names = (info.get("units") or {}).get("band_names")
+    if not names or not all(b in names for b in ("B04", "B03", "B02")):
+        return None
+    from changekit.geo.inputs import _sample
+
+    bands = [inputs.bands[names.index(b)] for b in ("B04", "B03", "B02")]
+    sample = _sample(inputs.images[0], bands, 512)
+    if sample.shape[1] == 0:
+        return None
+    return {"bands": bands, "ranges": [[float(v) for v in np.percentile(c, [2, 98])] for c in sample]}
+
+
 def _progress(enabled: bool):
     from rich.progress import (
         BarColumn,
@@ -414,7 +431,7 @@ def run_scene(
         if segmentation and threshold is not None:
             raise ConfigError("--threshold: a segmentation model's class map is the most probable class per pixel; "
                               "--threshold is for change models (drop it)")
-        threshold = 0.5 if threshold is None else threshold
+        threshold = float(info.get("threshold") or 0.5) if threshold is None else threshold  # the model's own, if any
         channels = 1
         if segmentation:
             channels = int(getattr(model, "num_classes", None) or info.get("num_classes") or 0)
@@ -439,6 +456,7 @@ def run_scene(
         if (mean_v is None or std_v is None) and (ckpt is not None or config is not None):
             raise ConfigError(f"{ckpt or config}: no mean/std recorded; pass --mean and --std in training units")
         band_list = parse_bands(bands)
+        paths = band_folder_inputs(paths, info, out)  # Sentinel-2 band folders -> VRTs of the model's bands
         import rasterio
 
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
@@ -456,7 +474,7 @@ def run_scene(
             units = info.get("units") or {}
             target = train_range(mean_v, std_v, input_range if input_range is not None else units.get("range"))
             check_units(scale, inputs, target, units.get("dtype"))
-            scaling = resolve_scaling(scale, inputs, target)
+            scaling = resolve_scaling(scale, inputs, target, units.get("dtype"))
             grid = Grid(inputs.height, inputs.width, window, overlap)
             plan = _plan(inputs, grid, scaling, mean_v, std_v, _model_fingerprint(model))
             plan["precision"] = precision
@@ -531,6 +549,7 @@ def run_scene(
                               **({"class_names": class_names, "palette": palette} if segmentation else
                                  {"threshold": threshold}),
                               "model": str(ckpt or config or type(model).__name__), "crs": summary["crs"],
+                              **({"display": shown} if (shown := display_bands(inputs, info)) else {}),
                               **({"text_classes": text_note} if text_note else {}),
                               "outputs": {k: os.path.basename(v) for k, v in summary["outputs"].items()}}
                     write_json(out / "scene.json", record)  # what `changekit view` shows and how

@@ -24,7 +24,8 @@ from changekit.models.registry import build_model, without_weights
 
 __all__ = ["load_model", "checkpoint_model_info"]
 
-INFO_KEYS = ("arch", "arch_args", "num_classes", "ignore_index", "in_channels", "mean", "std", "bands", "eval", "task")
+INFO_KEYS = ("arch", "arch_args", "num_classes", "ignore_index", "in_channels", "mean", "std", "bands", "eval", "task",
+             "units")
 
 
 def checkpoint_model_info(ckpt: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -72,11 +73,27 @@ def _config_info(config: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model(path: str | os.PathLike | None, config: str | os.PathLike | None = None) -> nn.Module:
-    """Rebuild a model from a changekit checkpoint, or from ``config`` plus weights at ``path`` (either may be
-    an open-cd file); eval mode, weights loaded strictly, ``model.changekit_info`` set (see module docstring).
+    """Rebuild a model from a changekit checkpoint, a shipped model's name (``"s2-urban-..."``, see
+    :mod:`changekit.models.pretrained`) or a ``.safetensors`` file that records its config, or from ``config`` plus
+    weights at ``path`` (either may be an open-cd file); eval mode, weights loaded strictly,
+    ``model.changekit_info`` set (see module docstring).
 
     ``path=None`` with a config builds the configured model with the weights its config names."""
-    if config is not None:
+    from changekit.models.pretrained import is_pretrained_name, pretrained_path, read_model_file_info
+
+    if config is None and path is not None and is_pretrained_name(path):
+        path = pretrained_path(str(path))
+    recorded = (read_model_file_info(path) if config is None and path is not None
+                and str(path).endswith(".safetensors") and os.path.isfile(path) else None)
+    if recorded is not None:
+        info = {k: recorded.get(k) for k in INFO_KEYS}
+        info.update({k: v for k, v in recorded.items() if k not in INFO_KEYS})
+        spec = {"arch": info["arch"], "arch_args": without_weights(info["arch_args"] or {})}
+        try:
+            model = build_model(spec, num_classes=int(info["num_classes"] or 2), weights=str(path))
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(f"{path}: {e.args[0] if e.args else e}") from None
+    elif config is not None:
         info = _config_info(config)
         try:
             model = build_model(config, num_classes=info["num_classes"])

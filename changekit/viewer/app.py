@@ -79,10 +79,11 @@ def create_app(out: str | Path):
     task = record.get("task", "change")
     layers = LAYERS[task]
     files = {k: Path(record[k]) for k in layers[:-2]} | {k: out / f"{k}.tif" for k in layers[-2:]}
-    bands = list(record["bands"])[:3]
+    display = record.get("display") or {}  # Sentinel-2 models: true colour, stretched (scene.json)
+    bands = list(display.get("bands") or record["bands"])[:3]
     if len(bands) < 3:
         bands = (bands * 3)[:3]  # one- or two-band data: shown grey
-    ranges = _display_ranges(record)
+    ranges = [tuple(r) for r in display["ranges"]] if display.get("ranges") else _display_ranges(record)
     ranges = (ranges * 3)[:3]
     ramp = _ramp()
     change_cmap = {0: (0, 0, 0, 0), 1: (230, 25, 25, 210), 255: (0, 0, 0, 0)}
