@@ -30,7 +30,7 @@ from changekit.data.io import read_label
 from changekit.data.sentinel2 import band_grid, read_band_stack, resolve_band_names
 from changekit.errors import DataError
 
-__all__ = ["OscdDataset", "HELDOUT_CITIES", "LABELLED_CITIES"]
+__all__ = ["OscdDataset", "HELDOUT_CITIES", "LABELLED_CITIES", "standardize_date"]
 
 IMAGES = "Onera Satellite Change Detection dataset - Images"
 LABELS = ("Onera Satellite Change Detection dataset - Train Labels",
@@ -42,17 +42,32 @@ LABELLED_CITIES = ("abudhabi", "aguasclaras", "beihai", "beirut", "bercy", "bord
                    "mumbai", "nantes", "paris", "pisa", "rennes", "saclay_e")
 
 
+def standardize_date(a: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, C) -> each band at zero mean and unit std over the valid pixels (default: not all bands 0)."""
+    valid = (a != 0).any(-1) if valid is None else valid
+    v = a[valid] if valid.any() else a.reshape(-1, a.shape[-1])
+    mean, std = v.mean(0), v.std(0)
+    return ((a - mean) / np.maximum(std, 1e-6)).astype(np.float32)
+
+
 class OscdDataset(ChangeDataset):
     """OSCD cities as samples (one pair each, whole images; the training crops come from the transforms).
 
     Args (besides :class:`~changekit.data.ChangeDataset`'s label and normalisation ones):
         band_names: ``"all"`` (the 13 bands, B01..B12 with B8A after B08), ``"rgbn"`` (B02 B03 B04 B08) or a list.
         label_source: ``"tif"`` (``<city>-cm.tif``, default) or ``"png"`` (``cm.png``).
+        standardize: ``"per-date"``: each date's bands to zero mean and unit std over its valid pixels (the whole
+            city), which takes out the global level differences between acquisitions (season, sun, atmosphere);
+            ``changekit scene`` does the same over the whole scene for a model trained so.
     """
 
     def __init__(self, root, split: str | None = "train", *, band_names: Any = "all", label_source: str = "tif",
-                 **kw):
+                 standardize: str | None = None, **kw):
         self.band_names = resolve_band_names(band_names)
+        if standardize not in (None, "per-date"):
+            raise DataError(f"standardize={standardize!r}: use per-date (each date's bands to zero mean, unit std "
+                            "over the whole city) or leave it out")
+        self.standardize = standardize
         if label_source not in ("tif", "png"):
             raise DataError(f"label_source={label_source!r}: use tif (<city>-cm.tif) or png (cm.png)")
         self.label_source = label_source
@@ -134,14 +149,19 @@ class OscdDataset(ChangeDataset):
             raw = raw - 1
         return decode_label(raw, "0-1", ignore_value=None, ignore_index=self.ignore_index, path=path)
 
+    def _raw_dates(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        s = self.samples[i]
+        grid = band_grid(s.t1)
+        return self._read_image(s.t1, grid), self._read_image(s.t2, grid)
+
     def load_arrays(self, i: int) -> dict[str, Any]:
         if i in self._cache:  # read-only arrays: the transforms make new ones, never write in place
             return dict(self._cache[i])
         s = self.samples[i]
-        grid = band_grid(s.t1)
-        t1 = self._read_image(s.t1, grid)
-        t2 = self._read_image(s.t2, grid)
+        t1, t2 = self._raw_dates(i)
         out: dict[str, Any] = {"t1": t1, "t2": t2, "name": s.name}
+        if self.standardize == "per-date":
+            out["t1"], out["t2"] = standardize_date(t1), standardize_date(t2)
         if self._has_labels and s.label is not None:
             lab = self._read_label_for(s, t1.shape[:2])
             nodata = (t1 == 0).all(-1) | (t2 == 0).all(-1)
@@ -163,9 +183,8 @@ class OscdDataset(ChangeDataset):
     def units(self, max_pairs: int = 8) -> dict[str, Any]:
         lo, hi = np.inf, -np.inf
         for i in range(min(len(self), max_pairs)):
-            a = self.load_arrays(i)
-            for k in ("t1", "t2"):
-                lo, hi = min(lo, float(a[k].min())), max(hi, float(a[k].max()))
+            for a in self._raw_dates(i):  # stored units, before any standardisation
+                lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
         if lo > hi:
             return {}
         return {"dtype": "uint16", "range": [lo, hi], "observed": [lo, hi], "product": "L1C",

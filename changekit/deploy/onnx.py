@@ -33,7 +33,7 @@ __all__ = ["ExportError", "export_onnx", "OnnxModel", "read_metadata", "METADATA
 #: What an exported file records (JSON values): what a reader needs to feed it and to read its output.
 METADATA_KEYS = ("changekit_version", "arch", "task", "num_classes", "class_names", "palette", "in_channels", "bands",
                  "mean", "std", "units", "window", "dynamic_size", "fixed_size", "fixed_batch", "precision",
-                 "text_classes")
+                 "text_classes", "standardize", "threshold")
 #: the graph's input names, by task
 INPUT_NAMES = {"change": ["t1", "t2"], "segmentation": ["image"]}
 #: Needed to run a scene from the file alone (the others are informative).
@@ -170,6 +170,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, size: Sequence[int]
             "bands": info.get("bands"), "mean": info.get("mean"), "std": info.get("std"), "units": info.get("units"),
             "window": [h, w], "dynamic_size": dynamic, "fixed_size": None if dynamic else [h, w], "fixed_batch": batch,
             "precision": precision, "text_classes": list(text_classes) if hasattr(model, "text_encoder") else None,
+            "standardize": info.get("standardize"), "threshold": info.get("threshold"),
         }
         for k, v in meta.items():
             entry = graph.metadata_props.add()

@@ -155,8 +155,12 @@ class ChangeDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------------ datasets
     def normalisation_info(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "bands": self.bands, "in_channels": self.in_channels,
+        info = {"mean": self.mean, "std": self.std, "bands": self.bands, "in_channels": self.in_channels,
                 "dataset": self.preset.name, "units": self.hparams.get("units")}
+        standardize = (self.hparams.get("dataset_args") or {}).get("standardize")
+        if standardize:  # each date standardised on its own before mean/std (OSCD's per-date option)
+            info["standardize"] = standardize
+        return info
 
     def _eval_stats(self) -> tuple[list[float] | None, list[float] | None]:
         """mean/std for evaluation data; with ``input_range``, folded with the linear map of MIN..MAX onto the

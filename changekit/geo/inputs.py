@@ -17,7 +17,8 @@ from rasterio.windows import Window
 
 from changekit.errors import ConfigError, DataError
 
-__all__ = ["SceneInputs", "Scaling", "input_flags", "open_inputs", "parse_bands", "resolve_scaling", "train_range", "check_units"]
+__all__ = ["SceneInputs", "Scaling", "input_flags", "open_inputs", "parse_bands", "resolve_scaling", "train_range",
+           "check_units", "band_folder_inputs", "date_statistics"]
 
 SCALE_MODES = ("auto", "none", "dtype", "percentile", "linear")
 
@@ -295,6 +296,22 @@ def _sample(ds, bands: list[int], max_side: int = 1024) -> np.ndarray:
                         "then rerun the same command to resume") from None
     valid &= np.isfinite(data).all(axis=0)
     return data[:, valid]
+
+
+def date_statistics(inputs: SceneInputs, scaling: Scaling) -> list[dict[str, list[float]]]:
+    """Per image, each band's mean and std over its valid pixels (a decimated read, <= 1024 px on the long side),
+    in training units: for models trained on each date standardised on its own (``standardize: per-date``)."""
+    stats = []
+    for ds in inputs.images:
+        v = _sample(ds, inputs.bands)
+        if v.shape[1] == 0:
+            raise DataError(f"{ds.name}: no valid pixels to standardise the date with")
+        g, o = np.array(scaling.gain)[:, None], np.array(scaling.offset)[:, None]
+        v = v * g + o
+        if scaling.clip is not None:
+            v = np.clip(v, *scaling.clip)
+        stats.append({"mean": v.mean(1).tolist(), "std": np.maximum(v.std(1), 1e-6).tolist()})
+    return stats
 
 
 def check_units(spec: str, inputs: SceneInputs, target: tuple[float, float], trained_dtype: str | None) -> None:

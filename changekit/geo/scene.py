@@ -44,6 +44,7 @@ from changekit.geo.inputs import (
     SceneInputs,
     band_folder_inputs,
     check_units,
+    date_statistics,
     open_inputs,
     parse_bands,
     resolve_scaling,
@@ -223,7 +224,7 @@ class _Predictor:
     per-class probabilities (K classes) of a segmentation model."""
 
     def __init__(self, model: nn.Module, inputs: SceneInputs, scaling, mean, std, device: torch.device,
-                 pad_multiple: int, labeller=None, segmentation: bool = False) -> None:
+                 pad_multiple: int, labeller=None, segmentation: bool = False, date_stats: list | None = None) -> None:
         self.model, self.inputs, self.device, self.pad = model, inputs, device, pad_multiple
         self.labeller = labeller  # CLIPFormer: class lists per window from CLIP (--clip-per-window)
         self.segmentation = segmentation
@@ -232,6 +233,8 @@ class _Predictor:
         self.gain, self.offset = t(scaling.gain), t(scaling.offset)
         self.clip = scaling.clip
         self.mean, self.std = t(mean), t(std)
+        # models trained on each date standardised on its own: that date's band means and stds, per image
+        self.date_stats = [(t(d["mean"]), t(d["std"])) for d in date_stats] if date_stats else None
 
     def read(self, windows: list[tuple[int, int, int, int]]) -> tuple[list, list, list]:
         """Every image's pixels and the joint valid mask of each window (I/O only: runs in the prefetch thread)."""
@@ -262,18 +265,20 @@ class _Predictor:
                 out[k] = p
         return list(zip(out, valids))
 
-    def _norm(self, x: np.ndarray, valid: torch.Tensor) -> torch.Tensor:
+    def _norm(self, x: np.ndarray, valid: torch.Tensor, k: int) -> torch.Tensor:
         t = torch.from_numpy(x).to(self.device)  # in place from here on: x is our own scratch array
         t.mul_(self.gain).add_(self.offset)
         if self.clip is not None:
             t.clamp_(self.clip[0], self.clip[1])
+        if self.date_stats is not None:
+            t.sub_(self.date_stats[k][0]).div_(self.date_stats[k][1])
         t.sub_(self.mean).div_(self.std)
         return t.mul_(valid)  # no-data pixels -> 0 (the training mean)
 
     @torch.inference_mode()
     def _forward(self, xs: list[np.ndarray], valid: np.ndarray, where: list | None = None) -> np.ndarray:
         v = torch.from_numpy(valid).to(self.device)[:, None].float()
-        ts = [self._norm(x, v) for x in xs]
+        ts = [self._norm(x, v, k) for k, x in enumerate(xs)]
         texts = {}
         if self.labeller is not None:
             texts = dict(zip(("classes_a", "classes_b"), self.labeller(*ts, where)))
@@ -475,8 +480,14 @@ def run_scene(
             target = train_range(mean_v, std_v, input_range if input_range is not None else units.get("range"))
             check_units(scale, inputs, target, units.get("dtype"))
             scaling = resolve_scaling(scale, inputs, target, units.get("dtype"))
+            standardize = info.get("standardize")
+            if standardize not in (None, "per-date"):
+                raise ConfigError(f"{what}: records standardize={standardize!r}, which this version cannot apply")
+            date_stats = date_statistics(inputs, scaling) if standardize == "per-date" else None
             grid = Grid(inputs.height, inputs.width, window, overlap)
             plan = _plan(inputs, grid, scaling, mean_v, std_v, _model_fingerprint(model))
+            if date_stats:
+                plan["date_stats"] = date_stats
             plan["precision"] = precision
             plan["channels"] = channels
             labeller, text_note = None, None
@@ -506,7 +517,8 @@ def run_scene(
                        "crs": inputs.crs.to_string() if inputs.crs else None,
                        "strips": grid.n_strips, "aligned": inputs.aligned, "bands": inputs.bands,
                        "rank": dist.rank, "world_size": dist.world_size}
-            predictor = _Predictor(model, inputs, scaling, mean_v, std_v, dev, pad_multiple, labeller, segmentation)
+            predictor = _Predictor(model, inputs, scaling, mean_v, std_v, dev, pad_multiple, labeller, segmentation,
+                                   date_stats)
             if text_note:
                 summary["text_classes"] = text_note
             mine = [i for i in range(grid.n_strips) if i % dist.world_size == dist.rank]
@@ -545,6 +557,7 @@ def run_scene(
                               "scaling": {"mode": scaling.mode, "gain": list(scaling.gain),
                                           "offset": list(scaling.offset), "clip": scaling.clip},
                               "train_range": list(target), "mean": list(mean_v), "std": list(std_v),
+                              **({"date_stats": date_stats} if date_stats else {}),
                               "window": window, "overlap": overlap, "precision": precision,
                               **({"class_names": class_names, "palette": palette} if segmentation else
                                  {"threshold": threshold}),
