@@ -12,7 +12,9 @@ Runs on a laptop CPU in a few minutes (2 cores): it writes a small synthetic dat
 * ``figure.png``: T1 | T2 | ground truth | prediction for a few test samples, and the training curves;
 * ``logs/``: CSV training log; ``data/``: the synthetic dataset.
 
-Last, :func:`demo_scene` runs the model over a synthetic georeferenced scene with ``changekit scene``.
+Then :func:`demo_scene` runs the model over a synthetic georeferenced scene with ``changekit scene``, and last
+:func:`changekit.demo_real.run_real_imagery` runs changekit's shipped Sentinel-2 model over real OSCD city pairs
+(``<out>/paris``, ``<out>/lasvegas``, ``figure_sentinel2.png``, ``sentinel2.json``).
 """
 
 from __future__ import annotations
@@ -66,13 +68,31 @@ def scene_step(ctx: DemoContext) -> None:
     if ctx.args.no_scene:
         return
     h, w = ctx.args.scene_size
-    print(f"[6/6] large-scene inference on a synthetic {h}x{w} GeoTIFF pair -> {ctx.out / 'scene'}")
+    print(f"[6/7] large-scene inference on a synthetic {h}x{w} GeoTIFF pair -> {ctx.out / 'scene'}")
     s = demo_scene(ctx.checkpoint, ctx.out / "scene", size=(h, w), progress=not ctx.args.no_progress)
     ctx.extra["scene"] = {k: s[k] for k in ("windows", "seconds", "megapixels_per_s", "changed_pixels", "polygons", "f1", "preview")
                           if k in s}
     print(f"      {s.get('windows')} windows, {s.get('polygons')} change polygons, scene F1 {s.get('f1', float('nan')):.3f}; "
           f"preview {s.get('preview')}")
     print(f"      review it on a map: changekit view {ctx.out / 'scene'}")
+
+
+def real_step(ctx: DemoContext) -> None:
+    """The shipped Sentinel-2 model on real imagery (:mod:`changekit.demo_real`)."""
+    if ctx.args.no_real:
+        return
+    from changekit.demo_real import DEMO_MODEL, run_real_imagery
+
+    print(f"[7/7] real Sentinel-2 pairs (OSCD) through `changekit scene --model {DEMO_MODEL}` -> {ctx.out}/<city>")
+    res = run_real_imagery(ctx.out, progress=not ctx.args.no_progress)
+    for city, r in res.items():
+        score = (f"F1 {r['f1']:.3f}  IoU {r['iou']:.3f}  P {r['precision']:.3f}  R {r['recall']:.3f} against its "
+                 "change map (a held-out city)" if "f1" in r else "no public labels")
+        print(f"      {city}: {r['changed_pixels']} changed pixels of {r['valid_pixels']} in {r['seconds']:.1f} s; "
+              f"{score}; changekit view {ctx.out / city}")
+    print(f"      figure -> {ctx.out / 'figure_sentinel2.png'}")
+    write_json(ctx.out / "sentinel2.json", {"model": DEMO_MODEL, "cities": res})
+    ctx.extra["sentinel2"] = res
 
 
 class _Curves:
@@ -200,7 +220,7 @@ def _run(args: SimpleNamespace) -> DemoContext:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data_root = out / "data"
-    print(f"[1/6] synthetic dataset: {args.n_train}/{args.n_val}/{args.n_test} pairs of {args.size}x{args.size} -> {data_root}")
+    print(f"[1/7] synthetic dataset: {args.n_train}/{args.n_val}/{args.n_test} pairs of {args.size}x{args.size} -> {data_root}")
     write_dataset(data_root, args.n_train, args.n_val, args.n_test, size=args.size, seed=args.seed)
 
     pl.seed_everything(args.seed, verbose=False)
@@ -247,14 +267,14 @@ def _run(args: SimpleNamespace) -> DemoContext:
         deterministic=False,
     )
     t0 = time.time()
-    print(f"[2/6] training {args.arch} for {args.steps} iterations (batch {args.batch_size}, crop {args.crop}, "
+    print(f"[2/7] training {args.arch} for {args.steps} iterations (batch {args.batch_size}, crop {args.crop}, "
           f"lr {args.lr}, {threads} thread(s))")
     task.print_tables = False
     trainer.fit(task, datamodule=dm)
     train_s = time.time() - t0
     print(f"      trained {trainer.global_step} iterations in {train_s:.0f} s")
 
-    print("[3/6] evaluating on the held-out test split")
+    print("[3/7] evaluating on the held-out test split")
     trainer.test(task, datamodule=dm, verbose=False)
     metrics = task.results["test"]
     print(format_metrics_table(metrics, task.eval_mode_description))
@@ -274,13 +294,13 @@ def _run(args: SimpleNamespace) -> DemoContext:
     )
     write_json(out / "metrics.json", json_ready(summary))
 
-    print(f"[4/6] change maps and error overlays -> {out / 'predictions'}")
+    print(f"[4/7] change maps and error overlays -> {out / 'predictions'}")
     pred_dir = out / "predictions"
     writer = PredictionWriter(pred_dir, ignore_index=255)
     trainer.callbacks.append(writer)
     trainer.predict(task, datamodule=dm, return_predictions=False)
 
-    print(f"[5/6] figure -> {out / 'figure.png'}")
+    print(f"[5/7] figure -> {out / 'figure.png'}")
     labels = sorted((data_root / "test" / "label").glob("*.png"))
     import numpy as np
     from PIL import Image
@@ -292,6 +312,7 @@ def _run(args: SimpleNamespace) -> DemoContext:
 
     ctx = DemoContext(out=out, data_root=data_root, checkpoint=ckpt, metrics=summary, args=args, started=started)
     scene_step(ctx)
+    real_step(ctx)
     total = time.time() - started
     print(f"demo finished in {total:.0f} s: change-class F1 {metrics['f1']:.4f}, IoU {metrics['iou']:.4f} "
           f"(test split, {task.eval_mode_description}); outputs in {out}")
@@ -300,13 +321,14 @@ def _run(args: SimpleNamespace) -> DemoContext:
 
 def run_demo(out: str | Path = "outputs/demo", *, threads: int | None = None, max_minutes: float = 4.0,
              figure_samples: int = 4, scene_size: tuple[int, int] = (1536, 2048), scene: bool = True,
-             progress: bool = True, **recipe: Any) -> DemoContext:
+             real: bool = True, progress: bool = True, **recipe: Any) -> DemoContext:
     """Run the demo into ``out``; ``recipe`` overrides :data:`DEFAULTS` (``steps=100``, ``lr=1e-3`` ...)."""
     unknown = sorted(set(recipe) - set(DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown demo setting(s) {unknown}; the recipe keys are {sorted(DEFAULTS)}")
     args = SimpleNamespace(out=str(out), threads=threads, max_minutes=max_minutes, figure_samples=figure_samples,
-                           scene_size=tuple(scene_size), no_scene=not scene, no_progress=not progress,
+                           scene_size=tuple(scene_size), no_scene=not scene, no_real=not real,
+                           no_progress=not progress,
                            **{**DEFAULTS, **recipe})
     return _run(args)
 

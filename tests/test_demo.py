@@ -36,6 +36,15 @@ def test_demo_writes_every_output(tmp_path, capsys):
         assert (out / "scene" / name).is_file(), name
     with rasterio.open(out / "scene" / "change.tif") as c, rasterio.open(out / "scene" / "t1.tif") as t1:
         assert c.crs == t1.crs and c.transform == t1.transform and c.shape == (192, 256)
+    # the real-imagery step: the shipped Sentinel-2 model on the vendored OSCD cities
+    real = json.loads((out / "sentinel2.json").read_text())["cities"]
+    assert set(real) == {"paris", "lasvegas"} and "f1" in real["paris"] and "f1" not in real["lasvegas"]
+    for city in real:
+        rec = json.loads((out / city / "scene.json").read_text())
+        assert rec["display"]["bands"] == [4, 3, 2] and (out / city / "changes.geojson").is_file()
+    with rasterio.open(out / "paris" / "change.tif") as c:
+        assert c.crs.to_epsg() == 4326 and c.shape == (408, 390)
+    assert np.array(Image.open(out / "figure_sentinel2.png")).shape[0] > 300
 
 
 def test_bf16_inference_agrees_with_fp32_on_the_demo_test_split(tmp_path):

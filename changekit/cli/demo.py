@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="size of the synthetic georeferenced scene run through `changekit scene` at the end "
                         "(default 1536 2048; segmentation 1024 1536)")
     p.add_argument("--no-scene", action="store_true", help="skip the large-scene step")
+    p.add_argument("--no-real", action="store_true", help="change demo: skip the shipped Sentinel-2 model on real OSCD "
+                                                          "pairs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -65,5 +67,5 @@ def main(argv: list[str]) -> int:
     from changekit.demo import run_demo
 
     recipe = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k) is not None}
-    run_demo(args.out or "outputs/demo", **common, **recipe)
+    run_demo(args.out or "outputs/demo", real=not args.no_real, **common, **recipe)
     return 0

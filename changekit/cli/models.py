@@ -38,8 +38,9 @@ def main(argv: list[str]) -> int:
         task = bar.add_task("counting parameters", total=len(names))
         rows = model_table(args.pattern, on_model=lambda _: bar.advance(task))
     if args.json:
-        print(json.dumps({"pretrained": [{"name": n, **PRETRAINED[n]} for n in shipped], "architectures": rows},
-                         indent=1))
+        # one list: changekit's trained models first ("kind": "pretrained"), then the architectures
+        print(json.dumps([{"name": n, "kind": "pretrained", **PRETRAINED[n]} for n in shipped]
+                         + [{"kind": "architecture", **r} for r in rows], indent=1))
         return 0
     console = Console(width=None if sys.stdout.isatty() else 220)
     if shipped:

@@ -142,8 +142,8 @@ def band_stack_vrt(folder: str | os.PathLike, bands: str | Sequence[str], *,
     parts.append("<GeoTransform>" + ", ".join(repr(float(v)) for v in transform.to_gdal()) + "</GeoTransform>")
     for k, b in enumerate(names, start=1):
         _, t, w, h, dtype = grids[b]
-        x0, y0 = inv * (t.c, t.f)
-        x1, y1 = inv * (t.c + t.a * w, t.f + t.e * h)
+        x0, y0 = inv @ (t.c, t.f)
+        x1, y1 = inv @ (t.c + t.a * w, t.f + t.e * h)
         gdal_type = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
                      "float32": "Float32", "float64": "Float64"}.get(dtype, "Float32")
         parts.append(f'<VRTRasterBand dataType="{gdal_type}" band="{k}"><Description>{b}</Description>')

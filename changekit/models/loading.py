@@ -72,6 +72,12 @@ def _config_info(config: str | os.PathLike) -> dict[str, Any]:
     return info
 
 
+def _looks_like_a_name(path: str | os.PathLike) -> bool:
+    """A bare word (no folder, no extension) that is no file: meant as a shipped model's name."""
+    text = str(path)
+    return not os.path.exists(text) and os.sep not in text and "." not in text
+
+
 def load_model(path: str | os.PathLike | None, config: str | os.PathLike | None = None) -> nn.Module:
     """Rebuild a model from a changekit checkpoint, a shipped model's name (``"s2-urban-..."``, see
     :mod:`changekit.models.pretrained`) or a ``.safetensors`` file that records its config, or from ``config`` plus
@@ -81,8 +87,8 @@ def load_model(path: str | os.PathLike | None, config: str | os.PathLike | None 
     ``path=None`` with a config builds the configured model with the weights its config names."""
     from changekit.models.pretrained import is_pretrained_name, pretrained_path, read_model_file_info
 
-    if config is None and path is not None and is_pretrained_name(path):
-        path = pretrained_path(str(path))
+    if config is None and path is not None and (is_pretrained_name(path) or _looks_like_a_name(path)):
+        path = pretrained_path(str(path))  # a name: its weight file, or an error listing the shipped names
     recorded = (read_model_file_info(path) if config is None and path is not None
                 and str(path).endswith(".safetensors") and os.path.isfile(path) else None)
     if recorded is not None:

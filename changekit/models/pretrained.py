@@ -25,11 +25,27 @@ __all__ = ["PRETRAINED", "WEIGHTS_DIR", "pretrained_names", "pretrained_path", "
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
-_OSCD = "OSCD (Caye Daudt et al. 2018), Sentinel-2 L1C"
-_HELDOUT = "paris + bordeaux + pisa (held out)"
+_OSCD = "OSCD, Sentinel-2 L1C, 11 cities"
+_LABELS = "CC BY-NC-SA 4.0 (OSCD change maps; non-commercial)"
 
-#: name -> card summary. ``heldout``: pooled change-class scores on data never used for training or selection.
-PRETRAINED: dict[str, dict[str, Any]] = {}
+#: name -> card summary (docs/models_pretrained.md has the full cards). ``heldout``: pooled change-class scores
+#: on data never used for training, checkpoint selection or the threshold; ``validation``: what selected them.
+PRETRAINED: dict[str, dict[str, Any]] = {
+    "s2-urban-13band": {
+        "arch": "fc_ef", "data": _OSCD, "bands": "13: B01-B12, B8A after B08", "gsd_m": 10, "threshold": 0.65,
+        "units": "L1C digital numbers (uint16)", "recipe": "configs/pretrained/s2-urban-13band.yaml",
+        "validation": {"on": "saclay_e + cupertino + hongkong", "f1": 0.505},
+        "heldout": {"on": "paris + bordeaux + pisa", "f1": 0.052, "iou": 0.027, "precision": 0.027, "recall": 0.505},
+        "labels_licence": _LABELS, "card": "docs/models_pretrained.md#s2-urban-13band",
+    },
+    "s2-urban-rgbn": {
+        "arch": "fc_ef", "data": _OSCD, "bands": "4: B02 B03 B04 B08 (the 10 m bands)", "gsd_m": 10, "threshold": 0.65,
+        "units": "L1C digital numbers (uint16)", "recipe": "configs/pretrained/s2-urban-rgbn.yaml",
+        "validation": {"on": "saclay_e + cupertino + hongkong", "f1": 0.343},
+        "heldout": {"on": "paris + bordeaux + pisa", "f1": 0.119, "iou": 0.063, "precision": 0.069, "recall": 0.421},
+        "labels_licence": _LABELS, "card": "docs/models_pretrained.md#s2-urban-rgbn",
+    },
+}
 
 
 def pretrained_names() -> list[str]:
@@ -48,8 +64,9 @@ def pretrained_path(name: str) -> Path:
         import difflib
 
         close = difflib.get_close_matches(name, PRETRAINED, n=2, cutoff=0.5)
-        raise ConfigError(f"--model {name!r} is not a shipped model" + (f" (did you mean {' or '.join(close)}?)" if close
-                          else "") + f"; shipped: {', '.join(pretrained_names()) or 'none'} (`changekit models`)")
+        raise ConfigError(f"{name!r} is neither a file nor a model changekit ships" + (
+            f" (did you mean {' or '.join(close)}?)" if close else "")
+            + f"; shipped: {', '.join(pretrained_names()) or 'none'} (`changekit models`)")
     path = WEIGHTS_DIR / f"{name}.safetensors"
     if not path.is_file():
         raise CheckpointError(f"{path}: the weights of {name} are missing from this installation; reinstall changekit")

@@ -1,0 +1,151 @@
+"""Scores of a trained change model on held-out data: pooled change-class precision, recall, F1 and IoU over
+every pixel of the chosen cities or pairs (one confusion matrix over the set, as `changekit test`), whole images,
+the model's own decision threshold (`changekit export --threshold`; 0.5 otherwise), optionally test-time
+augmentation. Also the unsupervised baseline: change-vector analysis with Otsu's threshold per image.
+
+    .venv/bin/python benchmarks/heldout.py --model s2-urban-fcef-13b --preset oscd --root data/OSCD --split heldout
+    .venv/bin/python benchmarks/heldout.py --model outputs/run/checkpoints/best.ckpt --preset sztaki --root ... --split test
+    .venv/bin/python benchmarks/heldout.py --cva --preset oscd --root data/OSCD --split heldout [--band-names all]
+
+Prints one row per image and the pooled row; --json for machine-readable output. The OSCD held-out cities
+(paris, bordeaux, pisa) are never used for training, checkpoint selection or thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def scores(tp: int, fp: int, fn: int) -> dict[str, float]:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    iou = tp / (tp + fp + fn) if tp + fp + fn else 0.0
+    return {"precision": p, "recall": r, "f1": f1, "iou": iou}
+
+
+def otsu(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold: the cut maximising the between-class variance of a 1-D sample."""
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
+    m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    return float(centres[int(np.argmax(between))])
+
+
+def cva_map(t1: np.ndarray, t2: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Change-vector analysis: the per-pixel length of the difference of the (per-band standardised) dates,
+    thresholded by Otsu over the image's valid pixels."""
+    d = t2.astype(np.float64) - t1.astype(np.float64)
+    both = np.concatenate([t1[valid], t2[valid]]).astype(np.float64)
+    mag = np.sqrt((((d - 0) / (both.std(0) + 1e-9)) ** 2).sum(-1))
+    return mag >= otsu(mag[valid])
+
+
+@torch.no_grad()
+def probability(model: torch.nn.Module, t1: torch.Tensor, t2: torch.Tensor, tta: bool) -> torch.Tensor:
+    """Change probability (H, W) of one whole image pair (normalised CHW tensors), padded to a multiple of 32."""
+    h, w = t1.shape[-2:]
+    ph, pw = math.ceil(h / 32) * 32 - h, math.ceil(w / 32) * 32 - w
+    x1 = F.pad(t1[None], (0, pw, 0, ph), mode="reflect")
+    x2 = F.pad(t2[None], (0, pw, 0, ph), mode="reflect")
+    views = [(lambda x: x, lambda x: x)]
+    if tta:  # the four flips; each prediction is flipped back before averaging
+        views += [(lambda x, d=d: torch.flip(x, d), lambda x, d=d: torch.flip(x, d)) for d in ((-1,), (-2,), (-1, -2))]
+    prob = 0
+    for fwd, back in views:
+        prob = prob + back(model(fwd(x1), fwd(x2)).softmax(1))[:, 1]
+    return (prob / len(views))[0, :h, :w]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="a shipped model name, a .safetensors file or a changekit checkpoint")
+    p.add_argument("--cva", action="store_true", help="the unsupervised baseline instead of a model")
+    p.add_argument("--preset", required=True, help="dataset preset (oscd, sztaki, ...)")
+    p.add_argument("--root", required=True)
+    p.add_argument("--split", required=True, help="e.g. heldout (OSCD), test (SZTAKI), or a list of cities")
+    p.add_argument("--band-names", help="OSCD bands for --cva (default: the model's, else all)")
+    p.add_argument("--threshold", type=float, help="override the model's decision threshold")
+    p.add_argument("--tta", action="store_true", help="average the four flips")
+    p.add_argument("--sweep", action="store_true",
+                   help="also print pooled F1 at thresholds 0.05..0.95 and the best (run on VALIDATION data only: "
+                        "that is how a shipped model's threshold is chosen)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    from changekit.data.presets import build_dataset
+    from changekit.data.transforms import build_transforms
+
+    kw: dict[str, Any] = {}
+    threshold, model = 0.5, None
+    if args.model:
+        import changekit
+
+        model = changekit.load_model(args.model)
+        info = model.changekit_info
+        threshold = args.threshold or float(info.get("threshold") or 0.5)
+        names = (info.get("units") or {}).get("band_names")
+        if names:
+            kw["band_names"] = names
+        if info.get("standardize"):
+            kw["standardize"] = info["standardize"]
+        kw["transforms"] = build_transforms(train=False, mean=info["mean"], std=info["std"], size_divisor=None)
+        kw["in_channels"] = info["in_channels"]
+    elif not args.cva:
+        p.error("give --model or --cva")
+    else:
+        kw["transforms"] = build_transforms(train=False, mean=None, size_divisor=None)
+        if args.band_names:
+            kw["band_names"] = args.band_names
+    ds = build_dataset(args.preset, args.root, args.split, **kw)
+    rows, total = [], np.zeros(3, dtype=np.int64)
+    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+    sweep = np.zeros((len(grid), 3), dtype=np.int64)
+    for i in range(len(ds)):
+        item = ds[i]
+        label = item["label"].numpy()
+        valid = label != 255
+        gt = label == 1
+        if model is not None:
+            prob = probability(model, item["t1"], item["t2"], args.tta).numpy()
+            pred = prob >= threshold
+            for k, t in enumerate(grid):
+                q = prob >= t
+                sweep[k] += [(q & gt & valid).sum(), (q & ~gt & valid).sum(), (~q & gt & valid).sum()]
+        else:
+            t1 = item["t1"].permute(1, 2, 0).numpy()
+            t2 = item["t2"].permute(1, 2, 0).numpy()
+            pred = cva_map(t1, t2, valid)
+        counts = np.array([(pred & gt & valid).sum(), (pred & ~gt & valid).sum(), (~pred & gt & valid).sum()])
+        total += counts
+        rows.append({"name": item["name"], **scores(*counts.tolist())})
+    result = {"model": args.model or "cva+otsu", "split": args.split, "threshold": threshold if model else None,
+              "tta": args.tta, "images": rows, "pooled": scores(*total.tolist())}
+    if args.sweep and model is not None:
+        f1s = [scores(*c.tolist())["f1"] for c in sweep]
+        result["sweep"] = {f"{t:.2f}": f for t, f in zip(grid, f1s)}
+        result["best_threshold"] = float(grid[int(np.argmax(f1s))])
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for r in rows + [{"name": "pooled", **result["pooled"]}]:
+            print(f"{r['name']:<20} F1 {100 * r['f1']:5.1f}  IoU {100 * r['iou']:5.1f}  P {100 * r['precision']:5.1f}  "
+                  f"R {100 * r['recall']:5.1f}")
+        if "sweep" in result:
+            print("threshold sweep (pooled F1): " + ", ".join(f"{t} {100 * f:.1f}" for t, f in result["sweep"].items()))
+            print(f"best threshold {result['best_threshold']:.2f}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
