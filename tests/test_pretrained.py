@@ -22,6 +22,7 @@ from changekit.models.pretrained import PRETRAINED, WEIGHTS_DIR, read_model_file
 FINGERPRINTS = {
     "s2-urban-13band": (13, 15.0407, [0.161594, 0.164398, 0.110973, 0.144966]),
     "s2-urban-rgbn": (4, 2.26266, [0.24115, 0.244387, 0.161224, 0.135851]),
+    "aerial-airchange-rgb": (3, 24.1262, [0.318031, 0.445077, 0.402997, 0.353144]),
 }
 
 

@@ -45,6 +45,14 @@ PRETRAINED: dict[str, dict[str, Any]] = {
         "heldout": {"on": "paris + bordeaux + pisa", "f1": 0.119, "iou": 0.063, "precision": 0.069, "recall": 0.421},
         "labels_licence": _LABELS, "card": "docs/models_pretrained.md#s2-urban-rgbn",
     },
+    "aerial-airchange-rgb": {
+        "arch": "fc_ef", "data": "SZTAKI AirChange, aerial RGB, 12 pairs", "bands": "3: red, green, blue (8-bit)",
+        "gsd_m": 1.5, "threshold": 0.55, "units": "uint8 0..255", "recipe": "configs/pretrained/aerial-airchange-rgb.yaml",
+        "validation": {"on": "Szada/7 + Tiszadob/5", "f1": 0.173},
+        "heldout": {"on": "Szada/1 + Tiszadob/3 test rectangles", "f1": 0.450, "iou": 0.290, "precision": 0.295,
+                    "recall": 0.943},
+        "labels_licence": "SZTAKI AirChange: free for scientific use", "card": "docs/models_pretrained.md#aerial-airchange-rgb",
+    },
 }
 
 
