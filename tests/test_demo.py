@@ -44,6 +44,9 @@ def test_demo_writes_every_output(tmp_path, capsys):
         assert rec["display"]["bands"] == [4, 3, 2] and (out / city / "changes.geojson").is_file()
     with rasterio.open(out / "paris" / "change.tif") as c:
         assert c.crs.to_epsg() == 4326 and c.shape == (408, 390)
+    # polygons in degrees carry their geodesic area: about 9 x 13 m per pixel at Paris' latitude
+    feats = json.loads((out / "paris" / "changes.geojson").read_text())["features"]
+    assert feats and all(90 < f["properties"]["area_m2"] / f["properties"]["pixels"] < 140 for f in feats)
     assert np.array(Image.open(out / "figure_sentinel2.png")).shape[0] > 300
 
 

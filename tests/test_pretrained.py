@@ -93,6 +93,8 @@ def test_scene_from_band_folders_with_a_shipped_model(folders, tmp_path, capsys)
     with rasterio.open(tmp_path / "o" / "probability.tif") as ds:
         prob = ds.read(1)
         assert ds.crs.to_epsg() == 32631 and prob.shape == (72, 96)
+    for f in json.loads((tmp_path / "o" / "changes.geojson").read_text())["features"]:
+        assert f["properties"]["area_m2"] == pytest.approx(f["properties"]["area"])  # UTM: CRS units are metres
     x0, y0, w, h = SQUARE  # the brightened square is more likely change than the rest
     assert prob[y0 + 4:y0 + h - 4, x0 + 4:x0 + w - 4].mean() > prob[:, 70:].mean()
 

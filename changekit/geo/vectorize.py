@@ -4,7 +4,7 @@ Each block is polygonised with ``rasterio.features.shapes`` in pixel coordinates
 GDAL's polygonize). Polygons that touch an inner block edge are kept aside and merged at the end, value by
 value (``shapely.unary_union``, then split into parts); the others are final at once. Final polygons are mapped
 to the raster's CRS with its geotransform, filtered by ``min_area`` (CRS units squared), optionally
-simplified, and written to GeoJSON and GeoPackage with ``id``, ``area`` and ``pixels`` attributes, and for a
+simplified, and written to GeoJSON and GeoPackage with ``id``, ``area`` (CRS units²), ``area_m2`` and ``pixels`` attributes, and for a
 class raster ``class`` (the index) and ``class_name``.
 """
 
@@ -24,9 +24,10 @@ from shapely.geometry import mapping, shape
 
 __all__ = ["change_polygons", "region_polygons", "write_polygons"]
 
-SCHEMA = {"geometry": "Polygon", "properties": {"id": "int", "area": "float", "pixels": "int"}}
+SCHEMA = {"geometry": "Polygon", "properties": {"id": "int", "area": "float", "area_m2": "float", "pixels": "int"}}
 CLASS_SCHEMA = {"geometry": "Polygon",
-                "properties": {"id": "int", "class": "int", "class_name": "str", "area": "float", "pixels": "int"}}
+                "properties": {"id": "int", "class": "int", "class_name": "str", "area": "float", "area_m2": "float",
+                               "pixels": "int"}}
 
 
 def _parts(geom) -> Iterator:
@@ -84,6 +85,7 @@ def write_polygons(change_path: str | Path, outputs: dict[str, Path], min_area: 
         schema, layer, regions = CLASS_SCHEMA, "classes", region_polygons(change_path, range(len(class_names)))
     with rasterio.open(change_path) as ds:
         crs_wkt = ds.crs.to_wkt() if ds.crs else None
+        square_metres = metric_area(ds.crs)
     sinks = []
     counts = {"polygons": 0, "dropped_small": 0, "area": 0.0}
     try:
@@ -104,7 +106,7 @@ def write_polygons(change_path: str | Path, outputs: dict[str, Path], min_area: 
                 poly = next(iter(sorted(_parts(shapely.make_valid(poly)), key=lambda g: -g.area)), poly)
             counts["polygons"] += 1
             counts["area"] += area
-            props = {"id": counts["polygons"], "area": area, "pixels": pixels}
+            props = {"id": counts["polygons"], "area": area, "area_m2": square_metres(poly), "pixels": pixels}
             if class_names is not None:
                 props.update({"class": value, "class_name": class_names[value]})
             rec = {"geometry": mapping(poly), "properties": props}
@@ -114,6 +116,23 @@ def write_polygons(change_path: str | Path, outputs: dict[str, Path], min_area: 
         for s in sinks:
             s.close()
     return counts
+
+
+def metric_area(crs):
+    """``polygon -> area in m²`` for polygons in ``crs``: CRS units² scaled to metres in a projected CRS, the
+    geodesic area on the CRS's ellipsoid in a geographic one (OSCD's EPSG:4326 rasters), None without a CRS."""
+    if crs is None:
+        return lambda poly: None
+    if crs.is_geographic:
+        from pyproj import CRS, Geod
+
+        geod = CRS.from_wkt(crs.to_wkt()).get_geod() or Geod(ellps="WGS84")
+        return lambda poly: abs(geod.geometry_area_perimeter(poly)[0])
+    try:
+        factor = float(crs.linear_units_factor[1])
+    except Exception:  # a CRS whose unit rasterio cannot tell
+        return lambda poly: None
+    return lambda poly: poly.area * factor * factor
 
 
 def pixel_area(transform) -> float:

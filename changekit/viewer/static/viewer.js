@@ -90,10 +90,13 @@
   }
 
   const describe = (p) => (seg ? p.class_name + " #" : "change #") + p.rank;
+  // m² where the scene has a CRS (geodesic on geographic rasters), else the raster's own units
+  const area = (p) => (p.area_m2 !== null && p.area_m2 !== undefined)
+    ? Math.round(Number(p.area_m2)).toLocaleString("en") + " m\u00b2" : Number(p.area).toFixed(1) + " (CRS units\u00b2)";
   map.on("click", "polygons-fill", (ev) => {
     const p = ev.features[0].properties;
     new maplibregl.Popup().setLngLat(ev.lngLat)
-      .setHTML(describe(p) + "<br>area " + Number(p.area).toFixed(1) + " (CRS units\u00b2)<br>" + p.pixels + " px")
+      .setHTML(describe(p) + "<br>area " + area(p) + "<br>" + p.pixels + " px")
       .addTo(map);
   });
   const list = document.getElementById("list");
@@ -101,7 +104,7 @@
   for (const f of polygons.features.slice(0, 500)) {  // sorted by area by the server
     const li = document.createElement("li");
     li.textContent = "#" + f.properties.rank + (seg ? "  " + f.properties.class_name : "") +
-      "  area " + Number(f.properties.area).toFixed(1);
+      "  " + area(f.properties);
     li.onclick = () => {
       const xs = [], ys = [];
       for (const ring of f.geometry.coordinates) for (const [x, y] of ring) { xs.push(x); ys.push(y); }
