@@ -170,3 +170,12 @@ def test_per_date_standardisation_in_training_and_in_scenes(oscd, tmp_path):
         rec = json.loads((out / "scene.json").read_text())
         assert ("date_stats" in rec) == bool(standardize)
     assert runs[None] > 0.9 * H * W and runs["per-date"] < 0.01 * H * W
+
+
+def test_product_level_reads_the_folder_not_the_folders_above(tmp_path):
+    d = write_band_folder(tmp_path / "project_L2A_notes" / "S2A_MSIL1C_2017.SAFE" / "GRANULE" / "IMG_DATA", 1)
+    assert product_level(tmp_path / "project_L2A_notes" / "S2A_MSIL1C_2017.SAFE",
+                         list(find_band_files(d).values())) == "L1C"
+    assert product_level(d, list(find_band_files(d).values())) == "L1C"  # inside the SAFE product
+    plain = write_band_folder(tmp_path / "project_L2A_notes" / "dates" / "d1", 1)
+    assert product_level(plain, list(find_band_files(plain).values())) is None

@@ -22,7 +22,7 @@ import numpy as np
 from changekit.errors import ConfigError, DataError
 
 __all__ = ["S2_BANDS", "BAND_SETS", "RESOLUTION", "resolve_band_names", "find_band_files", "product_level", "level_from_names",
-           "band_stack_vrt", "read_band_stack", "is_band_folder", "band_grid"]
+           "band_stack_vrt", "read_band_stack", "band_grid"]
 
 #: The 13 MSI bands in the order of the L1C product (and of OSCD's 13-band stacks).
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
@@ -85,19 +85,22 @@ def level_from_names(names: Sequence[str]) -> str | None:
 
 
 def product_level(folder: str | os.PathLike, files: Sequence[str | os.PathLike] = ()) -> str | None:
-    """The product level of a folder of band files: from its own path, its entries (a SAFE folder's
-    ``MTD_MSIL2A.xml``) and its band files' names (:func:`level_from_names`)."""
-    names = [str(Path(folder).resolve())] + [str(f) for f in files]
+    """The product level of a folder of band files: from its own name, its entries (a SAFE folder's
+    ``MTD_MSIL2A.xml``), its band files' paths below it and the name of the SAFE product it lies in, if any
+    (:func:`level_from_names`); other folders above it are not read (a project folder named ``..._L2A_...`` says
+    nothing about the data)."""
+    folder = Path(folder)
+    names = [folder.resolve().name]
+    # a folder inside a SAFE product (GRANULE/.../IMG_DATA): the product's own name says the level
+    names += [p.name for p in folder.resolve().parents if p.name.upper().endswith(".SAFE")][:1]
+    for f in files:
+        f = Path(f)
+        names.append(str(f.relative_to(folder)) if f.is_relative_to(folder) else f.name)
     try:
         names += os.listdir(folder)
     except OSError:
         pass
     return level_from_names(names)
-
-
-def is_band_folder(path: str | os.PathLike) -> bool:
-    """True for a folder (not a raster file): the per-band layout rather than one stacked image."""
-    return Path(path).is_dir()
 
 
 def _grid_of(path: Path):

@@ -199,7 +199,14 @@ def band_folder_inputs(paths: Sequence[str | Path], info: dict, out_dir: Path) -
     the band files). Stacked rasters pass through. Either way, data of another product level than the model's
     (L2A surface reflectance for an L1C model) is refused where the names tell, and warned about where they do not."""
     from changekit.atomic import write_text
-    from changekit.data.sentinel2 import band_grid, band_stack_vrt, find_band_files, product_level
+    from changekit.data.sentinel2 import (
+        RESOLUTION,
+        band_grid,
+        band_stack_vrt,
+        find_band_files,
+        level_from_names,
+        product_level,
+    )
 
     paths = [str(p) for p in paths]
     flags = input_flags(len(paths))
@@ -211,7 +218,7 @@ def band_folder_inputs(paths: Sequence[str | Path], info: dict, out_dir: Path) -
                         "band files, or every date as one stacked raster, not a mix")
     for flag, p, is_dir in zip(flags, paths, folders):
         files = list(find_band_files(p).values()) if is_dir else []
-        level = product_level(p, files) if is_dir else _level_of_file(p)
+        level = product_level(p, files) if is_dir else level_from_names([Path(p).name])
         if trained and level and level != trained:
             raise DataError(f"{flag} {p} is Sentinel-2 {level} ({_LEVELS.get(level, level)}) but the model was trained "
                             f"on {trained} ({_LEVELS.get(trained, trained)}); give the {trained} product of the same "
@@ -227,24 +234,16 @@ def band_folder_inputs(paths: Sequence[str | Path], info: dict, out_dir: Path) -
     if not names:
         raise ConfigError(f"{flags[0]} {paths[0]} is a folder of band files, but the model does not record which "
                           "Sentinel-2 bands it takes (changekit's s2- models do); stack the bands into one raster")
-    grid = band_grid(paths[0], min(names, key=lambda b: _RES.get(b, 60)))
+    grid = band_grid(paths[0], min(names, key=RESOLUTION.__getitem__))  # date 1's grid of the finest band
+    texts = [band_stack_vrt(p, names, grid=grid) for p in paths]  # every date checked before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    vrts = []
-    for flag, p in zip(flags, paths):
-        vrt = out_dir / f"{flag.lstrip('-')}.vrt"
-        write_text(vrt, band_stack_vrt(p, names, grid=grid))
-        vrts.append(str(vrt))
-    return vrts
+    vrts = [out_dir / f"{flag.lstrip('-')}.vrt" for flag in flags]
+    for vrt, text in zip(vrts, texts):
+        write_text(vrt, text)
+    return [str(v) for v in vrts]
 
 
 _LEVELS = {"L1C": "top-of-atmosphere digital numbers", "L2A": "surface reflectance"}
-_RES = {"B02": 10, "B03": 10, "B04": 10, "B08": 10}
-
-
-def _level_of_file(path: str) -> str | None:
-    from changekit.data.sentinel2 import level_from_names
-
-    return level_from_names([Path(path).name])
 
 
 def _open(path: str | Path):
