@@ -30,16 +30,13 @@ from changekit.data.io import read_label
 from changekit.data.sentinel2 import band_grid, read_band_stack, resolve_band_names
 from changekit.errors import DataError
 
-__all__ = ["OscdDataset", "HELDOUT_CITIES", "LABELLED_CITIES", "standardize_date"]
+__all__ = ["OscdDataset", "HELDOUT_CITIES", "standardize_date"]
 
 IMAGES = "Onera Satellite Change Detection dataset - Images"
 LABELS = ("Onera Satellite Change Detection dataset - Train Labels",
           "Onera Satellite Change Detection dataset - Test Labels")
 #: changekit's held-out test cities: never trained, selected or tuned on.
 HELDOUT_CITIES = ("paris", "bordeaux", "pisa")
-#: the 14 cities whose labels are public (the official train list).
-LABELLED_CITIES = ("abudhabi", "aguasclaras", "beihai", "beirut", "bercy", "bordeaux", "cupertino", "hongkong",
-                   "mumbai", "nantes", "paris", "pisa", "rennes", "saclay_e")
 
 
 def standardize_date(a: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
