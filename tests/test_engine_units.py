@@ -289,3 +289,16 @@ def test_class_maps_are_palette_pngs_and_overlays_mark_errors(tmp_path):
     write_prediction({"name": ["b"], "pred": [pred]}, tmp_path, palette=palette, value_offset=1)  # reduce-zero sets
     im = Image.open(tmp_path / "maps" / "b.png")
     assert np.array(im).tolist() == (pred + 1).tolist() and np.array(im.convert("RGB"))[0, 2].tolist() == [70, 80, 90]
+
+
+def test_lightning_runs_print_no_cloud_logger_advert(tmp_path, caplog):
+    import logging
+
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+
+    import changekit.engine  # noqa: F401  (installs the filter)
+
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        pl.Trainer(logger=CSVLogger(str(tmp_path)), accelerator="cpu", enable_progress_bar=False)
+    assert not [r for r in caplog.records if "litlogger" in r.getMessage()]

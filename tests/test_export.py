@@ -128,6 +128,12 @@ def test_onnx_errors(pair_and_ckpt, tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"lacks changekit's metadata \(mean, std\); give --mean, --std"):
         OnnxModel(tmp_path / "bare.onnx")
     assert OnnxModel(tmp_path / "bare.onnx", overrides={"mean": [0.0] * 3, "std": [1.0] * 3}).in_channels == 3
+    # a file that is no ONNX model at all: one line, exit 2 (it was a protobuf DecodeError traceback)
+    (tmp_path / "bad.onnx").write_bytes(b"not an onnx model")
+    assert cli(["scene", "--t1", str(d / "t1.tif"), "--t2", str(d / "t2.tif"), "--ckpt", str(tmp_path / "bad.onnx"),
+                "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.onnx: not an ONNX model" in err and len(err.strip().splitlines()) == 1
     # a fixed-size graph and a window of another size
     fixed = export_onnx(changekit.build_model("changeformer_mit-b0").eval(), tmp_path / "cf.onnx", size=(64, 64),
                         info={"mean": [0.0] * 3, "std": [1.0] * 3})

@@ -67,6 +67,8 @@ def test_changes_are_wgs84_and_sorted_by_area(client):
     assert areas == sorted(areas, reverse=True) and feats[0]["properties"]["rank"] == 1
     lon, lat = feats[0]["geometry"]["coordinates"][0][0]
     assert -180 <= lon <= 180 and -90 <= lat <= 90 and abs(lon) < 10  # UTM 31N: longitudes near 0..6
+    assert client.get("/changes.geojson").json() == gj  # the output file's own name serves the same
+    assert feats[0]["properties"]["area_m2"] == pytest.approx(feats[0]["properties"]["area"])  # UTM: metres
 
 
 def test_no_path_reaches_the_file_system(client):
@@ -174,6 +176,8 @@ def test_a_segmentation_run_is_served_with_its_classes(seg_scene):
     drawn = {tuple(p) for p in classes[classes[..., 3] > 0][:, :3].tolist()}
     assert drawn <= {(200, 30, 30), (30, 200, 30), (30, 30, 200)} and (30, 200, 30) in drawn  # the palette
     feats = client.get("/polygons.geojson").json()["features"]
+    assert client.get("/classes.geojson").json()["features"] == feats
+    assert client.get("/changes.geojson").status_code == 404  # not a change run
     assert {f["properties"]["class_name"] for f in feats} == {"roof", "grass", "water"}
     assert feats[0]["properties"]["class_name"] == "grass"  # the background is the largest region
 

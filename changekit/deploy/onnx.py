@@ -54,7 +54,11 @@ def _ort_session(path: str | os.PathLike, device: str = "cpu"):
         providers.insert(0, "CUDAExecutionProvider")
     opts = ort.SessionOptions()
     opts.log_severity_level = 4  # failures reach the caller as exceptions; no log spam
-    return ort.InferenceSession(str(path), opts, providers=providers)
+    try:
+        return ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as e:  # onnxruntime's own error types: a graph it cannot load
+        raise ConfigError(f"{path}: ONNX Runtime cannot load this graph ({str(e).splitlines()[0][:200]}); export it "
+                          "again with `changekit export`") from None
 
 
 def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
@@ -213,10 +217,15 @@ def _first_line(e: BaseException) -> str:
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The changekit metadata of an ONNX file (keys absent from it are missing from the result)."""
+    """The changekit metadata of an ONNX file (keys absent from it are missing from the result); a file that is no
+    ONNX model is a ConfigError naming it."""
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False)
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends: the bytes are not an ONNX model
+        raise ConfigError(f"{path}: not an ONNX model ({type(e).__name__}); give a file written by `changekit "
+                          "export`, or a changekit checkpoint") from None
     out = {}
     for prop in graph.metadata_props:
         try:

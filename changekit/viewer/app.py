@@ -9,8 +9,9 @@ Routes (nothing else; no URL part reaches the file system, every file it reads i
   model saw them), ``change`` (changed pixels in red), ``probability`` (a colour ramp, transparent where low);
   for a segmentation run ``image``, ``classes`` (the class palette) and ``confidence`` (the ramp).
   Tiles outside the scene answer ``204 No Content``;
-* ``/polygons.geojson``: the change (or class) polygons in EPSG:4326; ``/scene.json``: the run's record plus its
-  bounds and layers.
+* ``/polygons.geojson``: the change (or class) polygons in EPSG:4326, also served under the name of the file they
+  come from (``/changes.geojson``, or ``/classes.geojson`` for a segmentation run); ``/scene.json``: the run's
+  record plus its bounds and layers.
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def create_app(out: str | Path):
         Route("/", index),
         Route("/scene.json", scene),
         Route("/polygons.geojson", polygons),
+        Route("/classes.geojson" if task == "segmentation" else "/changes.geojson", polygons),  # the file's own name
         Route("/tiles/{layer:str}/{z:int}/{x:int}/{y:int}.png", tile),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
