@@ -23,12 +23,13 @@ import torch
 import torch.nn.functional as F
 
 
-def scores(tp: int, fp: int, fn: int) -> dict[str, float]:
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * p * r / (p + r) if p + r else 0.0
-    iou = tp / (tp + fp + fn) if tp + fp + fn else 0.0
-    return {"precision": p, "recall": r, "f1": f1, "iou": iou}
+def scores(mat: torch.Tensor) -> dict[str, float]:
+    """Change-class precision, recall, F1 and IoU of a confusion matrix, as `changekit test` computes them
+    (undefined values, e.g. precision with nothing predicted, count as 0)."""
+    from changekit.metrics import metrics_from_confusion
+
+    m = metrics_from_confusion(mat)
+    return {k: float(np.nan_to_num(m[k])) for k in ("precision", "recall", "f1", "iou")}
 
 
 def otsu(values: np.ndarray, bins: int = 256) -> float:
@@ -108,31 +109,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.band_names:
             kw["band_names"] = args.band_names
     ds = build_dataset(args.preset, args.root, args.split, **kw)
-    rows, total = [], np.zeros(3, dtype=np.int64)
+    from changekit.metrics import confusion_matrix
+
+    rows, total = [], torch.zeros(2, 2, dtype=torch.long)
     grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
-    sweep = np.zeros((len(grid), 3), dtype=np.int64)
+    sweep = torch.zeros(len(grid), 2, 2, dtype=torch.long)
     for i in range(len(ds)):
         item = ds[i]
-        label = item["label"].numpy()
-        valid = label != 255
-        gt = label == 1
+        label = item["label"]  # 0/1, 255 ignored
         if model is not None:
-            prob = probability(model, item["t1"], item["t2"], args.tta).numpy()
+            prob = probability(model, item["t1"], item["t2"], args.tta)
             pred = prob >= threshold
             for k, t in enumerate(grid):
-                q = prob >= t
-                sweep[k] += [(q & gt & valid).sum(), (q & ~gt & valid).sum(), (~q & gt & valid).sum()]
+                sweep[k] += confusion_matrix((prob >= t).long(), label, 2)
         else:
             t1 = item["t1"].permute(1, 2, 0).numpy()
             t2 = item["t2"].permute(1, 2, 0).numpy()
-            pred = cva_map(t1, t2, valid)
-        counts = np.array([(pred & gt & valid).sum(), (pred & ~gt & valid).sum(), (~pred & gt & valid).sum()])
-        total += counts
-        rows.append({"name": item["name"], **scores(*counts.tolist())})
+            pred = torch.from_numpy(cva_map(t1, t2, label.numpy() != 255))
+        mat = confusion_matrix(pred.long(), label, 2)
+        total += mat
+        rows.append({"name": item["name"], **scores(mat)})
     result = {"model": args.model or "cva+otsu", "split": args.split, "threshold": threshold if model else None,
-              "tta": args.tta, "images": rows, "pooled": scores(*total.tolist())}
+              "tta": args.tta, "images": rows, "pooled": scores(total)}
     if args.sweep and model is not None:
-        f1s = [scores(*c.tolist())["f1"] for c in sweep]
+        f1s = [scores(c)["f1"] for c in sweep]
         result["sweep"] = {f"{t:.2f}": f for t, f in zip(grid, f1s)}
         result["best_threshold"] = float(grid[int(np.argmax(f1s))])
     if args.json:

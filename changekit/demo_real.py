@@ -25,14 +25,16 @@ DEMO_DATA = Path(__file__).resolve().parent / "demo_data" / "oscd"
 DEMO_MODEL = "s2-urban-13band"
 
 
-def _scores(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> dict[str, float]:
-    tp = int((pred & gt & valid).sum())
-    fp = int((pred & ~gt & valid).sum())
-    fn = int((~pred & gt & valid).sum())
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
-            "iou": tp / (tp + fp + fn) if tp + fp + fn else 0.0}
+def _scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Change-class scores of a change map (0/1, 255 no data) against a 0/1 truth, as `changekit test` computes
+    them (undefined values count as 0)."""
+    import torch
+
+    from changekit.metrics import confusion_matrix, metrics_from_confusion
+
+    truth = torch.from_numpy(np.where(pred == 255, 255, gt).astype(np.int64))  # no-data pixels are not scored
+    m = metrics_from_confusion(confusion_matrix(torch.from_numpy(np.where(pred == 1, 1, 0)), truth, 2))
+    return {k: float(np.nan_to_num(m[k])) for k in ("precision", "recall", "f1", "iou")}
 
 
 def _true_colour(folder: Path) -> np.ndarray:
@@ -75,7 +77,7 @@ def run_real_imagery(out: str | Path, model: str = DEMO_MODEL, progress: bool = 
         if cm.is_file():
             raw = read_label(cm)
             gt = raw == 2  # OSCD's files: 1 no change, 2 change
-            res.update(_scores(pred == 1, gt, pred != 255))
+            res.update(_scores(pred, gt))
         results[city] = res
         rows.append((city, _true_colour(city_dir / "imgs_1"), _true_colour(city_dir / "imgs_2"), gt, pred == 1))
     _figure(out / "figure_sentinel2.png", rows, model)

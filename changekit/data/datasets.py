@@ -238,6 +238,10 @@ class ChangeDataset(Dataset):
         preset: name shown in messages.
     """
 
+    #: whether a sample's file headers tell its size and bands (``validate(full=False)``); False for samples that
+    #: are windows of files or folders of band files, which are then always read in full
+    HEADERS_TELL = True
+
     def __init__(
         self,
         root: str | os.PathLike,
@@ -482,7 +486,9 @@ class ChangeDataset(Dataset):
                  ) -> ValidationReport:
         """Check every sample: headers only (``full=False``: sizes, band counts) or every pixel
         (``full=True``: also decodes images and label values). Collects all problems; raises one
-        DataError listing them when ``raise_errors``. ``progress(i)`` is called after each sample."""
+        DataError listing them when ``raise_errors``. ``progress(i)`` is called after each sample. Datasets whose
+        samples are not one file per date (``HEADERS_TELL = False``) are always read in full."""
+        full = full or not self.HEADERS_TELL
         rep = ValidationReport(self.split, n=len(self.samples), problems=list(self.problems))
         for i, s in enumerate(self.samples):
             try:

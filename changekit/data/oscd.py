@@ -48,7 +48,8 @@ def standardize_date(a: np.ndarray, valid: np.ndarray | None = None) -> np.ndarr
 
 
 class OscdDataset(ChangeDataset):
-    """OSCD cities as samples (one pair each, whole images; the training crops come from the transforms).
+    """OSCD cities as samples (one pair each, whole images; the training crops come from the transforms). A date is
+    a folder of band files, so checks read every city (``HEADERS_TELL``).
 
     Args (besides :class:`~changekit.data.ChangeDataset`'s label and normalisation ones):
         band_names: ``"all"`` (the 13 bands, B01..B12 with B8A after B08), ``"rgbn"`` (B02 B03 B04 B08) or a list.
@@ -57,6 +58,8 @@ class OscdDataset(ChangeDataset):
             city), which takes out the global level differences between acquisitions (season, sun, atmosphere);
             ``changekit scene`` does the same over the whole scene for a model trained so.
     """
+
+    HEADERS_TELL = False
 
     def __init__(self, root, split: str | None = "train", *, band_names: Any = "all", label_source: str = "tif",
                  standardize: str | None = None, **kw):
@@ -72,6 +75,7 @@ class OscdDataset(ChangeDataset):
         kw.setdefault("label_encoding", "index")
         kw.setdefault("ignore_value", None)
         self._cache: dict[int, dict[str, Any]] = {}
+        self._ranges: dict[int, tuple[float, float]] = {}  # stored min/max of both dates, for units()
         super().__init__(root, split, **kw)
 
     # ------------------------------------------------------------------ construction
@@ -146,16 +150,13 @@ class OscdDataset(ChangeDataset):
             raw = raw - 1
         return decode_label(raw, "0-1", ignore_value=None, ignore_index=self.ignore_index, path=path)
 
-    def _raw_dates(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        s = self.samples[i]
-        grid = band_grid(s.t1)
-        return self._read_image(s.t1, grid), self._read_image(s.t2, grid)
-
     def load_arrays(self, i: int) -> dict[str, Any]:
         if i in self._cache:  # read-only arrays: the transforms make new ones, never write in place
             return dict(self._cache[i])
         s = self.samples[i]
-        t1, t2 = self._raw_dates(i)
+        grid = band_grid(s.t1)
+        t1, t2 = self._read_image(s.t1, grid), self._read_image(s.t2, grid)
+        self._ranges[i] = (float(min(t1.min(), t2.min())), float(max(t1.max(), t2.max())))
         out: dict[str, Any] = {"t1": t1, "t2": t2, "name": s.name}
         if self.standardize == "per-date":
             out["t1"], out["t2"] = standardize_date(t1), standardize_date(t2)
@@ -168,21 +169,17 @@ class OscdDataset(ChangeDataset):
             if isinstance(v, np.ndarray):
                 v.setflags(write=False)
         self._cache[i] = out  # a city is a few tens of MB: read once per process
-        return self.load_arrays(i)
-
-    def validate(self, full: bool = True, raise_errors: bool = True, progress=None):
-        # headers alone say little here (the bands are resampled onto one grid): read every city
-        return super().validate(full=True, raise_errors=raise_errors, progress=progress)
+        return dict(out)
 
     def raw_label(self, i: int) -> np.ndarray:
         return read_label(self.samples[i].label, colour="max")
 
     def units(self, max_pairs: int = 8) -> dict[str, Any]:
-        lo, hi = np.inf, -np.inf
-        for i in range(min(len(self), max_pairs)):
-            for a in self._raw_dates(i):  # stored units, before any standardisation
-                lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
-        if lo > hi:
+        if not self.samples:
             return {}
+        firsts = range(min(len(self), max_pairs))
+        for i in firsts:
+            self.load_arrays(i)  # cached: the range is of the stored values, before any standardisation
+        lo, hi = min(self._ranges[i][0] for i in firsts), max(self._ranges[i][1] for i in firsts)
         return {"dtype": "uint16", "range": [lo, hi], "observed": [lo, hi], "product": "L1C",
                 "band_names": list(self.band_names)}

@@ -57,8 +57,8 @@ def _ort_session(path: str | os.PathLike, device: str = "cpu"):
     try:
         return ort.InferenceSession(str(path), opts, providers=providers)
     except Exception as e:  # onnxruntime's own error types: a graph it cannot load
-        raise ConfigError(f"{path}: ONNX Runtime cannot load this graph ({str(e).splitlines()[0][:200]}); export it "
-                          "again with `changekit export`") from None
+        raise ConfigError(f"{path}: ONNX Runtime cannot load this graph ({_first_line(e)}); export it again with "
+                          "`changekit export`") from None
 
 
 def _rel_err(a: np.ndarray, b: np.ndarray) -> float:

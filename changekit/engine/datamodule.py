@@ -6,7 +6,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, default_collate
 
 from changekit.errors import ConfigError
 
@@ -29,19 +29,6 @@ def eval_sampler(ds: Dataset, trainer: pl.Trainer | None):
     if len(ds) < trainer.world_size:
         raise ConfigError(f"the evaluation set has {len(ds)} sample(s), fewer than the {trainer.world_size} processes")
     return UnrepeatedDistributedSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
-
-
-class RepeatDataset(Dataset):
-    """``ds`` drawn ``times`` times in one epoch (each draw its own random crop and augmentation)."""
-
-    def __init__(self, ds: Dataset, times: int) -> None:
-        self.ds, self.times = ds, int(times)
-
-    def __len__(self) -> int:
-        return len(self.ds) * self.times
-
-    def __getitem__(self, i: int):
-        return self.ds[i % len(self.ds)]
 
 
 class ChangeDataModule(pl.LightningDataModule):
@@ -247,7 +234,7 @@ class ChangeDataModule(pl.LightningDataModule):
         hp = self.hparams
         if train:
             if hp.train_repeat > 1:
-                ds = RepeatDataset(ds, hp.train_repeat)
+                ds = ConcatDataset([ds] * hp.train_repeat)  # each draw gets its own crop and augmentation
             if len(ds) < hp.batch_size:
                 raise ConfigError(f"the training set has {len(ds)} samples, fewer than data.batch_size={hp.batch_size}")
             return DataLoader(ds, batch_size=hp.batch_size, shuffle=True, drop_last=True, num_workers=hp.num_workers,

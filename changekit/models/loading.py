@@ -92,8 +92,7 @@ def load_model(path: str | os.PathLike | None, config: str | os.PathLike | None 
     recorded = (read_model_file_info(path) if config is None and path is not None
                 and str(path).endswith(".safetensors") and os.path.isfile(path) else None)
     if recorded is not None:
-        info = {k: recorded.get(k) for k in INFO_KEYS}
-        info.update({k: v for k, v in recorded.items() if k not in INFO_KEYS})
+        info = {k: None for k in INFO_KEYS} | recorded
         spec = {"arch": info["arch"], "arch_args": without_weights(info["arch_args"] or {})}
         try:
             model = build_model(spec, num_classes=int(info["num_classes"] or 2), weights=str(path))
