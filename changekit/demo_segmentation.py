@@ -22,7 +22,14 @@ from types import SimpleNamespace
 from typing import Any
 
 from changekit.atomic import atomic_write, write_json
-from changekit.demo import DemoContext, _Curves, _default_threads, figure_grid
+from changekit.demo import (
+    SAFETY_CAP_MINUTES,
+    DemoContext,
+    _Curves,
+    _default_threads,
+    figure_grid,
+    warn_if_cut_short,
+)
 from changekit.errors import ConfigError
 
 __all__ = ["run_segmentation_demo", "SEGMENTATION_DEFAULTS"]
@@ -46,7 +53,8 @@ ARCH_ARGS = {"mcat-unet": {"size": "t", "drop_path_rate": 0.0}}
 
 
 def run_segmentation_demo(out: str | Path = "outputs/demo-segmentation", *, threads: int | None = None,
-                          max_minutes: float = 4.0, figure_samples: int = 4, scene_size: tuple[int, int] = (1024, 1536),
+                          max_minutes: float = SAFETY_CAP_MINUTES, figure_samples: int = 4,
+                          scene_size: tuple[int, int] = (1024, 1536),
                           scene: bool = True, progress: bool = True, **recipe: Any) -> DemoContext:
     """Run the segmentation demo into ``out``; ``recipe`` overrides :data:`SEGMENTATION_DEFAULTS`."""
     unknown = sorted(set(recipe) - set(SEGMENTATION_DEFAULTS))
@@ -96,7 +104,8 @@ def _run(args: SimpleNamespace) -> DemoContext:
                          val_check_interval=min(args.val_every, args.steps), check_val_every_n_epoch=None,
                          num_sanity_val_steps=0, logger=CSVLogger(str(out), name="logs", version=""),
                          enable_checkpointing=False, enable_progress_bar=not args.no_progress,
-                         enable_model_summary=False, callbacks=callbacks, log_every_n_steps=10)
+                         enable_model_summary=False, callbacks=callbacks, log_every_n_steps=10,
+                         deterministic=True)
     t0 = time.time()
     print(f"[2/6] training {args.arch} for {args.steps} iterations (batch {args.batch_size}, crop {args.crop}, "
           f"lr {args.lr}, {threads} thread(s))")
@@ -104,6 +113,7 @@ def _run(args: SimpleNamespace) -> DemoContext:
     trainer.fit(task, datamodule=dm)
     train_s = time.time() - t0
     print(f"      trained {trainer.global_step} iterations in {train_s:.0f} s")
+    warn_if_cut_short(trainer, args)
 
     print("[3/6] evaluating on the val split")
     trainer.test(task, datamodule=dm, verbose=False)
@@ -116,6 +126,7 @@ def _run(args: SimpleNamespace) -> DemoContext:
     summary.update(per_class=metrics["per_class"], class_names=list(LANDCOVER_CLASSES), confusion=metrics["confusion"],
                    pixels=metrics["pixels"], eval_mode=task.eval_mode_description, split="val",
                    train_iterations=int(trainer.global_step), train_seconds=round(train_s, 1),
+                   train_cut_short=trainer.global_step < args.steps,
                    recipe={k: getattr(args, k) for k in SEGMENTATION_DEFAULTS})
     write_json(out / "metrics.json", json_ready(summary))
 

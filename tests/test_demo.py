@@ -104,3 +104,24 @@ def test_segmentation_demo_writes_every_output(tmp_path, capsys):
     assert (out / "scene" / "classes.gpkg").is_file() and (out / "scene" / "preview.png").is_file()
     assert cli(["demo", "--task", "segmentation", "--dice", "0.5", "--out", str(tmp_path / "x")]) == 2
     assert "--dice is for the change demo" in capsys.readouterr().err
+
+
+def test_a_seeded_demo_gives_the_same_figures_and_says_when_the_safety_cap_cut_it(tmp_path, capsys):
+    """The wall-clock cap is a safety net only: two runs with one seed agree to the last digit; a run the cap
+    stops early says so and records it."""
+    from changekit.cli import main as cli
+
+    mini = ["--size", "32", "--n-train", "8", "--n-val", "2", "--n-test", "3", "--crop", "32", "--batch-size", "4",
+            "--steps", "6", "--val-every", "3", "--threads", "1", "--no-progress", "--no-scene", "--no-real",
+            "--figure-samples", "1"]
+    runs = []
+    for name in ("a", "b"):
+        assert cli(["demo", "--out", str(tmp_path / name), *mini]) == 0
+        runs.append(json.loads((tmp_path / name / "metrics.json").read_text()))
+    for m in runs:
+        m.pop("train_seconds")
+    assert runs[0] == runs[1] and runs[0]["train_cut_short"] is False
+    assert "safety cap" not in capsys.readouterr().out
+    assert cli(["demo", "--out", str(tmp_path / "cut"), *mini, "--max-minutes", "0.00001"]) == 0
+    assert "safety cap stopped training after 1 of 6 iterations" in capsys.readouterr().out
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["train_cut_short"] is True

@@ -32,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dice", type=float, help="change task: Dice loss weight (CE weight is 1)")
     p.add_argument("--val-every", type=int, help="validate every N iterations")
     p.add_argument("--seed", type=int)
-    p.add_argument("--max-minutes", type=float, default=4.0, help="stop training after this long (safety cap)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="safety cap on training time (default 20): a run it cuts short says so; otherwise a seeded "
+                        "demo gives the same figures every time")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default 1: robust on a busy machine; try 2+ on an idle one)")
     p.add_argument("--figure-samples", type=int, default=4)
@@ -50,8 +52,10 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*isinstance.*LeafSpec.*")
-    common = dict(threads=args.threads, max_minutes=args.max_minutes, figure_samples=args.figure_samples,
+    common = dict(threads=args.threads, figure_samples=args.figure_samples,
                   scene=not args.no_scene, progress=not args.no_progress)
+    if args.max_minutes is not None:
+        common["max_minutes"] = args.max_minutes
     if args.scene_size:
         common["scene_size"] = tuple(args.scene_size)
     if args.task == "segmentation":
