@@ -34,6 +34,37 @@ def test_user_errors_print_cleanly_and_exit_2(tmp_path):
     assert "prediction folder not found" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_option_errors_are_one_line_with_where_the_options_are(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        main(["scene", "--window", "wide", "--out", "x"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage:" not in err
+    assert err.startswith("changekit scene: error: argument --window: invalid int value: 'wide'")
+    assert "(`changekit scene -h` lists the options)" in err
+
+
+def test_a_defect_is_one_line_that_says_so_and_the_traceback_is_there_on_request(capsys, monkeypatch):
+    import changekit.cli.models as models
+
+    def broken(argv):
+        return {}["missing"]
+
+    monkeypatch.setattr(models, "main", broken)
+    assert main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "changekit models: internal error: KeyError: 'missing' at tests/test_cli.py:" in err
+    assert "CHANGEKIT_TRACEBACK=1" in err
+    monkeypatch.setenv("CHANGEKIT_TRACEBACK", "1")
+    import pytest
+
+    with pytest.raises(KeyError):
+        main(["models"])
+
+
 def test_models_command_lists_registry(capsys):
     assert main(["models", "fc_*"]) == 0
     assert "fc_siam_diff" in capsys.readouterr().out.split()

@@ -9,7 +9,9 @@ fix (:class:`changekit.errors.ChangekitError`) are printed as one line without a
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from pathlib import Path
 
 # name -> (module of changekit.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -51,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         code = importlib.import_module(f"changekit.cli.{module}").main(rest)
-    except ChangekitError as e:
-        print(f"changekit {name}: error: {e}", file=sys.stderr)
+    except ChangekitError as e:  # one line, whatever the message's author wrote
+        print(f"changekit {name}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # the command may say how to carry on (fit: --ckpt_path last)
         how = str(e) or "rerun the same command to resume"
@@ -63,7 +65,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"changekit {name}: error: {e.strerror or e}{where}; fix that and rerun the same command "
               "(finished work is kept)", file=sys.stderr)
         return 2
+    except Exception as e:  # a defect of changekit's: one line that says so, the traceback on request
+        if os.environ.get("CHANGEKIT_TRACEBACK"):
+            raise
+        print(f"changekit {name}: internal error: {_where(e)}; this is a bug in changekit: please report it with the "
+              "output of the same command run with CHANGEKIT_TRACEBACK=1", file=sys.stderr)
+        return 1
     return int(code or 0)
+
+
+def _where(e: BaseException) -> str:
+    """``Type: message at file:line`` of the innermost frame in changekit (else the innermost)."""
+    import traceback
+
+    package = Path(__file__).resolve().parents[1]
+    frames = traceback.extract_tb(e.__traceback__)[1:]  # (the first is this dispatcher)
+    ours = [f for f in frames if Path(f.filename).resolve().is_relative_to(package)] or frames
+    at = f" at {'/'.join(Path(ours[-1].filename).parts[-2:])}:{ours[-1].lineno}" if ours else ""
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}{at}"
 
 
 if __name__ == "__main__":

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from changekit.cli._dataset_args import add_dataset_args, console, fmt_counter, overrides
+from changekit.cli._parser import Parser
 from changekit.data.tools import check_dataset
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="changekit check-dataset",
-                                description="Check a dataset folder against a preset: counts, sizes, bands, label "
-                                            "values, change ratio, missing/unmatched/unreadable files.")
+    p = Parser(prog="changekit check-dataset",
+               description="Check a dataset folder against a preset: counts, sizes, bands, label "
+                           "values, change ratio, missing/unmatched/unreadable files.")
     add_dataset_args(p)
     p.add_argument("--quick", action="store_true", help="read headers only (sizes, bands); skip pixel/label checks")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from changekit.cli._parser import Parser
 from changekit.errors import ChangekitError
 from changekit.models.text.zero_shot import ClipZeroShot, build_clip, find_image_folders, label_folder
 
@@ -13,7 +13,7 @@ from changekit.models.text.zero_shot import ClipZeroShot, build_clip, find_image
 def main(argv: list[str]) -> int:
     from changekit.models.clipformer import FALLBACK_CLASSES, RS_CLASSES_56
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="changekit clip-labels",
         description="CLIP zero-shot class lists per image (56-class remote-sensing vocabulary) for CLIPFormer prompts.",
         epilog=f"Without CLIP weights use --fallback: every image gets the fixed list {', '.join(FALLBACK_CLASSES)}.",

@@ -7,14 +7,15 @@ from __future__ import annotations
 import argparse
 import warnings
 
+from changekit.cli._parser import Parser
 from changekit.demo import DEFAULTS
 from changekit.errors import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="changekit demo", description=__doc__.split("\n\n")[0].replace("``", ""),
-                                epilog="Recipe values left out take the task's defaults (change: "
-                                       + ", ".join(f"{k} {v}" for k, v in DEFAULTS.items()) + ").")
+    p = Parser(prog="changekit demo", description=__doc__.split("\n\n")[0].replace("``", ""),
+               epilog="Recipe values left out take the task's defaults (change: "
+                      + ", ".join(f"{k} {v}" for k, v in DEFAULTS.items()) + ").")
     p.add_argument("--task", choices=["change", "segmentation"], default="change",
                    help="change (two dates, FC-Siam-diff; the default) or segmentation (one image, MCAT-UNet)")
     p.add_argument("--out", help="output folder (default outputs/demo, or outputs/demo-segmentation)")

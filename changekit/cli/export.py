@@ -4,12 +4,13 @@ changekit ships its own models as)."""
 
 from __future__ import annotations
 
-import argparse
 import json
+
+from changekit.cli._parser import Parser
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="changekit export",
         description="Export a model to ONNX: inputs t1, t2 (B, C, H, W, normalised; a segmentation model: image), "
                     "output logits (B, K, H, W); "

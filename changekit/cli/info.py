@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
+from changekit.cli._parser import Parser
 from changekit.models.summary import model_info
 
 
@@ -49,7 +49,7 @@ def print_table(info: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="changekit info",
         description="Parameters (total, trainable, frozen, per top-level module) and FLOPs of a model. "
         "FLOPs count one multiply-add as one FLOP (as open-cd's mmengine counter) for one image pair, both dates.",
@@ -63,10 +63,12 @@ def main(argv: list[str]) -> int:
     if len(args.size) > 2 or min(args.size) <= 0:
         p.error("--size takes one or two positive integers")
     size = (args.size[0], args.size[-1])
-    from changekit.errors import ConfigError
+    from changekit.errors import ChangekitError, ConfigError
 
     try:
         info = model_info(args.config, size)
+    except ChangekitError:
+        raise
     except (KeyError, ValueError) as e:
         raise ConfigError(f"{args.config}: {e.args[0] if e.args else e}") from None
     if args.json:

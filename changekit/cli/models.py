@@ -3,17 +3,18 @@ architectures with family, parameters and published F1."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+
+from changekit.cli._parser import Parser
 
 
 def main(argv: list[str]) -> int:
     from changekit.models import list_models
 
-    p = argparse.ArgumentParser(prog="changekit models",
-                                description="The registered models: family, parameters (total / trainable) and the "
-                                            "published change-class F1 with its source.")
+    p = Parser(prog="changekit models",
+               description="The registered models: family, parameters (total / trainable) and the "
+                           "published change-class F1 with its source.")
     p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'ban_*'")
     p.add_argument("--json", action="store_true", help="machine-readable rows")
     p.add_argument("--names", action="store_true", help="names only, one a line (no model is built)")

@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from changekit.cli._parser import Parser
 from changekit.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="changekit scene",
         description="Run a change model over two georeferenced scenes of any size (--t1/--t2), or a single-date "
                     "segmentation model over one (--image): streamed, blended, resumable.",

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+
+from changekit.cli._parser import Parser
 
 
 def main(argv: list[str]) -> int:
     from changekit.metrics import SUMMARY_KEYS, format_metrics_table, json_ready, score_maps
     from changekit.metrics.maps import LABEL_ENCODINGS
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="changekit score",
         description=(
             "Metrics of saved binary change maps against labels, matched by file name (stem). "

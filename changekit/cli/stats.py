@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from changekit.cli._dataset_args import add_dataset_args, console, overrides
+from changekit.cli._parser import Parser
 from changekit.data.tools import dataset_stats
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="changekit stats",
-                                description="Per-band mean/std of a dataset split (both dates, stored units), "
-                                            "for the data config's mean/std.")
+    p = Parser(prog="changekit stats",
+               description="Per-band mean/std of a dataset split (both dates, stored units), "
+                           "for the data config's mean/std.")
     add_dataset_args(p)
     p.add_argument("--max-images", type=int, help="use only the first N pairs")
     p.add_argument("--json", action="store_true")

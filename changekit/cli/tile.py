@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from changekit.cli._dataset_args import console
+from changekit.cli._parser import Parser
 from changekit.data.tools import tile_dataset
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="changekit tile",
-                                description="Cut large image pairs (and labels) into tiles, keeping splits apart. "
-                                            "Output: DST/<split>/<date1,date2,label folders>/<name>_<row>_<col>.<ext>.")
+    p = Parser(prog="changekit tile",
+               description="Cut large image pairs (and labels) into tiles, keeping splits apart. "
+                           "Output: DST/<split>/<date1,date2,label folders>/<name>_<row>_<col>.<ext>.")
     p.add_argument("preset", help="preset of the source layout (e.g. whu-cd-whole, levir-cd, folder)")
     p.add_argument("src", help="source dataset root")
     p.add_argument("dst", help="output root (tiles in the same split/folder layout)")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
+from changekit.cli._parser import Parser
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="changekit view",
-                                description="Serve a `changekit scene` output folder as a map: both dates, the change "
-                                            "probability and map, the polygons (a list by area, popups).")
+    p = Parser(prog="changekit view",
+               description="Serve a `changekit scene` output folder as a map: both dates, the change "
+                           "probability and map, the polygons (a list by area, popups).")
     p.add_argument("out", help="the --out folder of a finished `changekit scene` run")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")

@@ -256,14 +256,40 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
+def _parse_quietly(command: str, argv: list[str]) -> ChangeCLI:
+    """Build the CLI; a parser that prints its usage and exits (jsonargparse's nested ``--*.help`` parsers do) is
+    turned into one error line. Everything else it prints (help, warnings) is passed on as it is."""
+    import contextlib
+    import io
+    import sys
+
+    buf = io.StringIO()
+    failed = None
+    try:
+        with contextlib.redirect_stderr(buf):
+            return ChangeCLI(command, list(argv))
+    except SystemExit as e:
+        if e.code:
+            said = [line for line in buf.getvalue().splitlines() if "error:" in line]
+            failed = said[-1].split("error:", 1)[1].strip() if said else f"the options were refused (exit {e.code})"
+            raise ConfigError(failed) from None
+        raise
+    finally:
+        if failed is None:
+            sys.stderr.write(buf.getvalue())
+
+
 def _run(command: str, argv: list[str]) -> int:
     from jsonargparse import ArgumentError
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     _quiet_lightning()
     try:
-        cli = ChangeCLI(command, list(argv))
-    except (ArgumentError, MisconfigurationException) as e:
+        cli = _parse_quietly(command, argv)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"a file given on the command line is not UTF-8 text ({e.reason} at byte {e.start}); "
+                          "configs and option files are YAML text") from None
+    except (ArgumentError, MisconfigurationException, ValueError) as e:  # ValueError: values jsonargparse rejects
         raise ConfigError(" ".join(str(e).split())) from None
     ckpt_path = cli.config.get("ckpt_path")
     overwrite = bool(cli.config.get("overwrite"))
