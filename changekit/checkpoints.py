@@ -83,11 +83,21 @@ _inert_pickle = types.SimpleNamespace(
 )
 
 
+def _first_line(e: BaseException) -> str:
+    """The first line of a library's error (torch's unpickling errors run to a page of advice)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.split("/", 1)[-1].startswith("code/") for n in z.namelist())
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.split("/", 1)[-1].startswith("code/") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):  # a damaged archive: torch.load says what is wrong
+        return False
 
 
 def read_checkpoint(path: str | Path) -> Any:
@@ -101,22 +111,22 @@ def read_checkpoint(path: str | Path) -> Any:
         try:
             return load_file(str(path), device="cpu")
         except Exception as e:  # safetensors raises its own error types
-            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(e)})") from e
     if _is_torchscript(path):
         try:
             return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         except Exception as e:
-            raise CheckpointError(f"{path}: TorchScript archive could not be read ({e})") from e
+            raise CheckpointError(f"{path}: TorchScript archive could not be read ({_first_line(e)})") from e
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         pass  # objects weights_only refuses (mmengine meta): read them inertly below
     except Exception as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from e
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_inert_pickle)
     except Exception as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from e
 
 
 def _tensor_items(d: Mapping[str, Any]) -> dict[str, torch.Tensor]:

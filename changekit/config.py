@@ -49,14 +49,25 @@ def load_config(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[s
         raise ConfigError(f"{path}: {BASE_KEY} files include each other ({chain})")
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a YAML config is UTF-8 text)") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: a config must be a mapping of sections (model, data, trainer ...)")
     bases = data.pop(BASE_KEY, None) or []
     if isinstance(bases, str):
         bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b.strip() for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY} must be a file name or a list of file names (relative to this file), "
+                          f"not {bases!r}")
     merged: dict[str, Any] = {}
     for b in bases:
+        if not (path.parent / b).is_file():
+            raise ConfigError(f"{path}: {BASE_KEY} {b!r}: no such file ({path.parent / b}); base paths are relative "
+                              "to the file that names them")
         merged = merge(merged, load_config(path.parent / b, (*_seen, path.resolve())))
     return merge(merged, data)

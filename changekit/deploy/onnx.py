@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from changekit.atomic import atomic_write
 from changekit.errors import ChangekitError, ConfigError
+from changekit.models.record import check_model_record
 
 __all__ = ["ExportError", "export_onnx", "OnnxModel", "read_metadata", "METADATA_KEYS"]
 
@@ -235,6 +236,14 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
+def _check_graph_io(path: Path, session) -> None:
+    """Inputs and output a scene can feed and read: float tensors of rank 4 (batch, bands, height, width)."""
+    for io in [*session.get_inputs(), *session.get_outputs()[:1]]:
+        if io.type != "tensor(float)" or len(io.shape or ()) != 4:
+            raise ConfigError(f"{path}: {io.name} is a {io.type} of shape {io.shape}, not a float tensor of rank 4 "
+                              "(batch, bands, height, width); export it with `changekit export`")
+
+
 class OnnxModel:
     """An exported graph behind the ``model(t1, t2) -> logits`` interface, or ``model(image)`` for a segmentation
     model (ONNX Runtime; CPU, or CUDA when asked and available). ``changekit_info`` holds the file's metadata,
@@ -251,6 +260,7 @@ class OnnxModel:
         if task is None:
             raise ConfigError(f"{path}: inputs are {names}, not (t1, t2) or (image,); export it with `changekit export`")
         self.task, self.input_names = task, names
+        _check_graph_io(path, self.session)
         info = {k: meta.get(k) for k in METADATA_KEYS}
         info["task"] = task
         for k, v in (overrides or {}).items():
@@ -259,6 +269,7 @@ class OnnxModel:
         if info.get("in_channels") is None:
             shape = self.session.get_inputs()[0].shape
             info["in_channels"] = shape[1] if isinstance(shape[1], int) else None
+        info = check_model_record(info, str(path))
         missing = [k for k in REQUIRED_FOR_SCENES if info.get(k) is None]
         if missing:
             flags = {"mean": "--mean", "std": "--std", "in_channels": "--bands"}
@@ -266,9 +277,9 @@ class OnnxModel:
                               f"{', '.join(dict.fromkeys(flags[k] for k in missing))} (in training units), or export it "
                               "with `changekit export`")
         self.changekit_info = info
-        self.in_channels, self.num_classes = int(info["in_channels"]), int(meta.get("num_classes") or 2)
-        self.fixed_size = tuple(meta["fixed_size"]) if meta.get("fixed_size") else None
-        self.fixed_batch = meta.get("fixed_batch")
+        self.in_channels, self.num_classes = int(info["in_channels"]), int(info.get("num_classes") or 2)
+        self.fixed_size = tuple(info["fixed_size"]) if info.get("fixed_size") else None
+        self.fixed_batch = info.get("fixed_batch")
 
     def fingerprint(self) -> str:
         return hashlib.sha1(self.path.read_bytes()).hexdigest()
@@ -290,8 +301,19 @@ class OnnxModel:
                               f"use --window {h} (or export the model at your window size)")
         arrays = [x.detach().float().cpu().numpy() for x in images]
         if self.fixed_batch == 1:  # a graph traced for one sample: run the samples one by one
-            out = np.concatenate([self.session.run(None, {n: a[i:i + 1] for n, a in zip(self.input_names, arrays)})[0]
+            out = np.concatenate([self._run({n: a[i:i + 1] for n, a in zip(self.input_names, arrays)})
                                   for i in range(len(first))])
         else:
-            out = self.session.run(None, dict(zip(self.input_names, arrays)))[0]
-        return torch.from_numpy(out).to(first.device)
+            out = self._run(dict(zip(self.input_names, arrays)))
+        want = (len(first), self.num_classes, *first.shape[-2:])
+        if tuple(out.shape) != want:
+            raise ConfigError(f"{self.path}: the graph answered a {tuple(first.shape)} input with {tuple(out.shape)} "
+                              f"logits, not {want} (batch, classes, height, width); export it with `changekit export`")
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(first.device)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        try:
+            return self.session.run(None, feeds)[0]
+        except Exception as e:  # onnxruntime's own error types: the graph does not take what a scene feeds it
+            raise ConfigError(f"{self.path}: ONNX Runtime cannot run it on ({', '.join(self.input_names)}) "
+                              f"windows: {_first_line(e)}; export it with `changekit export`") from None

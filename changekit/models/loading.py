@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from changekit.checkpoints import CheckpointError, extract_state_dict, load_weights, read_checkpoint
 from changekit.errors import ConfigError
+from changekit.models.record import check_model_record
 from changekit.models.registry import build_model, without_weights
 
 __all__ = ["load_model", "checkpoint_model_info"]
@@ -31,8 +32,10 @@ INFO_KEYS = ("arch", "arch_args", "num_classes", "ignore_index", "in_channels", 
 def checkpoint_model_info(ckpt: Mapping[str, Any], source: str) -> dict[str, Any]:
     """The model configuration a changekit checkpoint records (its ``changekit`` entry, or for older files
     the Lightning hyper-parameters); :class:`CheckpointError` when there is none."""
-    info = dict(ckpt.get("changekit") or {})
+    info = check_model_record(ckpt.get("changekit") or {}, source)
     hp = ckpt.get("hyper_parameters") or {}
+    if not isinstance(hp, Mapping):
+        hp = {}
     if not info:
         if "arch" not in hp:
             raise CheckpointError(
@@ -53,7 +56,7 @@ def checkpoint_model_info(ckpt: Mapping[str, Any], source: str) -> dict[str, Any
     info.setdefault("eval", {"mode": "whole"})
     for key in INFO_KEYS:
         info.setdefault(key, None)
-    return info
+    return check_model_record(info, source)
 
 
 def _config_info(config: str | os.PathLike) -> dict[str, Any]:
@@ -92,7 +95,7 @@ def load_model(path: str | os.PathLike | None, config: str | os.PathLike | None 
     recorded = (read_model_file_info(path) if config is None and path is not None
                 and str(path).endswith(".safetensors") and os.path.isfile(path) else None)
     if recorded is not None:
-        info = {k: None for k in INFO_KEYS} | recorded
+        info = {k: None for k in INFO_KEYS} | check_model_record(recorded, str(path))
         spec = {"arch": info["arch"], "arch_args": without_weights(info["arch_args"] or {})}
         try:
             model = build_model(spec, num_classes=int(info["num_classes"] or 2), weights=str(path))

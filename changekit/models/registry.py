@@ -21,6 +21,7 @@ from typing import Any
 import torch.nn as nn
 
 from changekit.checkpoints import load_weights
+from changekit.errors import ChangekitError, ConfigError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _DISCOVERED = False
@@ -115,15 +116,21 @@ def model_spec_from_config(config: str | Path | Mapping[str, Any]) -> tuple[str,
             return spec, {}
         if not isinstance(spec, Mapping) or "arch" not in spec:
             raise ValueError("model config needs an 'arch' entry naming a registered model")
-        return str(spec["arch"]), dict(spec.get("arch_args") or {})
+        args = spec.get("arch_args") or {}
+        if not isinstance(spec["arch"], str) or not isinstance(args, Mapping):
+            raise ValueError(f"model config: 'arch' must be a model name and 'arch_args' a mapping of its arguments "
+                             f"(got arch={spec['arch']!r}, arch_args={args!r})")
+        return spec["arch"], dict(args)
     text = str(config)
     if text.endswith((".yaml", ".yml")):
         from changekit.config import load_config
 
         try:
             return model_spec_from_config(load_config(text))
+        except ChangekitError:
+            raise
         except ValueError as e:
-            raise ValueError(f"{text}: {e}") from None
+            raise ConfigError(f"{text}: {e}") from None
     return text, {}
 
 
@@ -149,7 +156,18 @@ def build_model(config: str | Path | Mapping[str, Any], num_classes: int | None 
     # `weights` (a whole-model file) means the same for every model: factories that can use it to skip
     # work (BAN allocates its frozen ViT uninitialised) take it; for the others it is loaded here
     weights = kwargs.get("weights") if "weights" not in params else None
-    model = factory(**{k: v for k, v in kwargs.items() if not (k == "weights" and "weights" not in params)})
+    given = {k: v for k, v in kwargs.items() if not (k == "weights" and "weights" not in params)}
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(given) - set(params))
+        if unknown:
+            raise ConfigError(f"model {arch!r} takes no argument(s) {', '.join(unknown)}; it takes: "
+                              f"{', '.join(n for n in params if not n.startswith('_'))}")
+    try:
+        model = factory(**given)
+    except (TypeError, ValueError, RuntimeError) as e:  # a value of the wrong type or out of range
+        if isinstance(e, ChangekitError):
+            raise
+        raise ConfigError(f"model {arch!r} cannot be built with arch_args {given}: {' '.join(str(e).split())}") from None
     if weights is not None:
         load_weights(model, weights)
     got = getattr(model, "num_classes", num_classes)
