@@ -156,9 +156,9 @@ def open_inputs(paths: Sequence[str | Path], bands: Sequence[int] | None = None,
             ds2 = images[1]
             if not align:
                 raise DataError(
-                    f"the two dates are not on the same grid:\n  {named[0]}: {_describe_grid(ds1)}\n"
-                    f"  {named[1]}: {_describe_grid(ds2)}\n"
-                    "Pass --align to warp date 2 onto date 1's grid on the fly, or co-register them first."
+                    f"the two dates are not on the same grid ({named[0]}: {_describe_grid(ds1)}; "
+                    f"{named[1]}: {_describe_grid(ds2)}); pass --align to warp date 2 onto date 1's grid on the fly, "
+                    "or co-register them first"
                 )
             if ds1.crs is None or ds2.crs is None:
                 raise DataError(f"--align needs both dates georeferenced; {paths[0] if ds1.crs is None else paths[1]} has no CRS")
@@ -166,13 +166,22 @@ def open_inputs(paths: Sequence[str | Path], bands: Sequence[int] | None = None,
                 rs = Resampling[resampling]
             except KeyError:
                 raise ConfigError(f"--resampling {resampling!r}: use one of nearest, bilinear, cubic, lanczos, average") from None
-            if not _overlap(ds1, ds2):
+            from rasterio._err import CPLE_BaseError
+
+            try:
+                overlap = _overlap(ds1, ds2)
+                kw = dict(crs=ds1.crs, transform=ds1.transform, width=ds1.width, height=ds1.height, resampling=rs)
+                if ds2.nodata is None:
+                    kw["add_alpha"] = True  # areas outside date 2 read as masked
+                warped = WarpedVRT(ds2, **kw) if overlap else None
+            except (rasterio.errors.RasterioError, CPLE_BaseError) as e:  # PROJ knows no way between the two CRSs
+                raise DataError(f"--align: cannot warp {named[1]} ({_describe_grid(ds2)}) onto {named[0]}'s grid "
+                                f"({_describe_grid(ds1)}): {' '.join(str(e).split())[:200]}; check both files' "
+                                "georeferencing") from None
+            if not overlap:
                 raise DataError(f"the dates do not overlap: {named[0]} covers {_footprint(ds1)}, {named[1]} covers "
                                 f"{_footprint(ds2)}; give two images of the same place")
-            kw = dict(crs=ds1.crs, transform=ds1.transform, width=ds1.width, height=ds1.height, resampling=rs)
-            if ds2.nodata is None:
-                kw["add_alpha"] = True  # areas outside date 2 read as masked
-            images[1] = stack.enter_context(WarpedVRT(ds2, **kw))
+            images[1] = stack.enter_context(warped)
             aligned = True
         if bands is None:
             want = n_bands or ds1.count

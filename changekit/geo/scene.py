@@ -51,7 +51,14 @@ from changekit.geo.inputs import (
     train_range,
 )
 from changekit.geo.windows import Grid
-from changekit.geo.writers import StripWriter, assemble_class_rasters, assemble_rasters, strip_path, to_cog
+from changekit.geo.writers import (
+    StripWriter,
+    assemble_class_rasters,
+    assemble_rasters,
+    strip_done,
+    strip_path,
+    to_cog,
+)
 from changekit.models.loading import load_model
 
 __all__ = ["run_scene", "OUTPUTS", "CLASS_OUTPUTS"]
@@ -124,6 +131,14 @@ def prepare_out(out: Path) -> None:
         raise ConfigError(f"--out {out}: cannot create the folder ({e.strerror}); choose another location") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {out}: not writable by this user; choose another folder or fix its permissions")
+
+
+def _read_plan(path: Path) -> Any:
+    """The resume record of an unfinished run; a damaged one cannot vouch for its strips: start over."""
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(f"{path} (the record of an unfinished run) is damaged; pass --restart to start over") from None
 
 
 class OutputLock:
@@ -507,7 +522,7 @@ def run_scene(
                 if not plan_file.exists():
                     write_json(plan_file, plan)
             dist.barrier()
-            same = plan_file.exists() and json.loads(plan_file.read_text()) == json.loads(json.dumps(plan))
+            same = plan_file.exists() and _read_plan(plan_file) == json.loads(json.dumps(plan))
             if not dist.all_ok(same):
                 raise ConfigError(
                     f"{partial} holds an unfinished run with other inputs or settings; "
@@ -522,7 +537,7 @@ def run_scene(
             if text_note:
                 summary["text_classes"] = text_note
             mine = [i for i in range(grid.n_strips) if i % dist.world_size == dist.rank]
-            todo = [i for i in mine if not strip_path(partial, i).exists()]
+            todo = [i for i in mine if not strip_done(partial, i, grid, channels)]
             summary["strips_resumed"] = len(mine) - len(todo)
             n_cols = len(grid.cols)
             t_pred = time.perf_counter()

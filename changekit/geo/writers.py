@@ -38,6 +38,13 @@ def strip_path(partial: Path, i: int) -> Path:
     return partial / f"strip_{i:05d}.u16"
 
 
+def strip_done(partial: Path, i: int, grid: Grid, channels: int = 1) -> bool:
+    """Strip ``i`` is finished: its file is there at its full size. Strips appear whole (atomic renames), so a
+    file of another size was damaged after the fact; the run computes that strip again."""
+    p = strip_path(partial, i)
+    return p.is_file() and p.stat().st_size == grid.win_h * grid.width * channels * 2
+
+
 class StripWriter:
     """Writes column ranges of one strip straight to its file (no width-sized buffer in memory), through
     :func:`changekit.atomic.atomic_write`: the strip file appears on :meth:`commit`, never half-written."""

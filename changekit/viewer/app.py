@@ -17,6 +17,7 @@ Routes (nothing else; no URL part reaches the file system, every file it reads i
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,78 @@ __all__ = ["create_app", "check_scene_folder", "LAYERS"]
 #: the tile layers of a run, by task: input images first, then the outputs (file names without ``.tif``)
 LAYERS = {"change": ("t1", "t2", "change", "probability"), "segmentation": ("image", "classes", "confidence")}
 STATIC = Path(__file__).parent / "static"
+#: the deepest web-mercator zoom served (about 0.15 m pixels at the equator; deeper asks are not tiles)
+MAX_ZOOM = 30
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _nums(v: Any, n: int | None = None) -> bool:
+    return isinstance(v, list) and bool(v) and (n is None or len(v) == n) and all(_num(x) for x in v)
+
+
+def _band_list(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in v)
+
+
+def _display(v: Any) -> bool:
+    return isinstance(v, dict) and (v.get("bands") is None or _band_list(v["bands"])) and (
+        v.get("ranges") is None or (isinstance(v["ranges"], list) and all(_nums(r, 2) for r in v["ranges"])))
+
+
+def _scaling(v: Any) -> bool:
+    return (isinstance(v, dict) and _nums(v.get("gain")) and _nums(v.get("offset"))
+            and len(v["gain"]) == len(v["offset"]) and all(g != 0 for g in v["gain"]))
+
+
+def _file_names(v: Any) -> bool:  # output files live in the run's folder: plain names, nothing that leaves it
+    return isinstance(v, dict) and all(isinstance(n, str) and n and Path(n).name == n and n not in (".", "..")
+                                       for n in v.values())
+
+
+#: what the viewer reads from scene.json: key -> (check, what it must be); required unless marked optional
+RECORD = {
+    "task": (lambda v: isinstance(v, str) and v in LAYERS, f"one of {', '.join(LAYERS)}", False),
+    "t1": (lambda v: isinstance(v, str) and bool(v), "the path of date 1", False),
+    "t2": (lambda v: isinstance(v, str) and bool(v), "the path of date 2", False),
+    "image": (lambda v: isinstance(v, str) and bool(v), "the path of the image", False),
+    "bands": (_band_list, "a list of 1-based band numbers", False),
+    "train_range": (lambda v: _nums(v, 2), "[min, max]", False),
+    "scaling": (_scaling, "{gain: [...], offset: [...]} with non-zero gains", False),
+    "outputs": (_file_names, "a mapping of outputs to file names in the folder", False),
+    "crs": (lambda v: v is None or isinstance(v, str), "a CRS string or null", True),
+    "display": (_display, "{bands: [...], ranges: [[lo, hi], ...]}", True),
+    "palette": (lambda v: v is None or (isinstance(v, list) and all(_nums(c, 3) for c in v)), "a list of [r, g, b]",
+                True),
+}
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """scene.json, checked key by key: a record edited or damaged by hand is named, not a server error later."""
+    fix = "rerun the scene command with --restart to write it again"
+    try:
+        record = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({type(e).__name__}); {fix}") from None
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path}: holds a {type(record).__name__}, not a scene record; {fix}")
+    record.setdefault("task", "change")  # records written before segmentation runs had no task
+    ok, what, _ = RECORD["task"]
+    if not ok(record["task"]):
+        raise ConfigError(f"{path}: task is {record['task']!r}, not {what}; {fix}")
+    needed = {*LAYERS[record["task"]][:-2], "bands", "train_range", "scaling", "outputs"}
+    for key, (ok, what, optional) in RECORD.items():
+        if key not in record:
+            if key in needed:
+                raise ConfigError(f"{path}: no {key!r}; {fix}")
+            continue
+        if key not in needed and not optional:
+            continue
+        if not ok(record[key]) and not (optional and record[key] is None):
+            raise ConfigError(f"{path}: {key} is {record[key]!r}, not {what}; {fix}")
+    return record
 
 
 def check_scene_folder(out: str | Path) -> dict[str, Any]:
@@ -34,7 +107,7 @@ def check_scene_folder(out: str | Path) -> dict[str, Any]:
     out = Path(out)
     if not out.is_dir():
         raise ConfigError(f"{out}: no such folder; give the --out folder of a `changekit scene` run")
-    record = json.loads((out / "scene.json").read_text()) if (out / "scene.json").is_file() else {}
+    record = _read_record(out / "scene.json") if (out / "scene.json").is_file() else {}
     task = record.get("task", "change")
     inputs, outputs = LAYERS[task][:-2], LAYERS[task][-2:]
     missing = [n for n in ("scene.json", *(f"{k}.tif" for k in outputs)) if not (out / n).is_file()]
@@ -98,6 +171,8 @@ def create_app(out: str | Path):
         if layer not in files:
             return Response(status_code=404)
         z, x, y = (int(request.path_params[k]) for k in ("z", "x", "y"))
+        if not (0 <= z <= MAX_ZOOM and 0 <= x < 2**z and 0 <= y < 2**z):  # no such tile on the web-mercator grid
+            return Response(status_code=404)
         try:
             with Reader(str(files[layer])) as src:
                 if layer in ("t1", "t2", "image"):
