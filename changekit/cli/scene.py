@@ -29,6 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a model changekit ships, by name (`changekit models --names`: s2-... for "
                                    "Sentinel-2 L1C, aerial-... for aerial RGB); instead of --ckpt")
     p.add_argument("--out", required=True, help="output folder")
+    stac = p.add_argument_group("Sentinel-2 dates as STAC Items (--t1 ITEM.json --t2 ITEM.json; docs/sentinel2.md)")
+    stac.add_argument("--bbox", help="crop both dates to W,S,E,N (degrees, EPSG:4326)")
+    stac.add_argument("--aoi", help="crop both dates to the bounds of this GeoJSON (EPSG:4326)")
+    stac.add_argument("--mask", help="no data where the Item's mask says: scl (clouds, shadows, cirrus, snow, "
+                                     "saturated, no data), scl:CLASSES, or band:ASSET:VALUES")
+    stac.add_argument("--max-masked", type=float, default=0.5,
+                      help="refuse a date with more than this fraction of the area masked (default 0.5)")
+    stac.add_argument("--force", action="store_true", help="run even on dates masked beyond --max-masked")
     p.add_argument("--bands", help="1-based bands to read from each image, in model order, e.g. 4,3,2 (default: 1..C)")
     p.add_argument("--scale", default="auto",
                    help="stored values -> training units: auto (default), none, dtype, percentile[:LO,HI], linear:MIN,MAX")
@@ -85,7 +93,11 @@ def main(argv: list[str]) -> int:
     if args.ckpt is None and args.config is None:
         raise ConfigError("give --model NAME (a shipped model, `changekit models --names`) or --ckpt (and --config if "
                           "the checkpoint does not record its model config)")
+    from changekit.data.stac import StacOptions
     from changekit.geo.scene import run_scene
+
+    stac = StacOptions(bbox=args.bbox.split(",") if args.bbox else None, aoi=args.aoi, mask=args.mask,
+                       max_masked=args.max_masked, force=args.force)
 
     s = run_scene(
         args.image or args.t1, None if args.image else args.t2, args.out, ckpt=args.ckpt, config=args.config, mean=args.mean, std=args.std,
@@ -94,7 +106,7 @@ def main(argv: list[str]) -> int:
         threshold=args.threshold, min_area=args.min_area, simplify=args.simplify, vectors=not args.no_vectors,
         cog=args.cog, pixel_coords=args.pixel_coords, restart=args.restart, keep_partial=args.keep_partial, progress=not args.quiet and sys.stderr.isatty(),
         clip_per_window=args.clip_per_window, clip_top_k=args.clip_top_k, precision=args.precision,
-        compile=args.compile,
+        compile=args.compile, stac=stac,
     )
     if s["rank"] == 0:
         print(f"scene {s['grid']} px, bands {s['bands']}, scaling {s['scaling']}"
@@ -109,6 +121,9 @@ def main(argv: list[str]) -> int:
             print(f"changed pixels: {s['changed_pixels']} of {s['valid_pixels']} valid ({s['nodata_pixels']} no data)")
         if "polygons" in s:
             print(f"polygons: {s['polygons']} (dropped below --min-area: {s['polygons_dropped']})")
+        for date, rec in (s.get("stac") or {}).get("dates", {}).items():
+            masked = f", {100 * rec['masked_fraction']:.1f} % masked" if "masked_fraction" in rec else ""
+            print(f"{date}: STAC Item {rec['item']} ({rec['level'] or 'level unknown'}, {rec['datetime']}){masked}")
         if s.get("text_classes"):
             print(f"prompts: {s['text_classes']}")
         if s.get("crs") is None:

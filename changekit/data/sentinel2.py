@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -103,21 +103,20 @@ def product_level(folder: str | os.PathLike, files: Sequence[str | os.PathLike] 
     return level_from_names(names)
 
 
-def _grid_of(path: Path):
+def _grid_of(path: str | Path):
     import rasterio
 
-    with rasterio.open(path) as ds:
-        return ds.crs, ds.transform, ds.width, ds.height, ds.dtypes[0]
+    try:
+        with rasterio.open(path) as ds:
+            return ds.crs, ds.transform, ds.width, ds.height, ds.dtypes[0]
+    except rasterio.errors.RasterioError as e:
+        raise DataError(f"{path}: not a raster that GDAL/rasterio can open ({' '.join(str(e).split())[:200]})") from None
 
 
 def band_stack_vrt(folder: str | os.PathLike, bands: str | Sequence[str], *,
                    grid: tuple | None = None, resampling: str = "bilinear", nodata: float | None = 0) -> str:
-    """A GDAL VRT (XML text) stacking ``bands`` of ``folder`` in that order on one grid.
-
-    The grid is ``grid`` (``(crs, transform, width, height)``, e.g. another date's) or that of the finest
-    requested band. Each band file is placed by its own geotransform, so 20 m and 60 m bands land where
-    they belong and are resampled (``bilinear``) on reading. ``nodata`` (0: Sentinel-2's fill value) is what
-    areas without data read as. Missing bands raise one DataError naming them and the folder."""
+    """A GDAL VRT (XML text) stacking ``bands`` of ``folder`` in that order on one grid (see :func:`stack_vrt`).
+    Missing bands raise one DataError naming them and the folder."""
     names = resolve_band_names(bands)
     folder = Path(folder)
     if not folder.is_dir():
@@ -128,37 +127,54 @@ def band_stack_vrt(folder: str | os.PathLike, bands: str | Sequence[str], *,
         have = ", ".join(files) or "none"
         raise DataError(f"{folder}: no file for band(s) {', '.join(missing)} (found: {have}); the model needs "
                         f"{', '.join(names)}. Add those band files (names ending _B02.tif, _B8A.jp2, ...)")
-    grids = {b: _grid_of(files[b]) for b in names}
+    return stack_vrt({b: str(files[b].resolve()) for b in names}, grid=grid, resampling=resampling, nodata=nodata)
+
+
+def stack_vrt(sources: Mapping[str, str], *, grid: tuple | None = None, resampling: str = "bilinear",
+              nodata: float | None = 0, mask: str | None = None) -> str:
+    """A GDAL VRT (XML text) stacking single-band rasters ``sources`` (band name -> any path GDAL opens: a file,
+    ``/vsicurl/`` or ``/vsis3/``), in that order, on one grid.
+
+    The grid is ``grid`` (``(crs, transform, width, height)``, e.g. another date's, or a window of it) or that of
+    the finest source. Each source is placed by its own geotransform, so 20 m and 60 m bands land where they
+    belong and are resampled (``bilinear``) on reading; nothing is read until the VRT is. ``nodata`` (0:
+    Sentinel-2's fill value) is what areas without data read as. ``mask``: a uint8 raster on the grid (0 =
+    masked) that becomes the stack's mask for every band."""
+    grids = {b: _grid_of(src) for b, src in sources.items()}
     if grid is None:
-        ref = min(names, key=lambda b: abs(grids[b][1].a))
+        ref = min(grids, key=lambda b: abs(grids[b][1].a))
         crs, transform, width, height, _ = grids[ref]
     else:
         crs, transform, width, height = grid[:4]
-    for b in names:
-        if grids[b][0] != crs:
-            raise DataError(f"{files[b]}: CRS {grids[b][0]} differs from the grid's {crs}; the band files of a date "
-                            "must share one CRS")
+    for b, g in grids.items():
+        if g[0] != crs:
+            raise DataError(f"{sources[b]}: CRS {g[0]} differs from the grid's {crs}; the bands of a date must share "
+                            "one CRS")
     inv = ~transform
     parts = [f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">']
     if crs is not None:
         parts.append(f"<SRS>{escape(crs.to_wkt())}</SRS>")
     parts.append("<GeoTransform>" + ", ".join(repr(float(v)) for v in transform.to_gdal()) + "</GeoTransform>")
-    for k, b in enumerate(names, start=1):
+    for k, (b, src) in enumerate(sources.items(), start=1):
         _, t, w, h, dtype = grids[b]
         x0, y0 = inv @ (t.c, t.f)
         x1, y1 = inv @ (t.c + t.a * w, t.f + t.e * h)
         gdal_type = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
                      "float32": "Float32", "float64": "Float64"}.get(dtype, "Float32")
-        parts.append(f'<VRTRasterBand dataType="{gdal_type}" band="{k}"><Description>{b}</Description>')
+        parts.append(f'<VRTRasterBand dataType="{gdal_type}" band="{k}"><Description>{escape(b)}</Description>')
         if nodata is not None:
             parts.append(f"<NoDataValue>{nodata:g}</NoDataValue>")
         parts.append(
             f'<ComplexSource resampling="{resampling}"><SourceFilename relativeToVRT="0">'
-            f"{escape(str(files[b].resolve()))}</SourceFilename><SourceBand>1</SourceBand>"
+            f"{escape(str(src))}</SourceFilename><SourceBand>1</SourceBand>"
             f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
             f'<DstRect xOff="{x0:.10g}" yOff="{y0:.10g}" xSize="{x1 - x0:.10g}" ySize="{y1 - y0:.10g}"/>'
             + (f"<NODATA>{nodata:g}</NODATA>" if nodata is not None else "")
             + "</ComplexSource></VRTRasterBand>")
+    if mask is not None:
+        parts.append('<MaskBand><VRTRasterBand dataType="Byte"><SimpleSource><SourceFilename relativeToVRT="0">'
+                     f"{escape(str(mask))}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>"
+                     "</VRTRasterBand></MaskBand>")
     parts.append("</VRTDataset>")
     return "".join(parts)
 

@@ -133,6 +133,22 @@ def prepare_out(out: Path) -> None:
         raise ConfigError(f"--out {out}: not writable by this user; choose another folder or fix its permissions")
 
 
+def _stac_or_band_folders(paths: list, info: dict, out: Path, stac: Any) -> list[str]:
+    """Dates given as STAC Items or Sentinel-2 band folders become VRTs of the model's bands in ``out``; stacked
+    rasters pass through."""
+    from changekit.data.stac import is_stac_item, stac_inputs
+
+    items = [is_stac_item(p) for p in paths]
+    if any(items):
+        if not all(items):
+            raise DataError(f"{' and '.join(map(str, paths))}: give every date as a STAC Item, or none")
+        return stac_inputs([str(p) for p in paths], info, out, stac)
+    if stac.bbox is not None or stac.aoi is not None or stac.mask is not None:
+        raise ConfigError("--bbox, --aoi and --mask apply to dates given as STAC Items (ITEM.json); crop and mask "
+                          "stacked rasters before the run")
+    return band_folder_inputs(paths, info, out)
+
+
 def _read_plan(path: Path) -> Any:
     """The resume record of an unfinished run; a damaged one cannot vouch for its strips: start over."""
     try:
@@ -388,6 +404,7 @@ def run_scene(
     precision: str = "fp32",
     compile: bool = False,  # noqa: A002 - the CLI flag's name
     on_window: Callable[[int], None] | None = None,
+    stac: Any = None,
 ) -> dict:
     """Run a change model over two scenes; write ``change.tif``, ``probability.tif`` and polygons to ``out_dir``.
 
@@ -407,6 +424,9 @@ def run_scene(
     written to ``window_classes.json`` and ``scene.json`` says which it was. ``precision`` (fp32, bf16, fp16) and
     ``compile`` go through :func:`changekit.optimize_for_inference` (bf16 needs native CPU support or CUDA, fp16
     CUDA; otherwise fp32 with a warning); an exported .onnx keeps the precision it was exported with.
+    Sentinel-2 dates may be folders of band files or STAC Items (``ITEM.json``); ``stac``
+    (:class:`changekit.data.stac.StacOptions`) crops Items to an area of interest and masks clouds; what it did is
+    recorded under ``stac`` in ``scene.json``.
     Returns a summary dict (on rank 0 with output paths and counts).
     """
     t_start = time.perf_counter()
@@ -476,7 +496,11 @@ def run_scene(
         if (mean_v is None or std_v is None) and (ckpt is not None or config is not None):
             raise ConfigError(f"{ckpt or config}: no mean/std recorded; pass --mean and --std in training units")
         band_list = parse_bands(bands)
-        paths = band_folder_inputs(paths, info, out)  # Sentinel-2 band folders -> VRTs of the model's bands
+        if stac is None:
+            from changekit.data.stac import StacOptions
+
+            stac = StacOptions()
+        paths = _stac_or_band_folders(paths, info, out, stac)  # Sentinel-2 Items or band folders -> VRTs
         import rasterio
 
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
@@ -536,6 +560,8 @@ def run_scene(
                                    date_stats)
             if text_note:
                 summary["text_classes"] = text_note
+            if stac.record:
+                summary["stac"] = stac.record
             mine = [i for i in range(grid.n_strips) if i % dist.world_size == dist.rank]
             todo = [i for i in mine if not strip_done(partial, i, grid, channels)]
             summary["strips_resumed"] = len(mine) - len(todo)
@@ -577,6 +603,7 @@ def run_scene(
                               **({"class_names": class_names, "palette": palette} if segmentation else
                                  {"threshold": threshold}),
                               "model": str(ckpt or config or type(model).__name__), "crs": summary["crs"],
+                              **({"stac": stac.record} if stac.record else {}),
                               **({"display": shown} if (shown := display_bands(inputs, info)) else {}),
                               **({"text_classes": text_note} if text_note else {}),
                               "outputs": {k: os.path.basename(v) for k, v in summary["outputs"].items()}}
