@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint clean
+.PHONY: demo test fuzz install lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# the long fuzz profile: random seeds, 20x the cases of `make test`; a failing case is saved under tests/fuzz/corpus/
+fuzz: $(STAMP)
+	CHANGEKIT_FUZZ=long $(BIN)/python -m pytest -q tests/fuzz --hypothesis-show-statistics
 
 lint: $(STAMP)
 	$(BIN)/ruff check changekit tests benchmarks
