@@ -67,7 +67,7 @@ def load_config(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict[s
     merged: dict[str, Any] = {}
     for b in bases:
         if not (path.parent / b).is_file():
-            raise ConfigError(f"{path}: {BASE_KEY} {b!r}: no such file ({path.parent / b}); base paths are relative "
+            raise ConfigError(f"{path}: {BASE_KEY} {b!r}: no such file ({str(path.parent / b)!r}); base paths are relative "
                               "to the file that names them")
         merged = merge(merged, load_config(path.parent / b, (*_seen, path.resolve())))
     return merge(merged, data)

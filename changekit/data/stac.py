@@ -99,7 +99,7 @@ def read_item(src: str | os.PathLike):
         raise DataError(f"{text}: no such STAC Item file")
     try:
         item = pystac.Item.from_file(text)
-    except (OSError, ValueError, KeyError, TypeError, pystac.STACError) as e:
+    except Exception as e:  # pystac raises whatever a malformed dict makes Python raise: not an Item either way
         offline = "://" in text and isinstance(e, OSError)
         why = "cannot be fetched (offline? download the Item with `changekit search` first)" if offline else \
             f"is not a STAC Item ({type(e).__name__}: {' '.join(str(e).split())[:160]})"
@@ -123,7 +123,8 @@ def item_level(item) -> str | None:
 def _asset_band_names(asset) -> list[str]:
     """The band names and common names an asset declares (STAC 1.0 ``eo:bands``, STAC 1.1 ``bands``)."""
     names = []
-    for entry in (asset.extra_fields.get("eo:bands") or []) + (asset.extra_fields.get("bands") or []):
+    declared = [v for k in ("eo:bands", "bands") if isinstance(v := asset.extra_fields.get(k), list)]
+    for entry in (e for v in declared for e in v):  # (a malformed entry declares nothing)
         if isinstance(entry, Mapping):
             names += [str(entry[k]) for k in ("name", "common_name", "eo:common_name") if entry.get(k)]
     return names

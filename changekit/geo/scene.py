@@ -139,6 +139,10 @@ def _stac_or_band_folders(paths: list, info: dict, out: Path, stac: Any) -> list
     from changekit.data.stac import is_stac_item, stac_inputs
 
     items = [is_stac_item(p) for p in paths]
+    for p, item in zip(paths, items):
+        if str(p).lower().endswith(".json") and not item:
+            raise DataError(f"{p}: not a STAC Item (a JSON object with \"type\": \"Feature\" and \"stac_version\"); "
+                            "give the Item file of each date, or rasters")
     if any(items):
         if not all(items):
             raise DataError(f"{' and '.join(map(str, paths))}: give every date as a STAC Item, or none")
