@@ -18,6 +18,15 @@ from changekit.data.stac import COMMON_NAMES
 CLOUD = (60, 6, 24, 30)  # x, y, w, h on the 10 m grid (multiples of 2) covered by SCL class 9 in date 2
 
 
+def _to_cog(path: Path) -> Path:
+    from rasterio.shutil import copy
+
+    tmp = path.with_name("cog_" + path.name)
+    copy(path, tmp, driver="COG", blocksize=64, overview_resampling="nearest")
+    tmp.replace(path)
+    return path
+
+
 def write_scl(path: Path, date: int, origin=(500000.0, 5400000.0), epsg: int = 32631) -> Path:
     """A 20 m scene classification: vegetation (4) everywhere, a high-probability cloud (9) in date 2."""
     scl = np.full((H // 2, W // 2), 4, np.uint8)
@@ -37,6 +46,8 @@ def write_item(folder: Path, date: int, *, level: str = "L1C", bands=S2_BANDS, d
 
     write_band_folder(folder, date, bands=bands, drop=drop, epsg=epsg, origin=origin)
     files = find_band_files(folder)
+    for f in files.values():  # as catalogues serve them: cloud-optimised GeoTIFFs
+        _to_cog(f)
     if no_crs:
         for f in files.values():  # the same pixels and transform, no CRS
             with rasterio.open(f) as ds:
@@ -60,7 +71,7 @@ def write_item(folder: Path, date: int, *, level: str = "L1C", bands=S2_BANDS, d
                                          extra_fields={"eo:bands": [{"name": band, "common_name": COMMON_NAMES[band]}],
                                                        "gsd": RESOLUTION[band]}))
     if level == "L2A":
-        scl = write_scl(folder / "SCL_20m.tif", date, origin, epsg)
+        scl = _to_cog(write_scl(folder / "SCL_20m.tif", date, origin, epsg))
         item.add_asset("SCL", pystac.Asset(str(scl.resolve()), media_type=pystac.MediaType.COG, roles=["data"]))
     path = folder / "item.json"
     item.set_self_href(str(path.resolve()))

@@ -56,17 +56,9 @@ def pair(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def scene_ckpt(tmp_path_factory):
+def scene_ckpt(tiny_scene_ckpt):
     """A changekit checkpoint of a tiny model trained on uint8 data (units recorded)."""
-    from changekit import build_model
-
-    path = tmp_path_factory.mktemp("ck") / "m.ckpt"
-    model = build_model("fc_siam_diff", base_channel=4)
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "pytorch-lightning_version": "2",
-                "changekit": {"arch": "fc_siam_diff", "arch_args": {"base_channel": 4}, "num_classes": 2,
-                              "mean": [0, 0, 0], "std": [255, 255, 255], "units": {"dtype": "uint8", "range": [0, 255]}}},
-               path)
-    return path
+    return tiny_scene_ckpt
 
 
 # ------------------------------------------------------------------------------ silent wrong results

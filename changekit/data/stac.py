@@ -260,7 +260,7 @@ def stac_inputs(paths: Sequence[str], info: Mapping[str, Any], out_dir: Path, op
 
     units = info.get("units") or {}
     names, trained = units.get("band_names"), units.get("product")
-    flags = ("--image",) if len(paths) == 1 else ("--t1", "--t2")
+    flags = ("--image",) if len(paths) == 1 else tuple(f"--t{k}" for k in range(1, len(paths) + 1))
     if not names:
         raise ConfigError(f"{flags[0]} {paths[0]} is a STAC Item, but the model does not record which Sentinel-2 "
                           "bands it takes (changekit's s2- models do)")

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture(scope="session")
-def fuzz_ckpt(tmp_path_factory):
+def fuzz_ckpt(tiny_scene_ckpt):
     """A changekit checkpoint of a tiny FC-Siam-diff trained on uint8 RGB (units recorded)."""
-    from changekit import build_model
-
-    path = tmp_path_factory.mktemp("fuzz-ck") / "m.ckpt"
-    torch.manual_seed(0)
-    model = build_model("fc_siam_diff", base_channel=4)
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "pytorch-lightning_version": "2",
-                "changekit": {"arch": "fc_siam_diff", "arch_args": {"base_channel": 4}, "num_classes": 2,
-                              "mean": [0, 0, 0], "std": [255, 255, 255], "units": {"dtype": "uint8", "range": [0, 255]}}},
-               path)
-    return path
+    return tiny_scene_ckpt
 
 
 @pytest.fixture(scope="session")
