@@ -161,7 +161,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, size: Sequence[int]
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
             graph = _sorted(convert_float_to_float16(graph, keep_io_types=True))
-        from changekit import __version__
+        from changekit.version import __version__
 
         num_classes = int(getattr(model, "num_classes", info.get("num_classes") or 2))
         legend = [None, None]
