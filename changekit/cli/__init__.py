@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models", "list the registered model configurations"),
     "info": ("info", "parameters and FLOPs of a model config"),
     "scene": ("scene", "run a model over two large georeferenced scenes"),
+    "timeline": ("timeline", "run a change model over N dates: when each place changed, how often"),
     "search": ("search", "find Sentinel-2 dates in a STAC API over an area, least cloudy first"),
     "view": ("view", "review a scene's changes on a map in the browser"),
     "export": ("export", "export a model to ONNX (with the metadata inference needs)"),

@@ -24,7 +24,8 @@ import numpy as np
 from changekit.atomic import atomic_write
 from changekit.data.io import write_png
 
-__all__ = ["make_pair", "make_landcover", "write_dataset", "write_segmentation_dataset", "write_landcover_geotiff", "LANDCOVER_CLASSES", "LANDCOVER_PALETTE", "write_geotiff_pair", "render_window", "render_pair_window", "render_label", "SceneParams", "scene_params"]
+__all__ = ["make_pair", "make_landcover", "write_dataset", "write_segmentation_dataset", "write_landcover_geotiff", "LANDCOVER_CLASSES", "LANDCOVER_PALETTE", "write_geotiff_pair", "render_window", "render_pair_window", "render_label", "SceneParams", "scene_params", "Building", "ROOF",
+           "date_series_buildings", "render_series_date", "write_date_series"]
 
 CELL = 64  # building/road grid (px)
 _ROOFS = np.array([[172, 172, 178], [168, 84, 62], [82, 112, 165], [214, 212, 204], [96, 96, 104],
@@ -418,3 +419,84 @@ def write_landcover_geotiff(image_path: str | os.PathLike, label_path: str | os.
         with atomic_write(label_path) as tmp, rasterio.open(tmp, "w", count=1, **profile) as ds:
             ds.write(cls, 1)
             ds.write_colormap(1, {i: (*c, 255) for i, c in enumerate(LANDCOVER_PALETTE)})
+
+
+# ------------------------------------------------------------------------------------------- N-date series
+#: roof colour of the date series' buildings: no background, road or season reaches it (R > 200 and G < 100)
+ROOF = (250, 60, 60)
+
+
+@dataclass(frozen=True)
+class Building:
+    """A rectangle (y, x, h, w) built at ``events[0]``, demolished at ``events[1]``, rebuilt at ``events[2]`` ...
+    (1-based date indices, in order)."""
+
+    y: int
+    x: int
+    h: int
+    w: int
+    events: tuple[int, ...]
+
+    def present(self, date: int) -> bool:
+        """Standing at ``date`` (1-based): an odd number of its events happened by then."""
+        return sum(e <= date for e in self.events) % 2 == 1
+
+
+def date_series_buildings(n_dates: int, size: Sequence[int], seed: int = 0, n: int = 12) -> list[Building]:
+    """Buildings that appear, are demolished and reappear at known dates (every schedule is possible, including
+    one standing from the first date, which is no change)."""
+    rng = np.random.default_rng(seed)
+    H, W = size
+    out: list[Building] = []
+    tries = 0
+    while len(out) < n and tries < 50 * n:
+        tries += 1
+        h, w = (int(v) for v in rng.integers(8, max(9, min(H, W) // 4), 2))
+        y, x = int(rng.integers(0, max(1, H - h))), int(rng.integers(0, max(1, W - w)))
+        if any(y < b.y + b.h + 2 and b.y < y + h + 2 and x < b.x + b.w + 2 and b.x < x + w + 2 for b in out):
+            continue  # apart, so that each is its own region
+        k = int(rng.integers(1, 4))
+        events = tuple(sorted(int(e) for e in rng.choice(np.arange(1, n_dates + 1), size=min(k, n_dates),
+                                                         replace=False)))
+        out.append(Building(y, x, h, w, events))
+    return out
+
+
+def render_series_date(buildings: Sequence[Building], date: int, n_dates: int, size: Sequence[int],
+                       seed: int = 0) -> np.ndarray:
+    """Date ``date`` (1-based) of the series as uint8 (H, W, 3): a ground texture that shifts colour with the
+    seasons (not change), the buildings standing then in :data:`ROOF` red."""
+    H, W = size
+    base = _value_noise(seed, 11, 0, 0, H, W, 24.0)
+    phase = 2 * np.pi * (date - 1) / max(1, min(n_dates, 4))  # a yearly cycle, sampled 4 times a year at most
+    season = np.array([1 + 0.12 * np.cos(phase), 1 + 0.15 * np.sin(phase), 1 - 0.1 * np.cos(phase)], np.float32)
+    img = (70 + 80 * base)[..., None] * np.array([1.0, 1.1, 0.8], np.float32) * season
+    img = np.clip(img, 0, 160)
+    for b in buildings:
+        if b.present(date):
+            img[b.y:b.y + b.h, b.x:b.x + b.w] = ROOF
+    return img.astype(np.uint8)
+
+
+def write_date_series(folder: str | os.PathLike, n_dates: int, size: Sequence[int] = (256, 256), seed: int = 0,
+                      n_buildings: int = 12, crs: str = "EPSG:32631", pixel: float = 10.0) -> tuple[list[Path], list[Building]]:
+    """``date01.tif`` ... ``dateNN.tif`` (uint8 RGB GeoTIFFs on one grid) of a place where buildings appear, are
+    demolished and reappear at known dates, with seasonal colour shifts that are not change. Returns the paths and
+    the buildings (their ``events`` are the truth a timeline must find)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    H, W = int(size[0]), int(size[1])
+    buildings = date_series_buildings(n_dates, (H, W), seed, n_buildings)
+    paths = []
+    for d in range(1, n_dates + 1):
+        path = folder / f"date{d:02d}.tif"
+        img = render_series_date(buildings, d, n_dates, (H, W), seed)
+        with atomic_write(path) as tmp, rasterio.open(
+                tmp, "w", driver="GTiff", width=W, height=H, count=3, dtype="uint8", crs=crs,
+                transform=from_origin(440000.0, 5400000.0, pixel, pixel), compress="deflate") as ds:
+            ds.write(np.moveaxis(img, -1, 0))
+        paths.append(path)
+    return paths, buildings
