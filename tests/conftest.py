@@ -1,6 +1,12 @@
+import shutil
+import socket
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -30,3 +36,49 @@ def tiny_scene_ckpt(tmp_path_factory):
                               "mean": [0, 0, 0], "std": [255, 255, 255], "units": {"dtype": "uint8", "range": [0, 255]}}},
                path)
     return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _screenshot(out, tmp_path):
+    """The page of ``changekit view OUT`` as headless Chromium draws it (RGB, int), or None without Chromium."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        return None
+    import uvicorn
+    from PIL import Image
+
+    from changekit.viewer import create_app
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(out), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        shot = tmp_path / "view.png"
+        for _ in range(2):  # a second look when the first shows no tiles (a cold browser start can miss them)
+            subprocess.run([browser, "--headless=new", "--no-sandbox", "--use-angle=swiftshader",
+                            "--enable-unsafe-swiftshader", "--hide-scrollbars", "--window-size=1000,700",
+                            "--virtual-time-budget=15000", f"--screenshot={shot}", f"http://127.0.0.1:{port}/"],
+                           capture_output=True, timeout=120, check=True)
+            img = np.array(Image.open(shot).convert("RGB")).astype(int)
+            if (np.abs(img[:, : 1000 - 280] - 32).sum(-1) > 30).mean() > 0.2:
+                break
+        return img
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def screenshot():
+    """``screenshot(out, tmp_path)``: the page of ``changekit view OUT`` in headless Chromium, or None without it."""
+    return _screenshot

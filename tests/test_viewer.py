@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
-import socket
-import subprocess
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -89,48 +84,8 @@ def test_only_a_finished_scene_is_served(tmp_path, scene, capsys):
     assert "no such folder" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _screenshot(out, tmp_path):
-    """The page of ``changekit view OUT`` as headless Chromium draws it (RGB, int), or None without Chromium."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if browser is None:
-        return None
-    import uvicorn
-    from PIL import Image
-
-    from changekit.viewer import create_app
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(out), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
-        shot = tmp_path / "view.png"
-        for _ in range(2):  # a second look when the first shows no tiles (a cold browser start can miss them)
-            subprocess.run([browser, "--headless=new", "--no-sandbox", "--use-angle=swiftshader",
-                            "--enable-unsafe-swiftshader", "--hide-scrollbars", "--window-size=1000,700",
-                            "--virtual-time-budget=15000", f"--screenshot={shot}", f"http://127.0.0.1:{port}/"],
-                           capture_output=True, timeout=120, check=True)
-            img = np.array(Image.open(shot).convert("RGB")).astype(int)
-            if (np.abs(img[:, : 1000 - 280] - 32).sum(-1) > 30).mean() > 0.2:
-                break
-        return img
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-def test_the_page_in_a_real_browser(scene, tmp_path):
-    img = _screenshot(scene, tmp_path)
+def test_the_page_in_a_real_browser(scene, tmp_path, screenshot):
+    img = screenshot(scene, tmp_path)
     if img is None:
         pytest.skip("no Chromium here (`.ci/run` installs Debian's `chromium`; `apt-get install chromium`)")
     mapped = img[:, : 1000 - 280]  # the map, left of the side panel
@@ -182,8 +137,8 @@ def test_a_segmentation_run_is_served_with_its_classes(seg_scene):
     assert feats[0]["properties"]["class_name"] == "grass"  # the background is the largest region
 
 
-def test_the_segmentation_page_in_a_real_browser(seg_scene, tmp_path):
-    img = _screenshot(seg_scene, tmp_path)
+def test_the_segmentation_page_in_a_real_browser(seg_scene, tmp_path, screenshot):
+    img = screenshot(seg_scene, tmp_path)
     if img is None:
         pytest.skip("no Chromium here (`.ci/run` installs Debian's `chromium`; `apt-get install chromium`)")
     mapped = img[:, : 1000 - 280]

@@ -21,6 +21,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from changekit.errors import ConfigError
 
 __all__ = ["create_app", "check_scene_folder", "LAYERS"]
@@ -139,8 +141,78 @@ def _ramp() -> dict[int, tuple[int, int, int, int]]:
     return cmap
 
 
+def _date_colours(n: int) -> list[tuple[int, int, int]]:
+    """One colour per date, early blue .. late yellow (viridis' ends and middle), for the first-change map."""
+    stops = np.array([(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)], float)
+    t = np.linspace(0, 1, max(n, 2))
+    return [tuple(int(round(np.interp(v, np.linspace(0, 1, len(stops)), stops[:, c]))) for c in range(3)) for v in t][:n]
+
+
+def _image_style(record: dict[str, Any]) -> tuple[list[int], list[tuple[float, float]]]:
+    """The bands shown as RGB and their stretch: Sentinel-2 true colour where recorded, else the training range."""
+    display = record.get("display") or {}
+    bands = list(display.get("bands") or record["bands"])[:3]
+    bands = (bands * 3)[:3]  # one- or two-band data: shown grey
+    ranges = [tuple(r) for r in display["ranges"]] if display.get("ranges") else _display_ranges(record)
+    return bands, (ranges * 3)[:3]
+
+
+def _scene_layers(out: Path) -> tuple[dict[str, Any], dict[str, tuple[Path, str]], dict[str, dict]]:
+    """A scene run: its record, layer -> (file, style), and the colour maps."""
+    record = check_scene_folder(out)
+    task = record.get("task", "change")
+    layers = LAYERS[task]
+    files = {k: (Path(record[k]), "image") for k in layers[:-2]}
+    styles = ("change", "ramp") if task == "change" else ("classes", "ramp")
+    files |= {k: (out / f"{k}.tif", style) for k, style in zip(layers[-2:], styles)}
+    cmaps = {"change": {0: (0, 0, 0, 0), 1: (230, 25, 25, 210), 255: (0, 0, 0, 0)},
+             "classes": {i: (*map(int, c), 255) for i, c in enumerate(record.get("palette") or [])} | {255: (0, 0, 0, 0)}}
+    return {**record, "task": task, "layers": list(layers)}, files, cmaps
+
+
+def _timeline_layers(out: Path) -> tuple[dict[str, Any], dict[str, tuple[Path, str]], dict[str, dict]]:
+    """A timeline run: every date (as its pairs read it), first/last change coloured by date, the change count."""
+    from changekit.geo.timeline import NODATA
+
+    path = out / "timeline.json"
+    fix = "rerun the timeline command to write it again"
+    try:
+        record = json.loads(path.read_bytes())
+        dates, pairs, outputs = record["dates"], record["pairs"], record["outputs"]
+        labels = [str(d["label"]) for d in dates]
+        folders = [out / str(p["folder"]) for p in pairs]
+        assert isinstance(outputs, dict) and _file_names(outputs) and len(folders) == len(dates) - 1
+        assert all(f.resolve().is_relative_to(out) for f in folders)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError, AttributeError):
+        raise ConfigError(f"{path}: not a timeline record changekit can read; {fix}") from None
+    missing = [n for n in ("first_change.tif", "last_change.tif", "n_changes.tif") if not (out / n).is_file()]
+    missing += [str(f / "scene.json") for f in folders if not (f / "scene.json").is_file()]
+    if missing:
+        raise ConfigError(f"{out} is not a finished `changekit timeline` output: {', '.join(missing)} missing")
+    pair_records = [_read_record(f / "scene.json") for f in folders]
+    # date 1 as the first pair read it, date k as the pair ending at k read it (a VRT for band folders and Items)
+    images = [Path(pair_records[0]["t1"])] + [Path(r["t2"]) for r in pair_records]
+    gone = [str(p) for p in images if not p.is_file()]
+    if gone:
+        raise ConfigError(f"{path}: date(s) {', '.join(gone)} no longer exist; the viewer shows the dates the "
+                          "timeline was run on")
+    files = {f"date{k:02d}": (p, "image") for k, p in enumerate(images, start=1)}
+    files |= {"first_change": (out / "first_change.tif", "dates"), "last_change": (out / "last_change.tif", "dates"),
+              "n_changes": (out / "n_changes.tif", "count")}
+    colours = _date_colours(len(dates))
+    dates_cmap = {k: (*colours[k - 1], 230) for k in range(2, len(dates) + 1)} | {0: (0, 0, 0, 0), NODATA: (0, 0, 0, 0)}
+    count_cmap = {n: (255, int(200 * (1 - n / max(1, len(pairs)))), 0, 230) for n in range(1, len(pairs) + 1)}
+    count_cmap |= {0: (0, 0, 0, 0), NODATA: (0, 0, 0, 0)}
+    first = pair_records[0]
+    shown = {**record, "task": "timeline", "labels": labels, "colours": [list(c) for c in colours],
+             "layers": list(files), "bands": first["bands"], "display": first.get("display"),
+             "scaling": first["scaling"], "train_range": first["train_range"], "window": first.get("window"),
+             "threshold": pairs[0].get("threshold")}
+    return shown, files, {"dates": dates_cmap, "count": count_cmap}
+
+
 def create_app(out: str | Path):
-    """The viewer app for the scene output folder ``out`` (checked first)."""
+    """The viewer app for the ``changekit scene`` or ``changekit timeline`` output folder ``out`` (checked first)."""
     from rio_tiler.errors import TileOutsideBounds
     from rio_tiler.io import Reader
     from starlette.applications import Starlette
@@ -149,21 +221,12 @@ def create_app(out: str | Path):
     from starlette.staticfiles import StaticFiles
 
     out = Path(out).resolve()
-    record = check_scene_folder(out)
-    task = record.get("task", "change")
-    layers = LAYERS[task]
-    files = {k: Path(record[k]) for k in layers[:-2]} | {k: out / f"{k}.tif" for k in layers[-2:]}
-    display = record.get("display") or {}  # Sentinel-2 models: true colour, stretched (scene.json)
-    bands = list(display.get("bands") or record["bands"])[:3]
-    if len(bands) < 3:
-        bands = (bands * 3)[:3]  # one- or two-band data: shown grey
-    ranges = [tuple(r) for r in display["ranges"]] if display.get("ranges") else _display_ranges(record)
-    ranges = (ranges * 3)[:3]
-    ramp = _ramp()
-    change_cmap = {0: (0, 0, 0, 0), 1: (230, 25, 25, 210), 255: (0, 0, 0, 0)}
-    class_cmap = {i: (*map(int, c), 255) for i, c in enumerate(record.get("palette") or [])} | {255: (0, 0, 0, 0)}
-
-    with Reader(str(files[layers[-2]])) as src:
+    timeline = (out / "timeline.json").is_file() and not (out / "scene.json").is_file()
+    record, files, cmaps = _timeline_layers(out) if timeline else _scene_layers(out)
+    bands, ranges = _image_style(record)
+    cmaps["ramp"] = _ramp()
+    reference = next(path for path, style in files.values() if style != "image")
+    with Reader(str(reference)) as src:
         bounds = list(src.get_geographic_bounds("epsg:4326"))
 
     async def tile(request):
@@ -173,18 +236,16 @@ def create_app(out: str | Path):
         z, x, y = (int(request.path_params[k]) for k in ("z", "x", "y"))
         if not (0 <= z <= MAX_ZOOM and 0 <= x < 2**z and 0 <= y < 2**z):  # no such tile on the web-mercator grid
             return Response(status_code=404)
+        path, style = files[layer]
         try:
-            with Reader(str(files[layer])) as src:
-                if layer in ("t1", "t2", "image"):
+            with Reader(str(path)) as src:
+                if style == "image":
                     img = src.tile(x, y, z, indexes=bands, tilesize=256)
                     img.rescale(in_range=ranges)
                     content = img.render(img_format="PNG")
-                elif layer in ("change", "classes"):
-                    img = src.tile(x, y, z, indexes=1, resampling_method="nearest")
-                    content = img.render(img_format="PNG", colormap=change_cmap if layer == "change" else class_cmap)
-                else:
-                    img = src.tile(x, y, z, indexes=1)
-                    content = img.render(img_format="PNG", colormap=ramp)
+                else:  # maps by value (nearest: a class or a date is not averaged); the probability ramp
+                    img = src.tile(x, y, z, indexes=1, **({} if style == "ramp" else {"resampling_method": "nearest"}))
+                    content = img.render(img_format="PNG", colormap=cmaps[style])
         except TileOutsideBounds:
             return Response(status_code=204)
         return Response(content, media_type="image/png", headers={"Cache-Control": "no-cache"})
@@ -196,16 +257,17 @@ def create_app(out: str | Path):
         return JSONResponse(_to_wgs84(out / name, record.get("crs")))
 
     async def scene(request):
-        return JSONResponse({**record, "task": task, "bounds": bounds, "layers": list(layers)})
+        return JSONResponse({**record, "bounds": bounds})
 
     async def index(request):
         return FileResponse(STATIC / "index.html")
 
+    own = "/classes.geojson" if record["task"] == "segmentation" else "/changes.geojson"  # the file's own name
     routes = [
         Route("/", index),
         Route("/scene.json", scene),
         Route("/polygons.geojson", polygons),
-        Route("/classes.geojson" if task == "segmentation" else "/changes.geojson", polygons),  # the file's own name
+        Route(own, polygons),
         Route("/tiles/{layer:str}/{z:int}/{x:int}/{y:int}.png", tile),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
