@@ -23,3 +23,17 @@ def reset_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+def run_child(cmd: list[str]) -> dict | None:
+    """Run a benchmark case in a fresh process; its ``RESULT {json}`` line, or None (its output printed) on failure."""
+    import json
+    import subprocess
+    import sys
+
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    line = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")]
+    if res.returncode or not line:
+        print(res.stdout, res.stderr, file=sys.stderr)
+        return None
+    return json.loads(line[0][7:])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +47,8 @@ def main() -> int:
     p.add_argument("--keep", action="store_true", help="keep the generated scenes")
     p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     a = p.parse_args()
+    from proc_memory import run_child
+
     if a.child:
         child(*a.child, a.window, a.overlap, a.batch_size)
         return 0
@@ -64,12 +65,9 @@ def main() -> int:
             print(f"generated {n} x {n} pair in {time.perf_counter() - t0:.0f} s", flush=True)
         cmd = [sys.executable, __file__, "--child", str(t1), str(t2), str(work / f"out_{n}"), "--window", str(a.window),
                "--overlap", str(a.overlap), "--batch-size", str(a.batch_size)]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        line = [x for x in res.stdout.splitlines() if x.startswith("RESULT ")]
-        if res.returncode or not line:
-            print(res.stdout, res.stderr, file=sys.stderr)
+        s = run_child(cmd)
+        if s is None:
             return 1
-        s = json.loads(line[0][7:])
         rows.append((n, s))
         print(f"ran {n} x {n}: {s['seconds']:.0f} s, peak RSS {s['vmhwm_mb']:.0f} MB", flush=True)
     base = rows[0][1]["vmhwm_mb"]
