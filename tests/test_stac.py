@@ -157,3 +157,16 @@ def test_bad_items_are_one_line(tmp_path, ckpt, capsys, case, expect):
     assert cli(_scene(a, b, ckpt("L1C"), tmp_path / "o", *extra)) == 2
     assert expect in _err(capsys)
     assert not (tmp_path / "o" / "change.tif").exists()
+
+
+def test_a_timeline_of_items(tmp_path, ckpt, capsys):
+    """STAC Items as the dates of a timeline: each pair stacks its two Items as scene does."""
+    items = [write_item(tmp_path / name, date) for name, date in (("a", 1), ("b", 2), ("c", 2))]
+    args = ["timeline", "--dates", *map(str, items), "--ckpt", str(ckpt("L1C")), "--out", str(tmp_path / "o"),
+            "--window", "32", "--overlap", "8", "--quiet", "--scale", "none", "--bbox", "3.0,48.74,3.02,48.75"]
+    assert cli(args) == 0
+    rec = json.loads((tmp_path / "o" / "timeline.json").read_text())
+    assert [p["to"] for p in rec["pairs"]] == [2, 3]
+    for k in (2, 3):
+        stac = json.loads((tmp_path / "o" / "pairs" / f"{k:02d}" / "scene.json").read_text())["stac"]
+        assert stac["dates"]["t1"]["item"].startswith("S2_L1C_date") and stac["bbox"] is not None
