@@ -170,3 +170,6 @@ def test_a_timeline_of_items(tmp_path, ckpt, capsys):
     for k in (2, 3):
         stac = json.loads((tmp_path / "o" / "pairs" / f"{k:02d}" / "scene.json").read_text())["stac"]
         assert stac["dates"]["t1"]["item"].startswith("S2_L1C_date") and stac["bbox"] is not None
+    capsys.readouterr()
+    assert cli(args) == 0  # a rerun keeps both pairs (what the run recorded is not a setting)
+    assert "(consecutive pairs, 2 kept from before)" in capsys.readouterr().out

@@ -280,3 +280,15 @@ def test_two_processes_give_the_bytes_of_one(series, tmp_path):
         assert np.array_equal(_read(tmp_path / "one", name), _read(tmp_path / "two", name)), name
     assert json.loads((tmp_path / "two" / "timeline.json").read_text())["changed_pixels"] == \
         json.loads((tmp_path / "one" / "timeline.json").read_text())["changed_pixels"]
+
+
+def test_new_weights_are_not_mistaken_for_the_finished_pairs(series, tmp_path):
+    """A pair finished with one model is refused (not kept) when the same call brings other weights."""
+    from changekit.errors import ConfigError
+
+    paths = series[0][:3]
+    model = RoofOracle()
+    run_timeline(paths, tmp_path / "o", model=model, log=lambda *_: None, **ORACLE_KW)
+    model.register_buffer("extra", torch.ones(1))  # other weights, same class
+    with pytest.raises(ConfigError, match="other options"):
+        run_timeline(paths, tmp_path / "o", model=model, log=lambda *_: None, **ORACLE_KW)

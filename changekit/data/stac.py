@@ -51,7 +51,8 @@ class StacOptions:
     mask: str | None = None
     max_masked: float = 0.5
     force: bool = False
-    record: dict[str, Any] = field(default_factory=dict)  # filled in: per date, the Item, bands and masked fraction
+    #: filled in by a run: per date, the Item, bands and masked fraction (not a setting: not in repr or equality)
+    record: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.bbox is not None and self.aoi is not None:

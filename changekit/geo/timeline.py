@@ -244,12 +244,13 @@ def _run_pairs(job: _Job, dist) -> tuple[list[dict], int]:
         for name in ("pairs", ".partial"):
             shutil.rmtree(job.out / name, ignore_errors=True)
     dist.barrier()
+    settings = _settings(job.scene_options)
     resumed, summaries = 0, []
     for i, (a, b) in enumerate(job.plan, start=1):
         pair_dir = job.out / "pairs" / f"{b:02d}"
         t1, t2 = job.dates[a - 1], job.dates[b - 1]
         want = {"t1": str(Path(t1).absolute()), "t2": str(Path(t2).absolute()), "threshold": job.threshold,
-                "align": job.align, "options": {k: str(v) for k, v in sorted(job.scene_options.items())}}
+                "align": job.align, "options": settings}
         what = f"pair {i}/{len(job.plan)}: {job.labels[a - 1]} -> {job.labels[b - 1]}"
         if _finished(pair_dir, want):
             resumed += 1
@@ -264,6 +265,27 @@ def _run_pairs(job: _Job, dist) -> tuple[list[dict], int]:
                         "pixels")
         summaries.append(json.loads((pair_dir / "scene.json").read_text()))
     return summaries, resumed
+
+
+def _settings(options: dict[str, Any]) -> dict[str, str]:
+    """The scene options as a finished pair records them: a model by its weights' fingerprint, a model file by
+    its size and time, the rest as text (so another model, or new weights under one name, is not mistaken)."""
+    import os
+
+    import torch.nn as nn
+
+    from changekit.geo.scene import _model_fingerprint
+
+    out = {}
+    for k, v in sorted(options.items()):
+        if isinstance(v, nn.Module):
+            out[k] = _model_fingerprint(v)
+        elif k in ("ckpt", "config") and v is not None and os.path.isfile(v):
+            st = os.stat(v)
+            out[k] = f"{os.path.abspath(v)} {st.st_size} {st.st_mtime_ns}"
+        else:
+            out[k] = str(v)
+    return out
 
 
 def _record(job: _Job, summaries: list[dict], resumed: int, result: dict, seconds: float) -> dict:
