@@ -240,3 +240,17 @@ def test_scene_precision_bf16_agrees_and_is_recorded(pair, tmp_path):
         assert d.mean() < 2.0 and np.percentile(d, 99) <= 6 and d.max() <= 16  # bf16 keeps ~3 digits
     with pytest.raises(ConfigError, match="precision"):
         run_scene(pair / "t1.tif", pair / "t2.tif", tmp_path / "c", model=ConvModel(), precision="int8", **KW)
+
+
+def test_bf16_can_be_declared_absent_as_on_an_avx2_machine(pair, tmp_path, monkeypatch):
+    """CHANGEKIT_CPU_BF16=0 makes this machine answer as one without native bf16 (AVX2 only): bf16 falls back to
+    fp32 with a warning, as it would there; =1 declares it present."""
+    from changekit.deploy.optimize import cpu_has_native_bf16
+
+    monkeypatch.setenv("CHANGEKIT_CPU_BF16", "0")
+    assert cpu_has_native_bf16() is False
+    with pytest.warns(UserWarning, match="no native bfloat16 support: running fp32"):
+        s = run_scene(pair / "t1.tif", pair / "t2.tif", tmp_path / "a", model=ConvModel(), precision="bf16", **KW)
+    assert s["precision"] == "fp32"
+    monkeypatch.setenv("CHANGEKIT_CPU_BF16", "1")
+    assert cpu_has_native_bf16() is True

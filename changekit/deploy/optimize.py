@@ -18,6 +18,7 @@ maps ≥ 99.9 % equal on the demo model's test split and on the BAN golden input
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -33,7 +34,12 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def cpu_has_native_bf16() -> bool:
-    """True when oneDNN reports bfloat16 hardware support (AVX-512-BF16 or AMX)."""
+    """True when oneDNN reports bfloat16 hardware support (AVX-512-BF16 or AMX). ``CHANGEKIT_CPU_BF16=0`` (or ``1``)
+    overrides it, so that an AVX-512 machine can stand in for an AVX2 one in tests and benchmarks (with
+    ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``)."""
+    forced = os.environ.get("CHANGEKIT_CPU_BF16")
+    if forced is not None and forced.strip() in ("0", "1"):
+        return forced.strip() == "1"
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
