@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from changekit.errors import ChangekitError
+from changekit.errors import ChangekitError, first_line
 
 __all__ = ["CheckpointError", "Unloaded", "read_checkpoint", "read_state_dict", "load_weights", "check_state_dict"]
 
@@ -83,13 +83,6 @@ _inert_pickle = types.SimpleNamespace(
 )
 
 
-def _first_line(e: BaseException) -> str:
-    """The first line of a library's error (torch's unpickling errors run to a page of advice)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    text = lines[0] if lines else type(e).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
 def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
@@ -111,22 +104,22 @@ def read_checkpoint(path: str | Path) -> Any:
         try:
             return load_file(str(path), device="cpu")
         except Exception as e:  # safetensors raises its own error types
-            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(e)})") from e
+            raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(e)})") from e
     if _is_torchscript(path):
         try:
             return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         except Exception as e:
-            raise CheckpointError(f"{path}: TorchScript archive could not be read ({_first_line(e)})") from e
+            raise CheckpointError(f"{path}: TorchScript archive could not be read ({first_line(e)})") from e
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         pass  # objects weights_only refuses (mmengine meta): read them inertly below
     except Exception as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from e
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {first_line(e)})") from e
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_inert_pickle)
     except Exception as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {_first_line(e)})") from e
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {first_line(e)})") from e
 
 
 def _tensor_items(d: Mapping[str, Any]) -> dict[str, torch.Tensor]:

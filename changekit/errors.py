@@ -11,3 +11,11 @@ class DataError(ChangekitError, ValueError):
 
 class ConfigError(ChangekitError, ValueError):
     """A configuration that cannot be built or run."""
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of a library's error message, at most ``limit`` characters (torch's unpickling and ONNX
+    Runtime's errors run to a page of advice); the error's type where it says nothing."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from changekit.atomic import atomic_write
-from changekit.errors import ChangekitError, ConfigError
+from changekit.errors import ChangekitError, ConfigError, first_line
 from changekit.models.record import check_model_record
 
 __all__ = ["ExportError", "export_onnx", "OnnxModel", "read_metadata", "METADATA_KEYS"]
@@ -213,8 +213,7 @@ def _check_quietly(model: nn.Module, path: Path, sizes, channels: int, tol: floa
 
 
 def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:400]
+    return f"{type(e).__name__}: {first_line(e, 400)}"[:400]
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -164,9 +164,9 @@ def build_model(config: str | Path | Mapping[str, Any], num_classes: int | None 
                               f"{', '.join(n for n in params if not n.startswith('_'))}")
     try:
         model = factory(**given)
+    except ChangekitError:
+        raise
     except (TypeError, ValueError, RuntimeError) as e:  # a value of the wrong type or out of range
-        if isinstance(e, ChangekitError):
-            raise
         raise ConfigError(f"model {arch!r} cannot be built with arch_args {given}: {' '.join(str(e).split())}") from None
     if weights is not None:
         load_weights(model, weights)
