@@ -22,7 +22,7 @@ import numpy as np
 from changekit.errors import ConfigError, DataError
 
 __all__ = ["S2_BANDS", "BAND_SETS", "RESOLUTION", "resolve_band_names", "find_band_files", "product_level", "level_from_names",
-           "band_stack_vrt", "read_band_stack", "band_grid"]
+           "band_stack_vrt", "stack_vrt", "with_mask", "read_band_stack", "band_grid"]
 
 #: The 13 MSI bands in the order of the L1C product (and of OSCD's 13-band stacks).
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
@@ -131,15 +131,14 @@ def band_stack_vrt(folder: str | os.PathLike, bands: str | Sequence[str], *,
 
 
 def stack_vrt(sources: Mapping[str, str], *, grid: tuple | None = None, resampling: str = "bilinear",
-              nodata: float | None = 0, mask: str | None = None) -> str:
+              nodata: float | None = 0) -> str:
     """A GDAL VRT (XML text) stacking single-band rasters ``sources`` (band name -> any path GDAL opens: a file,
     ``/vsicurl/`` or ``/vsis3/``), in that order, on one grid.
 
     The grid is ``grid`` (``(crs, transform, width, height)``, e.g. another date's, or a window of it) or that of
     the finest source. Each source is placed by its own geotransform, so 20 m and 60 m bands land where they
     belong and are resampled (``bilinear``) on reading; nothing is read until the VRT is. ``nodata`` (0:
-    Sentinel-2's fill value) is what areas without data read as. ``mask``: a uint8 raster on the grid (0 =
-    masked) that becomes the stack's mask for every band."""
+    Sentinel-2's fill value) is what areas without data read as (:func:`with_mask` adds a mask of its own)."""
     grids = {b: _grid_of(src) for b, src in sources.items()}
     if grid is None:
         ref = min(grids, key=lambda b: abs(grids[b][1].a))
@@ -171,12 +170,16 @@ def stack_vrt(sources: Mapping[str, str], *, grid: tuple | None = None, resampli
             f'<DstRect xOff="{x0:.10g}" yOff="{y0:.10g}" xSize="{x1 - x0:.10g}" ySize="{y1 - y0:.10g}"/>'
             + (f"<NODATA>{nodata:g}</NODATA>" if nodata is not None else "")
             + "</ComplexSource></VRTRasterBand>")
-    if mask is not None:
-        parts.append('<MaskBand><VRTRasterBand dataType="Byte"><SimpleSource><SourceFilename relativeToVRT="0">'
-                     f"{escape(str(mask))}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>"
-                     "</VRTRasterBand></MaskBand>")
     parts.append("</VRTDataset>")
     return "".join(parts)
+
+
+def with_mask(vrt: str, mask: str | os.PathLike) -> str:
+    """The stack ``vrt`` (from :func:`stack_vrt`) with ``mask``, a uint8 raster on its grid (0 = masked), as the mask
+    of every band: masked pixels read as no data."""
+    band = ('<MaskBand><VRTRasterBand dataType="Byte"><SimpleSource><SourceFilename relativeToVRT="0">'
+            f"{escape(str(mask))}</SourceFilename><SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></MaskBand>")
+    return vrt.replace("</VRTDataset>", band + "</VRTDataset>")
 
 
 def read_band_stack(folder: str | os.PathLike, bands: str | Sequence[str], *, grid: tuple | None = None,

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from changekit.data.sentinel2 import RESOLUTION, resolve_band_names, stack_vrt
+from changekit.data.sentinel2 import RESOLUTION, resolve_band_names, stack_vrt, with_mask
 from changekit.errors import ConfigError, DataError
 
 __all__ = ["COMMON_NAMES", "SCL_CLASSES", "SCL_MASKED", "StacOptions", "is_stac_item", "read_item", "item_level",
@@ -186,14 +186,12 @@ def aoi_bounds(options: StacOptions) -> list[float] | None:
     """The area of interest as W,S,E,N in EPSG:4326 (the bounds of an ``--aoi`` GeoJSON's geometries)."""
     if options.aoi is None:
         return options.bbox
-    from shapely.geometry import shape
+    from shapely.geometry import GeometryCollection, shape
 
     try:
         data = json.loads(Path(options.aoi).read_text())
         feats = data.get("features") or ([data] if data.get("type") == "Feature" else [{"geometry": data}])
-        geoms = [shape(f["geometry"]) for f in feats]
-        w, s, e, n = (min(g.bounds[0] for g in geoms), min(g.bounds[1] for g in geoms),
-                      max(g.bounds[2] for g in geoms), max(g.bounds[3] for g in geoms))
+        w, s, e, n = GeometryCollection([shape(f["geometry"]) for f in feats]).bounds
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConfigError(f"--aoi {options.aoi}: not a GeoJSON file of polygons in EPSG:4326 ({type(e).__name__})") from None
     return _check_bbox([w, s, e, n])
@@ -298,7 +296,7 @@ def stac_inputs(paths: Sequence[str], info: Mapping[str, Any], out_dir: Path, op
             if fraction > options.max_masked and not options.force:
                 raise DataError(f"{src}: {100 * fraction:.1f} % of the area is masked ({options.mask}), more than "
                                 f"--max-masked {options.max_masked:g}; choose a clearer date, or pass --force")
-            stack = stack_vrt({b: asset_path(item, keys[b]) for b in names}, grid=grid, mask=str(mask_file.resolve()))
+            stack = with_mask(stack, mask_file.resolve())
         vrt = out_dir / f"{stem}.vrt"
         write_text(vrt, stack)
         vrts.append(str(vrt))
