@@ -75,33 +75,31 @@ def _check_dates(dates: list[str], align: bool) -> None:
 
     from changekit.geo.inputs import _describe_grid, _same_grid
 
-    first = None
-    for k, path in enumerate(dates, start=1):
-        p = Path(path)
-        if "://" not in path and not path.startswith("/vsi") and not p.exists():
-            raise DataError(f"date {k} {path}: no such file; the timeline needs every date (give it again, or "
-                            "--restart with the dates you have)")
-        if p.is_dir() or p.suffix.lower() == ".json":
-            continue
-        try:
-            ds = rasterio.open(path)
-        except rasterio.errors.RasterioError as e:
-            raise DataError(f"date {k} {path}: not a raster that GDAL/rasterio can open ({e})") from None
-        with ds:
-            if first is None:
-                first = (path, ds.dtypes[0], ds.count, _describe_grid(ds))
-                d1 = rasterio.open(path)
+    with contextlib.ExitStack() as stack:
+        d1 = None  # the first raster date, open while the others are compared with it
+        for k, path in enumerate(dates, start=1):
+            p = Path(path)
+            if "://" not in path and not path.startswith("/vsi") and not p.exists():
+                raise DataError(f"date {k} {path}: no such file; the timeline needs every date (give it again, or "
+                                "--restart with the dates you have)")
+            if p.is_dir() or p.suffix.lower() == ".json":
                 continue
-            if (ds.dtypes[0], ds.count) != first[1:3]:
-                raise DataError(f"date {k} {path} holds {ds.count} band(s) of {ds.dtypes[0]}, date 1 {first[0]} "
-                                f"{first[2]} of {first[1]}: the dates must be in the same units; convert them to one "
-                                "data type and band set")
+            try:
+                ds = stack.enter_context(rasterio.open(path))
+            except rasterio.errors.RasterioError as e:
+                raise DataError(f"date {k} {path}: not a raster that GDAL/rasterio can open ({e})") from None
+            if d1 is None:
+                d1 = ds
+                continue
+            if (ds.dtypes[0], ds.count) != (d1.dtypes[0], d1.count):
+                raise DataError(f"date {k} {path} holds {ds.count} band(s) of {ds.dtypes[0]}, date 1 {d1.name} "
+                                f"{d1.count} of {d1.dtypes[0]}: the dates must be in the same units; convert them to "
+                                "one data type and band set")
             if not align and not _same_grid(d1, ds):
-                raise DataError(f"date {k} {path} is not on date 1's grid ({_describe_grid(ds)}; date 1: {first[3]}); "
-                                "pass --align to warp each date onto the grid of the date before it, or co-register "
-                                "them first")
-    if first is not None:
-        d1.close()
+                raise DataError(f"date {k} {path} is not on date 1's grid ({_describe_grid(ds)}; date 1: "
+                                f"{_describe_grid(d1)}); pass --align to warp each date onto the grid of the date "
+                                "before it, or co-register them first")
+            ds.close()
 
 
 def _pairs(n: int, how: str) -> list[tuple[int, int]]:
@@ -301,8 +299,6 @@ def _record(job: _Job, summaries: list[dict], resumed: int, result: dict, second
             "crs": first.get("crs"), "pairs_resumed": resumed, "seconds": round(seconds, 3), **result}
 
 
-
-
 def _write_outputs(job: _Job) -> dict:
     """first_change / last_change / n_changes (COGs) and the polygons, written under ``out/.partial`` and renamed
     into ``out`` when complete."""
@@ -324,7 +320,8 @@ def _write_outputs(job: _Job) -> dict:
     tmp = {k: partial / f"{k}.tif" for k in (*names, "regions")}
     N = len(dates)
     profile = raster_profile(crs, transform, height, width, dtype="uint16", nodata=NODATA)
-    counts = {"changed_pixels": 0, "nodata_pixels": 0, "first_change_pixels": [0] * (N + 1)}
+    counts = {"changed_pixels": 0, "nodata_pixels": 0}
+    first_at = np.zeros(N + 1, np.int64)  # pixels first changed at each date index
     keys: set[int] = set()
     log(f"combining {len(plan)} pair(s) on date 1's grid ({height} x {width} px)")
     with rasterio.open(tmp["first_change"], "w", **profile) as f, rasterio.open(tmp["last_change"], "w", **profile) as la, \
@@ -340,8 +337,7 @@ def _write_outputs(job: _Job) -> dict:
             keys.update(np.unique(key[changed]).tolist())
             counts["changed_pixels"] += int(changed.sum())
             counts["nodata_pixels"] += int(nodata.sum())
-            counts["first_change_pixels"] = [c + int(v) for c, v in
-                                             zip(counts["first_change_pixels"], np.bincount(first[changed], minlength=N + 1))]
+            first_at += np.bincount(first[changed], minlength=N + 1)
         for ds, name in ((f, "first"), (la, "last")):
             ds.set_band_description(1, f"date index of the {name} change seen (0 never; "
                                        + ", ".join(f"{k}={lab}" for k, lab in enumerate(labels, 1)) + ")")
@@ -352,7 +348,8 @@ def _write_outputs(job: _Job) -> dict:
         with atomic_write(out / f"{name}.tif") as final:
             to_cog(tmp[name], final)
         outputs[name] = f"{name}.tif"
-    result: dict[str, Any] = {**counts, "valid_pixels": width * height - counts["nodata_pixels"]}
+    result: dict[str, Any] = {**counts, "first_change_pixels": first_at.tolist(),
+                              "valid_pixels": width * height - counts["nodata_pixels"]}
     if job.vectors:
         from changekit.geo.vectorize import write_polygons
 

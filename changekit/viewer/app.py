@@ -144,8 +144,8 @@ def _ramp() -> dict[int, tuple[int, int, int, int]]:
 def _date_colours(n: int) -> list[tuple[int, int, int]]:
     """One colour per date, early blue .. late yellow (viridis' ends and middle), for the first-change map."""
     stops = np.array([(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)], float)
-    t = np.linspace(0, 1, max(n, 2))
-    return [tuple(int(round(np.interp(v, np.linspace(0, 1, len(stops)), stops[:, c]))) for c in range(3)) for v in t][:n]
+    at = np.linspace(0, 1, len(stops))
+    return [tuple(int(round(np.interp(v, at, stops[:, c]))) for c in range(3)) for v in np.linspace(0, 1, max(n, 2))[:n]]
 
 
 def _image_style(record: dict[str, Any]) -> tuple[list[int], list[tuple[float, float]]]:
