@@ -722,18 +722,13 @@ def _finish(grid: Grid, inputs: SceneInputs, partial: Path, out: Path, threshold
     outputs = {Path(raster_name).stem: out / raster_name, Path(second_name).stem: out / second_name}
     t0 = time.perf_counter()
     if vectors:
-        from changekit.geo.vectorize import write_polygons
+        from changekit.geo.vectorize import polygons_into
 
         bar.add_task("polygons", total=None)
-        vec_tmp = {"GeoJSON": partial / geojson_name, "GPKG": partial / gpkg_name}
-        for p in vec_tmp.values():
-            p.unlink(missing_ok=True)
-        vc = write_polygons(raster_tmp, vec_tmp, min_area=min_area, simplify=simplify,
-                            class_names=legend[0] if legend else None)
+        vc, written = polygons_into(raster_tmp, out, (geojson_name, gpkg_name), partial, min_area=min_area,
+                                    simplify=simplify, class_names=legend[0] if legend else None)
         result.update({"polygons": vc["polygons"], "polygons_dropped": vc["dropped_small"], "polygon_area": vc["area"]})
-        os.replace(vec_tmp["GeoJSON"], out / geojson_name)
-        os.replace(vec_tmp["GPKG"], out / gpkg_name)
-        outputs.update({"geojson": out / geojson_name, "gpkg": out / gpkg_name})
+        outputs.update(written)
     result["vectorize_s"] = time.perf_counter() - t0
     if labeller is not None:  # every window's class lists, strip by strip (resumed strips included)
         windows = [w for i in range(grid.n_strips) for w in json.loads((partial / f"classes_{i:05d}.json").read_text())]

@@ -302,7 +302,6 @@ def _record(job: _Job, summaries: list[dict], resumed: int, result: dict, second
 def _write_outputs(job: _Job) -> dict:
     """first_change / last_change / n_changes (COGs) and the polygons, written under ``out/.partial`` and renamed
     into ``out`` when complete."""
-    import os
 
     import rasterio
 
@@ -351,7 +350,7 @@ def _write_outputs(job: _Job) -> dict:
     result: dict[str, Any] = {**counts, "first_change_pixels": first_at.tolist(),
                               "valid_pixels": width * height - counts["nodata_pixels"]}
     if job.vectors:
-        from changekit.geo.vectorize import write_polygons
+        from changekit.geo.vectorize import polygons_into
 
         def attributes(key: int) -> dict:
             n, rest = key % (N + 1), key // (N + 1)
@@ -360,14 +359,10 @@ def _write_outputs(job: _Job) -> dict:
                     "last_label": labels[last - 1]}
 
         schema = {"first": "int", "last": "int", "n": "int", "first_label": "str", "last_label": "str"}
-        vec = {"GeoJSON": partial / "changes.geojson", "GPKG": partial / "changes.gpkg"}
-        for p in vec.values():
-            p.unlink(missing_ok=True)
-        vc = write_polygons(tmp["regions"], vec, min_area=job.min_area, simplify=job.simplify,
-                            regions_of=(sorted(keys), schema, attributes))
-        for p in vec.values():
-            os.replace(p, out / p.name)
-        outputs.update(geojson="changes.geojson", gpkg="changes.gpkg")
+        vc, written = polygons_into(tmp["regions"], out, ("changes.geojson", "changes.gpkg"), partial,
+                                    min_area=job.min_area, simplify=job.simplify,
+                                    regions_of=(sorted(keys), schema, attributes))
+        outputs.update({k: v.name for k, v in written.items()})
         result.update(polygons=vc["polygons"], polygons_dropped=vc["dropped_small"])
     shutil.rmtree(partial, ignore_errors=True)
     result["outputs"] = outputs

@@ -22,7 +22,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 from shapely.geometry import mapping, shape
 
-__all__ = ["change_polygons", "region_polygons", "write_polygons"]
+__all__ = ["change_polygons", "region_polygons", "write_polygons", "polygons_into"]
 
 SCHEMA = {"geometry": "Polygon", "properties": {"id": "int", "area": "float", "area_m2": "float", "pixels": "int"}}
 CLASS_SCHEMA = {"geometry": "Polygon",
@@ -150,3 +150,17 @@ def metric_area(crs):
 
 def pixel_area(transform) -> float:
     return float(abs(np.linalg.det(np.array([[transform.a, transform.b], [transform.d, transform.e]]))))
+
+
+def polygons_into(raster: str | Path, out: Path, names: tuple[str, str], staging: Path, **kw) -> tuple[dict, dict]:
+    """:func:`write_polygons` of ``raster`` as ``names`` (GeoJSON, GeoPackage) written under ``staging`` and renamed
+    into ``out`` once complete (never half-written there). Returns the counts and ``{"geojson": path, "gpkg": path}``."""
+    import os
+
+    staged = {"GeoJSON": staging / names[0], "GPKG": staging / names[1]}
+    for p in staged.values():
+        p.unlink(missing_ok=True)  # a leftover of an interrupted run: the GeoPackage driver will not overwrite it
+    counts = write_polygons(raster, staged, **kw)
+    for p in staged.values():
+        os.replace(p, out / p.name)
+    return counts, {"geojson": out / names[0], "gpkg": out / names[1]}
