@@ -17,7 +17,8 @@ from toys import DiffModel, write_scene_pair
 
 from changekit.cli import main as cli
 from changekit.errors import ConfigError, DataError
-from changekit.geo.scene import OutputLock, run_scene
+from changekit.geo.record import OutputLock
+from changekit.geo.scene import run_scene
 
 
 class MessageHub:
@@ -257,12 +258,12 @@ def test_scene_output_folder_and_device_errors(pair, tmp_path, capsys, scene_ckp
 def test_a_full_disk_is_one_line(pair, tmp_path, capsys, scene_ckpt, monkeypatch):
     import errno
 
-    import changekit.geo.scene as scene
+    import changekit.geo.outputs as outputs
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o" / ".partial" / "change.tif"))
 
-    monkeypatch.setattr(scene, "assemble_rasters", full)
+    monkeypatch.setattr(outputs, "assemble_rasters", full)
     args = ["scene", "--t1", str(pair / "t1.tif"), "--t2", str(pair / "t2.tif"), "--ckpt", str(scene_ckpt),
             "--out", str(tmp_path / "o"), "--window", "64", "--overlap", "16", "--quiet"]
     assert cli(args) == 2
@@ -293,7 +294,7 @@ def test_a_corrupt_raster_mid_scene_is_one_line_and_leaves_no_temporary_strip(pa
 def test_ctrl_c_in_a_scene_resumes(pair, tmp_path, capsys, scene_ckpt, monkeypatch):
     import changekit.geo.scene as scene
 
-    real, calls = scene._predict_strip, []
+    real, calls = scene.predict_strip, []
 
     def interrupted(*a, **k):
         calls.append(1)
@@ -301,12 +302,12 @@ def test_ctrl_c_in_a_scene_resumes(pair, tmp_path, capsys, scene_ckpt, monkeypat
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(scene, "_predict_strip", interrupted)
+    monkeypatch.setattr(scene, "predict_strip", interrupted)
     args = ["scene", "--t1", str(pair / "t1.tif"), "--t2", str(pair / "t2.tif"), "--ckpt", str(scene_ckpt),
             "--out", str(tmp_path / "o"), "--window", "64", "--overlap", "16", "--quiet"]
     assert cli(args) == 130
     assert "interrupted; rerun the same command to resume" in _err(capsys)
-    monkeypatch.setattr(scene, "_predict_strip", real)
+    monkeypatch.setattr(scene, "predict_strip", real)
     assert cli(args) == 0
     assert "(1 strips resumed)" in capsys.readouterr().out
 

@@ -247,7 +247,7 @@ def test_a_trained_tiny_model_finds_the_dates_within_tolerance(series, tmp_path)
 
 
 def test_a_second_run_on_the_same_out_is_refused(series, tmp_path, tiny_scene_ckpt, capsys):
-    from changekit.geo.scene import OutputLock
+    from changekit.geo.record import OutputLock
 
     out = tmp_path / "o"
     out.mkdir()

@@ -119,11 +119,10 @@ def main(argv: list[str]) -> int:
     if args.image is None and not (args.t1 and args.t2):
         raise ConfigError("give --t1 and --t2 (the two dates of a change model), "
                           "or --image (the one image of a segmentation model)")
-    kwargs = run_kwargs(args)
-    from changekit.geo.scene import run_scene
+    from changekit.geo.scene import SceneOptions, run_scene
 
-    s = run_scene(args.image or args.t1, None if args.image else args.t2, args.out, vectors=not args.no_vectors,
-                  cog=args.cog, **kwargs)
+    options = SceneOptions(**run_kwargs(args), vectors=not args.no_vectors, cog=args.cog)
+    s = run_scene(args.image or args.t1, None if args.image else args.t2, args.out, options)
     if s["rank"] == 0:
         print(f"scene {s['grid']} px, bands {s['bands']}, scaling {s['scaling']}"
               + (", date 2 warped onto date 1's grid" if s["aligned"] else ""))

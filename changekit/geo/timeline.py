@@ -31,7 +31,8 @@ import numpy as np
 
 from changekit.atomic import atomic_write, write_json
 from changekit.errors import ConfigError, DataError
-from changekit.geo.scene import OutputLock
+from changekit.geo.options import SceneOptions
+from changekit.geo.record import OutputLock, model_fingerprint, prepare_out
 
 __all__ = ["run_timeline", "read_date_list", "combine_pairs", "PAIRS", "NODATA"]
 
@@ -184,6 +185,7 @@ class _Job:
     progress: bool
     log: Callable[[str], Any]
     scene_options: dict[str, Any] = field(default_factory=dict)
+    options: SceneOptions | None = None  # what every pair runs with (scene_options checked once)
 
 
 def run_timeline(dates: Sequence[str | Path], out_dir: str | Path, *, labels: Sequence[str] | None = None,
@@ -196,7 +198,6 @@ def run_timeline(dates: Sequence[str | Path], out_dir: str | Path, *, labels: Se
     ``window``, ``overlap``, ``batch_size``, ``device``, ``precision``, ``scale``, ``bands``, ``mean``, ``std``...).
     Returns the summary written to ``timeline.json``."""
     from changekit.geo.distributed import dist_context
-    from changekit.geo.scene import prepare_out
 
     t_start = time.perf_counter()
     dates = read_date_list(dates)
@@ -206,7 +207,8 @@ def run_timeline(dates: Sequence[str | Path], out_dir: str | Path, *, labels: Se
         raise ConfigError(f"--min-persistence {min_persistence!r}: a whole number of dates, 1 or more")
     job = _Job(dates, Path(out_dir), _labels(labels, len(dates)), _pairs(len(dates), pairs), pairs, min_persistence,
                threshold, pair_rasters, vectors, min_area, simplify, align, pixel_coords, restart, progress, log,
-               scene_options)
+               scene_options, SceneOptions(threshold=threshold, vectors=False, align=align,
+                                           pixel_coords=pixel_coords, progress=progress, **scene_options))
     _check_dates(dates, align)
     dist = dist_context()  # under torchrun every rank runs every pair's strips; rank 0 writes the outputs
     if dist.rank == 0:
@@ -214,7 +216,7 @@ def run_timeline(dates: Sequence[str | Path], out_dir: str | Path, *, labels: Se
     else:
         job.log = lambda *_: None  # rank 0 speaks for all
     try:
-        with OutputLock(job.out) if dist.rank == 0 else contextlib.nullcontext():
+        with OutputLock(job.out, held=dist.rank == 0):
             summaries, resumed = _run_pairs(job, dist)
             if dist.rank != 0:
                 return {"rank": dist.rank, "pairs": len(job.plan)}
@@ -255,8 +257,7 @@ def _run_pairs(job: _Job, dist) -> tuple[list[dict], int]:
             job.log(f"{what} finished before, kept")
         else:
             job.log(what)
-            s = run_scene(t1, t2, pair_dir, threshold=job.threshold, vectors=False, align=job.align,
-                          pixel_coords=job.pixel_coords, progress=job.progress, **job.scene_options)
+            s = run_scene(t1, t2, pair_dir, job.options)
             if dist.rank == 0:  # (the other ranks' summaries hold their strips only)
                 write_json(pair_dir / "pair.json", want)  # the pair is finished: a rerun keeps it
                 job.log(f"  {s['windows']} windows, {s['megapixels_per_s']:.3g} MP/s, {s['changed_pixels']} changed "
@@ -272,12 +273,10 @@ def _settings(options: dict[str, Any]) -> dict[str, str]:
 
     import torch.nn as nn
 
-    from changekit.geo.scene import _model_fingerprint
-
     out = {}
     for k, v in sorted(options.items()):
         if isinstance(v, nn.Module):
-            out[k] = _model_fingerprint(v)
+            out[k] = model_fingerprint(v)
         elif k in ("ckpt", "config") and v is not None and os.path.isfile(v):
             st = os.stat(v)
             out[k] = f"{os.path.abspath(v)} {st.st_size} {st.st_mtime_ns}"
