@@ -225,8 +225,8 @@ def _run(args: SimpleNamespace) -> DemoContext:
     from lightning.pytorch.loggers import CSVLogger
 
     from changekit.data import write_dataset
+    from changekit.engine.change_task import ChangeDetectionTask
     from changekit.engine.datamodule import ChangeDataModule
-    from changekit.engine.task import ChangeDetectionTask
     from changekit.engine.writers import PredictionWriter
     from changekit.metrics import SUMMARY_KEYS, format_metrics_table, json_ready
 

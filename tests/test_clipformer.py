@@ -292,7 +292,7 @@ def test_clip_labels_fallback_and_errors(tmp_path, capsys):
 def test_configs_follow_the_logged_recipe():
     from pathlib import Path
 
-    from changekit.engine.task import ChangeDetectionTask
+    from changekit.engine.change_task import ChangeDetectionTask
 
     files = sorted(Path(__file__).parents[1].glob("configs/clipformer/*.yaml"))
     assert [f.stem.rsplit("_", 1)[1] for f in files] == ["cdd", "levircd", "levircdplus", "sysucd", "whucd"]

@@ -24,8 +24,8 @@ def test_eval_sampler_splits_without_duplicates():
 def test_ddp_two_processes_match_single_process(tmp_path):
     import lightning.pytorch as pl
 
+    from changekit.engine.change_task import ChangeDetectionTask
     from changekit.engine.datamodule import ChangeDataModule
-    from changekit.engine.task import ChangeDetectionTask
 
     root = write_toy_dataset(tmp_path / "data", n_train=8, n_val=2, n_test=5, size=32, seed=1)
     pl.seed_everything(0, verbose=False)

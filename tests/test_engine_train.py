@@ -21,8 +21,8 @@ def toy(tmp_path_factory):
 def test_short_training_loss_falls_and_f1_rises(toy):
     import lightning.pytorch as pl
 
+    from changekit.engine.change_task import ChangeDetectionTask
     from changekit.engine.datamodule import ChangeDataModule
-    from changekit.engine.task import ChangeDetectionTask
 
     root, _ = toy
     pl.seed_everything(0, verbose=False)
@@ -113,8 +113,8 @@ def test_cli_reports_bad_config(tmp_path, monkeypatch, capsys):
 def test_grad_clip_param_groups_and_frozen_parameters(toy):
     import lightning.pytorch as pl
 
+    from changekit.engine.change_task import ChangeDetectionTask
     from changekit.engine.datamodule import ChangeDataModule
-    from changekit.engine.task import ChangeDetectionTask
 
     root, _ = toy
     dm = ChangeDataModule(dataset="folder", root=str(root), batch_size=4, crop_size=32,

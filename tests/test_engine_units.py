@@ -152,7 +152,7 @@ class _RowIndex(nn.Module):
 
 def test_slide_averages_overlaps_by_hand():
     x = torch.zeros(1, 3, 5, 4)
-    out = predict_logits(_RowIndex(), x, x, mode="slide", window=(3, 4), stride=(2, 2))
+    out = predict_logits(_RowIndex(), [x, x], mode="slide", window=(3, 4), stride=(2, 2))
     # windows on rows 0..2 and 2..4: row 2 is seen as local row 2 and as local row 0 -> mean 1
     assert out[0, 0, :, 0].tolist() == [0.0, 1.0, 1.0, 1.0, 2.0]
     assert torch.all(out[:, 1] == 1)  # constant logits stay constant: the count matrix is right
@@ -163,13 +163,13 @@ def test_slide_equals_whole_for_pointwise_model():
     conv = nn.Conv2d(6, 2, 1)
     model = lambda a, b: conv(torch.cat([a, b], 1))
     t1, t2 = torch.randn(2, 3, 37, 50), torch.randn(2, 3, 37, 50)
-    whole = predict_logits(model, t1, t2, mode="whole")
-    slide = predict_logits(model, t1, t2, mode="slide", window=16, stride=(10, 12))
+    whole = predict_logits(model, [t1, t2], mode="whole")
+    slide = predict_logits(model, [t1, t2], mode="slide", window=16, stride=(10, 12))
     torch.testing.assert_close(slide, whole, rtol=0, atol=1e-5)
     with pytest.raises(ConfigError):
-        predict_logits(model, t1, t2, mode="slide")
+        predict_logits(model, [t1, t2], mode="slide")
     with pytest.raises(ConfigError):
-        predict_logits(model, t1, t2, mode="tiles")
+        predict_logits(model, [t1, t2], mode="tiles")
 
 
 # ----------------------------------------------------------------------------------------------- writers
@@ -218,10 +218,10 @@ def test_eval_resize_keeps_ratio_and_returns_input_size():
         return torch.zeros(a.shape[0], 2, *a.shape[-2:])
 
     x = torch.zeros(1, 3, 50, 100)
-    out = predict_logits(model, x, x, mode="whole", resize=(200, 200))
+    out = predict_logits(model, [x, x], mode="whole", resize=(200, 200))
     assert seen == [(100, 200)] and out.shape[-2:] == (50, 100)
     seen.clear()
-    predict_logits(model, x, x, mode="whole", resize=(100, 50))  # fits (h, w) in either orientation: no-op
+    predict_logits(model, [x, x], mode="whole", resize=(100, 50))  # fits (h, w) in either orientation: no-op
     assert seen == [(50, 100)]
 
 

@@ -68,7 +68,7 @@ def test_crops_names_and_labels_are_mmseg_converters(potsdam):
     i = next(k for k, s in enumerate(ds.samples) if s.name == "2_11_588_188_1100_700")
     arrays = ds.load_arrays(i)
     image, cls, eroded = truth["2_11"]
-    assert np.array_equal(arrays["t1"], image[:, 188:700, 588:1100].transpose(1, 2, 0).astype(np.float32))
+    assert np.array_equal(arrays["image"], image[:, 188:700, 588:1100].transpose(1, 2, 0).astype(np.float32))
     expected = cls[188:700, 588:1100].copy()
     expected[(eroded[:, 188:700, 588:1100] == 0).all(0)] = 255  # black boundary pixels are ignored
     assert np.array_equal(arrays["label"], expected)
@@ -77,7 +77,7 @@ def test_crops_names_and_labels_are_mmseg_converters(potsdam):
     raw = ds.raw_label(i)
     assert np.array_equal(raw, np.where(expected == 255, 0, expected + 1))
     item = ds[i]
-    assert item["t1"].shape == (3, 512, 512) and "t2" not in item
+    assert item["image"].shape == (3, 512, 512) and "t1" not in item
 
 
 def test_full_labels_and_the_colour_code():
@@ -117,7 +117,7 @@ def test_vaihingen_names_and_the_full_labels_folder(tmp_path):
     write_tif(tmp_path / "gts_for_participants" / "top_mosaic_09cm_area1.tif", label)  # the image's own file name
     write_tif(tmp_path / "eroded" / "top_mosaic_09cm_area1_noBoundary.tif", eroded(label, cls))
     ds = build_dataset("vaihingen-tiles", tmp_path, "train", tiles=["area1"])
-    assert ds.samples[0].name == "area1_0_0_512_512" and ds.samples[0].t1.parent.name == "top"
+    assert ds.samples[0].name == "area1_0_0_512_512" and ds.samples[0].images[0].parent.name == "top"
     full = build_dataset("vaihingen-tiles", tmp_path, "train", tiles=["area1"], boundary="full")
     assert full.samples[0].label.parent.name == "gts_for_participants"
     assert np.array_equal(full.load_arrays(0)["label"], cls[:512, :512])
@@ -157,10 +157,10 @@ def test_the_datamodule_trains_on_the_tiles(potsdam):
     dm.setup("fit")
     assert dm.hparams.num_classes == 6 and dm.preset.class_names[1] == "building"
     batch = next(iter(dm.train_dataloader()))
-    assert batch["t1"].shape == (2, 3, 128, 128) and "t2" not in batch
+    assert batch["image"].shape == (2, 3, 128, 128) and "t1" not in batch
     assert set(batch["label"].unique().tolist()) <= set(range(6)) | {255}
     val = next(iter(dm.val_dataloader()))
-    assert val["t1"].shape[-2:] == (512, 512) and val["name"][0].startswith("5_15_")
+    assert val["image"].shape[-2:] == (512, 512) and val["name"][0].startswith("5_15_")
 
 
 @pytest.mark.parametrize("site", ["potsdam", "vaihingen"])
@@ -179,5 +179,5 @@ def test_the_crops_are_mmseg_converters_own(site, tmp_path):
     sha = lambda a: hashlib.sha1(np.ascontiguousarray(a, dtype=np.uint8).tobytes()).hexdigest()  # noqa: E731
     for split in ("train", "val"):
         ds = build_dataset(f"{site}-tiles", tmp_path, split, tiles=tiles)
-        ours = {s.name: [sha(ds.load_arrays(i)["t1"]), sha(ds.raw_label(i))] for i, s in enumerate(ds.samples)}
+        ours = {s.name: [sha(ds.load_arrays(i)["image"]), sha(ds.raw_label(i))] for i, s in enumerate(ds.samples)}
         assert ours == fixture[split], split

@@ -8,7 +8,8 @@ from engine_toy import fit_between_validations
 from PIL import Image
 
 from changekit.cli import main as changekit_main
-from changekit.data.datasets import SegmentationDataset, decode_label
+from changekit.data.datasets import decode_label
+from changekit.data.folders import SegmentationDataset
 from changekit.data.presets import build_dataset, get_preset
 from changekit.data.synthetic import LANDCOVER_CLASSES, write_segmentation_dataset
 from changekit.errors import DataError
@@ -36,7 +37,8 @@ def test_presets_and_dataset_layout(landcover, tmp_path):
     ds = build_dataset("potsdam", landcover, "train", num_classes=4)
     assert len(ds) == 24 and ds.samples[0].name == "train_00000"
     item = ds[0]
-    assert "t2" not in item and item["t1"].shape == (3, 64, 64) and item["label"].shape == (64, 64)
+    assert set(item) >= {"image", "label"} and "t1" not in item and "t2" not in item
+    assert item["image"].shape == (3, 64, 64) and item["label"].shape == (64, 64)
     assert set(item["label"].unique().tolist()) <= {0, 1, 2, 3}  # stored 1..4 -> 0..3
     (tmp_path / "img_dir" / "train").mkdir(parents=True)
     with pytest.raises(DataError, match=r"label folder .*ann_dir/train is missing"):

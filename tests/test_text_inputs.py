@@ -10,9 +10,9 @@ from PIL import Image
 
 from changekit.data import ChangeDataset
 from changekit.data.text_classes import FORMAT
+from changekit.engine.change_task import model_inputs
 from changekit.engine.datamodule import collate_pairs
 from changekit.engine.inference import predict_logits
-from changekit.engine.task import model_inputs
 
 
 def _folder(tmp_path):
@@ -47,7 +47,7 @@ def test_class_lists_reach_the_model(tmp_path):
     assert batch["t1"].shape == (2, 3, 32, 32)
     assert batch["classes_a"] == [["road"], ["forest", "river"]]  # one list per sample, not transposed
     model = Recorder()
-    predict_logits(model, batch["t1"], batch["t2"], "slide", 16, 16, **model_inputs(batch))
+    predict_logits(model, [batch["t1"], batch["t2"]], "slide", 16, 16, **model_inputs(batch))
     assert len(model.seen) == 4 and all(s == (batch["classes_a"], batch["classes_b"]) for s in model.seen)
 
 
@@ -104,7 +104,7 @@ def test_mm_slide_labels_every_window_with_clip(tmp_path):
                       / torch.tensor(std).view(3, 1, 1))[None]
     t1, t2 = norm(a), norm(b)
     model = Recorder()
-    out = predict_logits(model, t1, t2, "mm_slide", 16, 16, labeller=labeller, classes_a=[["road"]], classes_b=[["sea"]])
+    out = predict_logits(model, [t1, t2], "mm_slide", 16, 16, labeller=labeller, classes_a=[["road"]], classes_b=[["sea"]])
     assert out.shape == (1, 2, 32, 32) and len(model.seen) == 4
     zs = ClipZeroShot(clip, RS_CLASSES_56)
     windows = [(0, 16, 0, 16), (0, 16, 16, 32), (16, 32, 0, 16), (16, 32, 16, 32)]
@@ -116,7 +116,7 @@ def test_mm_slide_labels_every_window_with_clip(tmp_path):
         assert rec["classes_a"] == want_a and rec["classes_b"] == want_b
     assert model.seen[0][0] != model.seen[1][0]  # different content, different lists
     with pytest.raises(ConfigError, match="clip_weights"):
-        predict_logits(Recorder(), t1, t2, "mm_slide", 16, 16)
+        predict_logits(Recorder(), [t1, t2], "mm_slide", 16, 16)
     with pytest.raises(ConfigError, match="no such file"):
         load_window_labeller(tmp_path / "ViT-B-16.pt", mean, std)
 
@@ -126,8 +126,8 @@ def test_mm_slide_config_and_test_run_write_the_class_lists(tmp_path, capsys):
     import pytest
     from test_clipformer import TINY
 
+    from changekit.engine.change_task import ChangeDetectionTask
     from changekit.engine.datamodule import ChangeDataModule
-    from changekit.engine.task import ChangeDetectionTask
     from changekit.errors import ConfigError
 
     _, path = _tiny_clip_file(tmp_path)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from changekit.data.datasets import Sample, SegmentationDataset
+from changekit.data.datasets import ImageDataset, Sample
 from changekit.data.io import image_shape, read_window, select_bands
 from changekit.errors import ConfigError, DataError
 
@@ -98,10 +98,10 @@ def _classify(site: str, path: Path) -> tuple[str, str] | None:
     return m.group(1), "label:full" if in_gt else "image:IRRG"
 
 
-class IsprsTileDataset(SegmentationDataset):
+class IsprsTileDataset(ImageDataset):
     """ISPRS Potsdam / Vaihingen crops read from the official tiles anywhere under ``root`` (see module docstring).
 
-    Args (besides :class:`SegmentationDataset`'s):
+    Args (besides :class:`~changekit.data.datasets.BaseDataset`'s):
         site: ``potsdam`` or ``vaihingen``.
         boundary: ``eroded`` (the ``noBoundary`` labels: mmseg's converters and the benchmark) or ``full``.
         product: Potsdam's image product, ``RGB`` (mmseg's), ``IRRG`` or ``RGBIR`` (4 bands); Vaihingen: IRRG.
@@ -120,22 +120,56 @@ class IsprsTileDataset(SegmentationDataset):
         self.product = (product or ("RGB" if site == "potsdam" else "IRRG")).upper()
         self.tiles = list(tiles) if tiles else None
         self.boxes: list[tuple[int, int, int, int]] = []
-        for key in ("dirs", "suffixes", "split_dir", "list_file"):  # the official names are fixed
-            kw.pop(key, None)
         super().__init__(root, split, **kw)
 
     def _expected_layout(self) -> str:
         return f"{self.root}/**/<official tiles of {_DOWNLOADS[self.site]}>, extracted"
 
-    def _scan(self, strict: bool) -> list[Sample]:
+    def _scan(self) -> tuple[list[Sample], bool]:
         P = self.problems
-        self._has_labels = self.labels_mode is not False
+        labelled = self.labels_mode is not False
         if not self.root.is_dir():
             P.append(f"root folder {self.root} does not exist. Set data.root to the folder of the extracted downloads.")
-            return []
+            return [], labelled
         if self.split not in SPLITS[self.site]:
             P.append(f"split {self.split!r}: the {self.site} tiles have splits {', '.join(SPLITS[self.site])}")
-            return []
+            return [], labelled
+        images, labels = self._tile_files()
+        if not images:
+            zips = sorted(p.name for p in self.root.glob("*.zip"))
+            hint = f" (found {', '.join(zips)}: extract them first, e.g. `unzip -d {self.root} <file>.zip`)" if zips else ""
+            P.append(f"no {self.site} {self.product} image tiles under {self.root}{hint}. Download and extract "
+                     f"{_DOWNLOADS[self.site]}.")
+            return [], labelled
+        wanted = self._wanted_tiles()
+        missing = [t for t in wanted if t not in images]
+        if missing:
+            P.append(f"{len(missing)} {self.split} tile(s) of {self.site} have no {self.product} image under {self.root}: "
+                     f"{', '.join(missing)}. Add them, or name the tiles to use with `tiles:`.")
+        if labelled:
+            nolab = [t for t in wanted if t in images and t not in labels]
+            if nolab:
+                variant = "eroded (noBoundary)" if self.boundary == "eroded" else "full"
+                P.append(f"{len(nolab)} tile(s) have no {variant} label tile under {self.root}: {', '.join(nolab)}. "
+                         "Extract the label download" + (", or set boundary: full to use the labels with boundaries"
+                                                          if self.boundary == "eroded" else "") + ".")
+        samples: list[Sample] = []
+        self.boxes = []
+        for tile in sorted(t for t in wanted if t in images and (t in labels or not labelled)):
+            try:
+                h, w, _ = image_shape(images[tile])
+            except DataError as e:
+                P.append(str(e))
+                continue
+            for y0 in crop_starts(h, self.crop):
+                for x0 in crop_starts(w, self.crop):
+                    x1, y1 = min(x0 + self.crop, w), min(y0 + self.crop, h)
+                    samples.append(Sample(f"{tile}_{x0}_{y0}_{x1}_{y1}", (images[tile],), labels.get(tile)))
+                    self.boxes.append((x0, y0, x1 - x0, y1 - y0))
+        return samples, labelled
+
+    def _tile_files(self) -> tuple[dict[str, Path], dict[str, Path]]:
+        """Tile id -> image file of the product, and -> label file of the boundary variant, under ``root``."""
         images: dict[str, Path] = {}
         labels: dict[str, Path] = {}
         want_label = f"label:{self.boundary}"
@@ -150,59 +184,33 @@ class IsprsTileDataset(SegmentationDataset):
                 images.setdefault(tile, path)
             elif kind == want_label:
                 labels.setdefault(tile, path)
-        if not images:
-            zips = sorted(p.name for p in self.root.glob("*.zip"))
-            hint = f" (found {', '.join(zips)}: extract them first, e.g. `unzip -d {self.root} <file>.zip`)" if zips else ""
-            P.append(f"no {self.site} {self.product} image tiles under {self.root}{hint}. Download and extract "
-                     f"{_DOWNLOADS[self.site]}.")
-            return []
+        return images, labels
+
+    def _wanted_tiles(self) -> list[str]:
+        """The split's tiles, or those of ``tiles`` that belong to it (the others to another split)."""
         split_tiles = SPLITS[self.site][self.split]
-        wanted = list(split_tiles)
-        if self.tiles is not None:  # a subset: the named tiles that belong to this split (the others to another)
-            known = {t for ts in SPLITS[self.site].values() for t in ts}
-            unknown = [t for t in self.tiles if t not in known]
-            if unknown:
-                P.append(f"tiles {unknown} are not {self.site} tiles (train: {', '.join(SPLITS[self.site]['train'])}; "
-                         f"val: {', '.join(SPLITS[self.site]['val'])})")
-                return []
-            wanted = [t for t in self.tiles if t in split_tiles]
-            if not wanted:
-                P.append(f"none of tiles {self.tiles} is in the {self.split} split of {self.site}; add some of "
-                         f"{', '.join(split_tiles)}")
-                return []
-        missing = [t for t in wanted if t not in images]
-        if missing:
-            P.append(f"{len(missing)} {self.split} tile(s) of {self.site} have no {self.product} image under {self.root}: "
-                     f"{', '.join(missing)}. Add them, or name the tiles to use with `tiles:`.")
-        if self._has_labels:
-            nolab = [t for t in wanted if t in images and t not in labels]
-            if nolab:
-                variant = "eroded (noBoundary)" if self.boundary == "eroded" else "full"
-                P.append(f"{len(nolab)} tile(s) have no {variant} label tile under {self.root}: {', '.join(nolab)}. "
-                         "Extract the label download" + (", or set boundary: full to use the labels with boundaries"
-                                                          if self.boundary == "eroded" else "") + ".")
-        samples: list[Sample] = []
-        self.boxes = []
-        for tile in sorted(t for t in wanted if t in images and (t in labels or not self._has_labels)):
-            try:
-                h, w, _ = image_shape(images[tile])
-            except DataError as e:
-                P.append(str(e))
-                continue
-            for y0 in crop_starts(h, self.crop):
-                for x0 in crop_starts(w, self.crop):
-                    x1, y1 = min(x0 + self.crop, w), min(y0 + self.crop, h)
-                    samples.append(Sample(f"{tile}_{x0}_{y0}_{x1}_{y1}", images[tile], images[tile], labels.get(tile)))
-                    self.boxes.append((x0, y0, x1 - x0, y1 - y0))
-        return samples
+        if self.tiles is None:
+            return list(split_tiles)
+        known = {t for ts in SPLITS[self.site].values() for t in ts}
+        unknown = [t for t in self.tiles if t not in known]
+        if unknown:
+            self.problems.append(f"tiles {unknown} are not {self.site} tiles (train: "
+                                 f"{', '.join(SPLITS[self.site]['train'])}; val: {', '.join(SPLITS[self.site]['val'])})")
+            return []
+        wanted = [t for t in self.tiles if t in split_tiles]
+        if not wanted:
+            self.problems.append(f"none of tiles {self.tiles} is in the {self.split} split of {self.site}; add some of "
+                                 f"{', '.join(split_tiles)}")
+        return wanted
 
     def _window(self, path: Path, i: int) -> np.ndarray:
         return read_window(path, *self.boxes[i])
 
     def load_arrays(self, i: int) -> dict[str, Any]:
         s = self.samples[i]
-        image = self._check_channels(select_bands(self._window(s.t1, i), self.bands, s.t1), s.t1)
-        out: dict[str, Any] = {"t1": image, "name": s.name}
+        path = s.images[0]
+        image = self._check_channels(select_bands(self._window(path, i), self.bands, path), path)
+        out: dict[str, Any] = {"image": image, "name": s.name}
         if self._has_labels and s.label is not None:
             out["label"] = self.decode(self.raw_label(i), s, i)
         return out

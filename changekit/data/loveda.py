@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from changekit.data.datasets import Sample, SegmentationDataset, _fmt_names
+from changekit.data.datasets import ImageDataset, Sample, _as_suffixes, _fmt_names
 from changekit.errors import ConfigError
 
 __all__ = ["LoveDADataset", "AREAS"]
@@ -21,42 +21,39 @@ __all__ = ["LoveDADataset", "AREAS"]
 AREAS = {"urban": ("Urban",), "rural": ("Rural",), "both": ("Urban", "Rural")}
 
 
-class LoveDADataset(SegmentationDataset):
+class LoveDADataset(ImageDataset):
     """LoveDA from the official layout (module docstring). ``area``: ``both`` (default, as mmseg), ``urban``, ``rural``."""
 
-    def __init__(self, root, split="train", *, area: str = "both", **kw: Any) -> None:
+    def __init__(self, root, split="train", *, area: str = "both", suffixes: str = ".png", **kw: Any) -> None:
         if area not in AREAS:
             raise ConfigError(f"area={area!r}: use both, urban or rural")
         self.area = area
-        for key in ("dirs", "split_dir", "list_file"):  # the official names are fixed
-            kw.pop(key, None)
+        self.suffix = _as_suffixes(suffixes)
         super().__init__(root, split, **kw)
 
     def _expected_layout(self) -> str:
         return f"{self.root}/{{Train,Val,Test}}/{{Urban,Rural}}/{{images_png,masks_png}}/<id>.png"
 
-    def _scan(self, strict: bool) -> list[Sample]:
-        self._has_labels = False
+    def _scan(self) -> tuple[list[Sample], bool]:
         if not self.root.is_dir():
             self.problems.append(f"root folder {self.root} does not exist. Set data.root to the folder holding the "
                                  "extracted Train/, Val/ and Test/.")
-            return []
+            return [], False
         split = str(self.split).capitalize()  # train -> Train, as the download names its folders
         samples: list[Sample] = []
         where: dict[str, str] = {}
         labelled = []
         for loc in AREAS[self.area]:
             base = self.root / split / loc
-            part = self._scan_folders(base / "images_png", base / "masks_png")
-            labelled.append(self._has_labels)
+            part, area_labelled = self._scan_folders(base / "images_png", base / "masks_png", self.suffix, self.suffix)
+            labelled.append(area_labelled)
             clash = [s.name for s in part if s.name in where]
             if clash:
                 self.problems.append(f"{len(clash)} image id(s) occur in both {split}/{where[clash[0]]} and "
                                      f"{split}/{loc}: {_fmt_names(clash)}; the areas must not share ids")
             where.update({s.name: loc for s in part})
             samples += part
-        self._has_labels = all(labelled)
         if not samples and not self.problems:
             self.problems.append(f"no images found (layout {self._expected_layout()}). The dataset is empty: check the "
                                  "root and the split.")
-        return sorted(samples, key=lambda s: s.name)
+        return sorted(samples, key=lambda s: s.name), all(labelled)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from changekit.data.datasets import ChangeDataset, Sample, decode_label
+from changekit.data.datasets import PairDataset, Sample, decode_label
 from changekit.data.io import read_label
 from changekit.data.sentinel2 import band_grid, read_band_stack, resolve_band_names
 from changekit.errors import DataError
@@ -47,11 +47,11 @@ def standardize_date(a: np.ndarray, valid: np.ndarray | None = None) -> np.ndarr
     return ((a - mean) / np.maximum(std, 1e-6)).astype(np.float32)
 
 
-class OscdDataset(ChangeDataset):
+class OscdDataset(PairDataset):
     """OSCD cities as samples (one pair each, whole images; the training crops come from the transforms). A date is
     a folder of band files, so checks read every city (``HEADERS_TELL``).
 
-    Args (besides :class:`~changekit.data.ChangeDataset`'s label and normalisation ones):
+    Args (besides :class:`~changekit.data.datasets.BaseDataset`'s label and normalisation ones):
         band_names: ``"all"`` (the 13 bands, B01..B12 with B8A after B08), ``"rgbn"`` (B02 B03 B04 B08) or a list.
         label_source: ``"tif"`` (``<city>-cm.tif``, default) or ``"png"`` (``cm.png``).
         standardize: ``"per-date"``: each date's bands to zero mean and unit std over its valid pixels (the whole
@@ -108,12 +108,11 @@ class OscdDataset(ChangeDataset):
         return (f"{self.root}/{IMAGES}/<city>/imgs_{{1,2}}/*_B??.tif (+ '... - Train Labels/<city>/cm/<city>-cm.tif') "
                 f"or {self.root}/<city>/{{imgs_1,imgs_2,cm}}")
 
-    def _scan(self, strict: bool) -> list[Sample]:
+    def _scan(self) -> tuple[list[Sample], bool]:
         P = self.problems
-        self._has_labels = False
         if not self.root.is_dir():
             P.append(f"root folder {self.root} does not exist. Set data.root to the OSCD folder.")
-            return []
+            return [], False
         cities = self._cities()
         images = self._images_dir()
         samples, unlabelled = [], []
@@ -125,15 +124,14 @@ class OscdDataset(ChangeDataset):
             label = self._label_file(city) if self.labels_mode is not False else None
             if label is None:
                 unlabelled.append(city)
-            samples.append(Sample(city, d1, d2, label))
+            samples.append(Sample(city, (d1, d2), label))
         if self.labels_mode is True and unlabelled:
             P.append(f"no label for {', '.join(unlabelled)} (looked for <city>/cm/"
                      f"{'<city>-cm.tif' if self.label_source == 'tif' else 'cm.png'} under the label folders). The "
                      "OSCD test labels are not public: evaluate on labelled cities, or set labels: false to predict")
-        self._has_labels = self.labels_mode is not False and bool(samples) and not unlabelled
         if not samples and not P:
             P.append(f"no cities in split {self.split!r} ({self._expected_layout()}).")
-        return samples
+        return samples, self.labels_mode is not False and bool(samples) and not unlabelled
 
     # ------------------------------------------------------------------ loading
     def _read_image(self, path: Path, grid: tuple | None = None) -> np.ndarray:
@@ -154,8 +152,8 @@ class OscdDataset(ChangeDataset):
         if i in self._cache:  # read-only arrays: the transforms make new ones, never write in place
             return dict(self._cache[i])
         s = self.samples[i]
-        grid = band_grid(s.t1)
-        t1, t2 = self._read_image(s.t1, grid), self._read_image(s.t2, grid)
+        grid = band_grid(s.images[0])
+        t1, t2 = (self._read_image(d, grid) for d in s.images)
         self._ranges[i] = (float(min(t1.min(), t2.min())), float(max(t1.max(), t2.max())))
         out: dict[str, Any] = {"t1": t1, "t2": t2, "name": s.name}
         if self.standardize == "per-date":

@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from changekit.data.datasets import BandonDataset, ChangeDataset, SegmentationDataset
+from changekit.data.bandon import BandonDataset
+from changekit.data.datasets import BaseDataset, accepted_args
+from changekit.data.folders import ChangeDataset, SegmentationDataset
 from changekit.data.isprs import CLASS_COLOURS, IsprsTileDataset
 from changekit.data.loveda import LoveDADataset
 from changekit.data.oscd import OscdDataset
@@ -50,7 +52,7 @@ class DatasetPreset:
     std: Any = None
     image_size: tuple[int, int] | None = None  # native tile size (informative)
     crop_size: int | None = 256  # training crop of the reference configs
-    dataset_class: type[ChangeDataset] = ChangeDataset
+    dataset_class: type[BaseDataset] = ChangeDataset
     layout: str = ""  # human-readable layout (docs, check-dataset)
     extra: dict = field(default_factory=dict)  # dataset_class-specific keyword arguments
     task: str = "change"  # "segmentation" for single-date presets (one image, a class map)
@@ -58,8 +60,12 @@ class DatasetPreset:
     palette: tuple[tuple[int, int, int], ...] = ()  # and -> RGB colour (the datasets' own colour codes)
 
     def dataset_kwargs(self) -> dict[str, Any]:
-        kw = dict(dirs=self.dirs, suffixes=self.suffixes, split_dir=self.split_dir, list_file=self.list_file,
-                  label_encoding=self.label_encoding, ignore_value=self.ignore_value,
+        """The preset's arguments of its dataset class: the folder layout (``dirs``, ``suffixes``, ``split_dir``,
+        ``list_file``) only where the class reads one (an official layout's class knows its own names)."""
+        layout = dict(dirs=self.dirs, suffixes=self.suffixes, split_dir=self.split_dir, list_file=self.list_file)
+        accepted = accepted_args(self.dataset_class)
+        kw = {k: v for k, v in layout.items() if k in accepted}
+        kw.update(label_encoding=self.label_encoding, ignore_value=self.ignore_value,
                   num_classes=self.num_classes, in_channels=self.in_channels, mean=self.mean, std=self.std)
         kw.update(self.extra)
         return kw
@@ -227,13 +233,7 @@ def build_dataset(preset: str | DatasetPreset, root: str | os.PathLike, split: s
     p = get_preset(preset) if isinstance(preset, str) else preset
     kw = p.dataset_kwargs()
     kw.update(overrides)
-    import inspect
-
-    accepted = set(inspect.signature(p.dataset_class.__init__).parameters)
-    for cls in p.dataset_class.__mro__[1:]:  # keyword arguments passed on to the base classes
-        if "__init__" in vars(cls):
-            accepted |= set(inspect.signature(cls.__init__).parameters)
-    unknown = sorted(set(overrides) - accepted)
+    unknown = sorted(set(overrides) - accepted_args(p.dataset_class))
     if unknown:
         raise ConfigError(f"dataset {p.name}: {', '.join(unknown)} do(es) not apply to this preset "
                           f"({p.dataset_class.__name__}); remove it from data.dataset_args / the command line")

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from changekit.data.datasets import ChangeDataset, Sample
+from changekit.data.datasets import PairDataset, Sample
 from changekit.data.io import read_label
 from changekit.errors import DataError
 
@@ -35,7 +35,7 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
-class SztakiDataset(ChangeDataset):
+class SztakiDataset(PairDataset):
     """SZTAKI AirChange pairs as samples; a sample may be a window of a pair (``Szada/1@test``: the test
     rectangle; ``Szada/1@right`` / ``@bottom``: the strips outside it)."""
 
@@ -83,16 +83,15 @@ class SztakiDataset(ChangeDataset):
                                      "(what lies outside it)")
         return [(n, None) for n in names]
 
-    def _scan(self, strict: bool) -> list[Sample]:
+    def _scan(self) -> tuple[list[Sample], bool]:
         P = self.problems
-        self._has_labels = False
         if not self.root.is_dir():
             P.append(f"root folder {self.root} does not exist. Set data.root to the SZTAKI_AirChange_Benchmark folder.")
-            return []
+            return [], False
         pairs = self._pairs()
         if not pairs:
             P.append(f"no pairs found; expected layout {self._expected_layout()}")
-            return []
+            return [], False
         x, y, w, h = TEST_RECT
         rects = {"test": (x, y, w, h), "right": (x + w, 0, None, None), "bottom": (0, y + h, w, None)}
         samples = []
@@ -110,11 +109,11 @@ class SztakiDataset(ChangeDataset):
             name = pair if window is None else f"{pair}@{window}"
             if window is not None:
                 self.windows[name] = rects[window]
-            samples.append(Sample(name, files["im1"], files["im2"], files["gt"] if self.labels_mode is not False else None))
-        self._has_labels = self.labels_mode is not False and bool(samples)
+            samples.append(Sample(name, (files["im1"], files["im2"]),
+                                  files["gt"] if self.labels_mode is not False else None))
         if not samples and not P:
             P.append(f"no pairs in split {self.split!r}")
-        return samples
+        return samples, self.labels_mode is not False and bool(samples)
 
     def _window(self, name: str, a: np.ndarray) -> np.ndarray:
         if name not in self.windows:
@@ -124,10 +123,11 @@ class SztakiDataset(ChangeDataset):
 
     def load_arrays(self, i: int) -> dict[str, Any]:
         s = self.samples[i]
-        t1 = self._window(s.name, self._read_image(s.t1))
-        t2 = self._window(s.name, self._read_image(s.t2))
+        p1, p2 = s.images
+        t1 = self._window(s.name, self._read_image(p1))
+        t2 = self._window(s.name, self._read_image(p2))
         if t1.shape != t2.shape:
-            raise DataError(f"{s.t2}: size {t2.shape[1]}x{t2.shape[0]} differs from {s.t1} ({t1.shape[1]}x{t1.shape[0]})")
+            raise DataError(f"{p2}: size {t2.shape[1]}x{t2.shape[0]} differs from {p1} ({t1.shape[1]}x{t1.shape[0]})")
         out: dict[str, Any] = {"t1": np.ascontiguousarray(t1), "t2": np.ascontiguousarray(t2), "name": s.name}
         if self._has_labels and s.label is not None:
             lab = self._window(s.name, self.load_label(s.label))

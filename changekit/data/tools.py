@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from changekit.data.datasets import ChangeDataset
+from changekit.data.folders import ChangeDataset
 from changekit.errors import ChangekitError, DataError
 
 __all__ = ["check_dataset", "tile_dataset", "dataset_stats"]
@@ -143,7 +143,7 @@ def tile_dataset(preset: str, src: str | os.PathLike, dst: str | os.PathLike, si
     for split in splits:
         ds = build_dataset(p, src, split, **overrides)
         ds.validate(full=False)  # sizes must match before cutting
-        dirs = ds.dirs
+        dirs = getattr(ds, "dirs", p.dirs)  # official layouts: the preset's folder names
         base = dst / split if split else dst
         n = 0
         prog = _progress(console) if console is not None else None
@@ -153,7 +153,7 @@ def tile_dataset(preset: str, src: str | os.PathLike, dst: str | os.PathLike, si
         try:
             for s in ds.samples:
                 stem = s.name.replace("/", "_")
-                for d, path in zip(dirs, (s.t1, s.t2, s.label)):
+                for d, path in zip(dirs, (*s.images, s.label)):
                     if path is None:
                         continue
                     ext = ".tif" if path.suffix.lower() in (".tif", ".tiff") else ".png"
@@ -182,7 +182,7 @@ def dataset_stats(preset: str, root: str | os.PathLike, split: str | None = None
     ds = build_dataset(p, root, split, **overrides)
     samples = ds.samples[:max_images] if max_images else ds.samples
     # each image file once: single-date samples hold one image, and crops of one tile (ISPRS tiles) share it
-    paths = list(dict.fromkeys(p for smp in samples for p in (smp.t1, smp.t2)))
+    paths = list(dict.fromkeys(p for smp in samples for p in smp.images))
     s1 = s2 = None
     n = 0
     prog = _progress(console) if console is not None else None

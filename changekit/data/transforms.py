@@ -45,7 +45,8 @@ STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "clip": ((122.7709, 116.7460, 104.0937), (68.5005, 66.6322, 70.3232)),
 }
 
-IMAGE_KEYS = ("t1", "t2")
+#: the images of a sample: both dates of a pair, or the one image of a single-date sample
+IMAGE_KEYS = ("t1", "t2", "image")
 
 Sample = dict[str, Any]
 
@@ -64,8 +65,13 @@ def _randint(lo: int, hi: int) -> int:
 
 
 def _image_keys(s: Sample) -> list[str]:
-    """The sample's images: both dates, or ``t1`` alone for single-date (segmentation) samples."""
+    """The sample's images: both dates, or ``image`` for single-date (segmentation) samples."""
     return [k for k in IMAGE_KEYS if k in s]
+
+
+def _hw(s: Sample) -> tuple[int, int]:
+    """The sample's height and width (of its first image; its images share the grid)."""
+    return s[_image_keys(s)[0]].shape[:2]
 
 
 def _label_keys(s: Sample) -> list[str]:
@@ -218,7 +224,7 @@ class RandomRescale:
 
     def __call__(self, s: Sample) -> Sample:
         f = _uniform(*self.scale)
-        h, w = s["t1"].shape[:2]
+        h, w = _hw(s)
         size = (int(round(h * f)), int(round(w * f)))
         if size == (h, w):
             return s
@@ -285,7 +291,7 @@ class RandomCrop:
         return y, min(y + ch, h), x, min(x + cw, w)
 
     def __call__(self, s: Sample) -> Sample:
-        h, w = s["t1"].shape[:2]
+        h, w = _hw(s)
         box = self._bbox(h, w)
         if self.cat_max_ratio < 1.0 and isinstance(s.get("label"), np.ndarray):
             for _ in range(10):
@@ -502,7 +508,7 @@ class Pad:
         self.pad_val, self.seg_pad_val = pad_val, seg_pad_val
 
     def __call__(self, s: Sample) -> Sample:
-        h, w = s["t1"].shape[:2]
+        h, w = _hw(s)
         th, tw = h, w
         if self.size is not None:
             th, tw = max(th, self.size[0]), max(tw, self.size[1])
@@ -531,7 +537,7 @@ def to_tensor_item(item: dict[str, Any]) -> dict[str, Any]:
         return torch.from_numpy(a if a.flags.writeable else a.copy())
 
     out = dict(item)
-    for k in ("t1", "t2"):
+    for k in IMAGE_KEYS:
         if isinstance(out.get(k), np.ndarray):
             out[k] = tensor(out[k].transpose(2, 0, 1), np.float32)
     for k, v in item.items():

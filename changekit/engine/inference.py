@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from changekit.errors import ConfigError
@@ -44,17 +43,23 @@ def slide_windows(h: int, w: int, window: tuple[int, int], stride: tuple[int, in
     return out
 
 
-def _run(model: nn.Module, t1: torch.Tensor, t2: torch.Tensor, **inputs: Any) -> torch.Tensor:
-    logits = model(t1, t2, **inputs)
-    if logits.shape[-2:] != t1.shape[-2:]:
-        logits = F.interpolate(logits, size=t1.shape[-2:], mode="bilinear", align_corners=False)
+def _run(model: Callable[..., torch.Tensor], images: Sequence[torch.Tensor], **inputs: Any) -> torch.Tensor:
+    logits = model(*images, **inputs)
+    if logits.shape[-2:] != images[0].shape[-2:]:
+        logits = F.interpolate(logits, size=images[0].shape[-2:], mode="bilinear", align_corners=False)
     return logits
 
 
+def _fit_size(h: int, w: int, resize) -> tuple[int, int]:
+    """mmseg's ``Resize(scale, keep_ratio=True)``: the size that fits ``resize`` keeping the aspect ratio."""
+    rh, rw = _pair(resize, "resize")
+    f = min(max(rh, rw) / max(h, w), min(rh, rw) / min(h, w))
+    return int(h * f + 0.5), int(w * f + 0.5)
+
+
 def predict_logits(
-    model: nn.Module,
-    t1: torch.Tensor,
-    t2: torch.Tensor,
+    model: Callable[..., torch.Tensor],
+    images: Sequence[torch.Tensor],
     mode: str = "whole",
     window: int | Sequence[int] | None = None,
     stride: int | Sequence[int] | None = None,
@@ -62,7 +67,8 @@ def predict_logits(
     labeller: Callable[..., tuple[list, list]] | None = None,
     **inputs: Any,
 ) -> torch.Tensor:
-    """Logits (B, K, H, W) for a batch of image pairs.
+    """Logits (B, K, H, W) of ``model(*images, **inputs)`` for a batch: ``images`` are the dates of each sample
+    (two for a change model, one for a segmentation model), on one grid.
 
     ``inputs`` are further per-sample model inputs passed through unchanged (CLIPFormer's ``classes_a`` /
     ``classes_b``); every window of an image sees its image's values.
@@ -74,36 +80,32 @@ def predict_logits(
     ``window`` placed every ``stride`` pixels (see :func:`slide_windows`) and averages the overlapping
     logits with a count matrix, as open-cd's ``test_cfg=dict(mode='slide', crop_size=..., stride=...)``.
     ``mode='mm_slide'`` (CLIPFormer's released test mode) is ``slide`` with class lists computed for every window
-    by ``labeller(t1_window, t2_window, where)`` (a :class:`~changekit.models.text.zero_shot.WindowLabeller`), which
+    by ``labeller(*windows, where)`` (a :class:`~changekit.models.text.zero_shot.WindowLabeller`), which
     replace ``classes_a`` / ``classes_b`` for that window.
     """
-    if resize is not None:  # mmseg Resize(scale, keep_ratio=True) before, logits resized back after
-        h, w = t1.shape[-2:]
-        (rh, rw) = _pair(resize, "resize")
-        f = min(max(rh, rw) / max(h, w), min(rh, rw) / min(h, w))
-        size = (int(h * f + 0.5), int(w * f + 0.5))
-        if size != (h, w):
-            t1r = F.interpolate(t1, size=size, mode="bilinear", align_corners=False)
-            t2r = F.interpolate(t2, size=size, mode="bilinear", align_corners=False)
-            out = predict_logits(model, t1r, t2r, mode, window, stride, labeller=labeller, **inputs)
-            return F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+    images = list(images)
+    h, w = images[0].shape[-2:]
+    if resize is not None and (size := _fit_size(h, w, resize)) != (h, w):
+        scaled = [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in images]
+        out = predict_logits(model, scaled, mode, window, stride, labeller=labeller, **inputs)
+        return F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
     if mode == "whole":
-        return _run(model, t1, t2, **inputs)
+        return _run(model, images, **inputs)
     if mode not in ("slide", "mm_slide"):
         raise ConfigError(f"evaluation mode must be 'whole', 'slide' or 'mm_slide', got {mode!r}")
     if mode == "mm_slide" and labeller is None:
         raise ConfigError("evaluation mode 'mm_slide' labels every window with CLIP: set model.eval.clip_weights")
     window, stride = _pair(window, "window"), _pair(stride, "stride")
-    b, _, h, w = t1.shape
+    b = images[0].shape[0]
     preds: torch.Tensor | None = None
-    count = t1.new_zeros((1, 1, h, w))
+    count = images[0].new_zeros((1, 1, h, w))
     for y1, y2, x1, x2 in slide_windows(h, w, window, stride):
-        w1, w2 = t1[:, :, y1:y2, x1:x2], t2[:, :, y1:y2, x1:x2]
+        crops = [x[:, :, y1:y2, x1:x2] for x in images]
         if mode == "mm_slide":
-            classes_a, classes_b = labeller(w1, w2, (y1, y2, x1, x2))
-            out = _run(model, w1, w2, **{**inputs, "classes_a": classes_a, "classes_b": classes_b})
+            classes_a, classes_b = labeller(*crops, (y1, y2, x1, x2))
+            out = _run(model, crops, **{**inputs, "classes_a": classes_a, "classes_b": classes_b})
         else:
-            out = _run(model, w1, w2, **inputs)
+            out = _run(model, crops, **inputs)
         if preds is None:
             preds = out.new_zeros((b, out.shape[1], h, w))
         preds[:, :, y1:y2, x1:x2] += out

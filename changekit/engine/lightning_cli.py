@@ -28,10 +28,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from changekit.atomic import write_json
 from changekit.config import load_config
+from changekit.engine.change_task import ChangeDetectionTask
 from changekit.engine.datamodule import ChangeDataModule
 from changekit.engine.scd_task import SemanticChangeTask
 from changekit.engine.seg_task import SegmentationTask
-from changekit.engine.task import ChangeDetectionTask
 from changekit.errors import ConfigError
 
 __all__ = ["run", "ChangeCLI", "TASKS", "COMMANDS"]

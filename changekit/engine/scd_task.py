@@ -18,33 +18,19 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from changekit.engine.inference import predict_logits
 from changekit.engine.losses import ChangeLoss
-from changekit.engine.task import ChangeDetectionTask
+from changekit.engine.task import Task
 from changekit.errors import ConfigError
 from changekit.metrics.scd import SCD_SUMMARY_KEYS, SCDConfusion, format_scd_table
 
 __all__ = ["SemanticChangeTask"]
 
 
-class _Stacked(nn.Module):
-    """The three SCD outputs as one logits tensor (change, sem1, sem2 on the class axis), so that the
-    whole/slide inference of the change task (window averaging included) serves them unchanged."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
-        out = self.model.forward_scd(t1, t2)
-        return torch.cat([out["change"], out["sem1"], out["sem2"]], dim=1)
-
-
-class SemanticChangeTask(ChangeDetectionTask):
-    """:class:`~changekit.engine.task.ChangeDetectionTask` with the semantic heads' loss and the SCD metrics.
+class SemanticChangeTask(Task):
+    """:class:`~changekit.engine.task.Task` for semantic change: the change logits and each date's semantic logits,
+    their summed loss and the SCD metrics.
 
     Extra args:
         num_semantic_classes: classes of each date's semantic map (BANDON: 3, background / roof / facade).
@@ -52,10 +38,14 @@ class SemanticChangeTask(ChangeDetectionTask):
     """
 
     TASK_NAME = "semantic-change"
+    MONITOR = "val/f1"
+    IMAGE_KEYS = ("t1", "t2")
+    SUMMARY_KEYS = SCD_SUMMARY_KEYS
 
     def __init__(self, *args: Any, num_semantic_classes: int = 3, semantic_loss: dict[str, Any] | None = None,
                  **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # arch, arch_args, loss, ... exactly as ChangeDetectionTask
+        self._num_semantic = num_semantic_classes  # the metrics the base builds need it
+        super().__init__(*args, **kwargs)  # arch, arch_args, loss, ... exactly as the other tasks
         arch = self.hparams.arch
         self.save_hyperparameters()
         if not hasattr(self.model, "forward_scd"):
@@ -65,10 +55,13 @@ class SemanticChangeTask(ChangeDetectionTask):
         if own != num_semantic_classes:
             raise ConfigError(f"model {arch!r} predicts {own} semantic classes but num_semantic_classes is "
                               f"{num_semantic_classes}")
-        ii = self.hparams.ignore_index
-        self.semantic_criterion = ChangeLoss(semantic_loss or {"ce": 1.0}, ignore_index=ii)
-        self.val_cm = SCDConfusion(num_semantic_classes, ignore_index=ii)
-        self.test_cm = SCDConfusion(num_semantic_classes, ignore_index=ii)
+        self.semantic_criterion = ChangeLoss(semantic_loss or {"ce": 1.0}, ignore_index=self.hparams.ignore_index)
+
+    def new_metric(self) -> SCDConfusion:
+        return SCDConfusion(self._num_semantic, ignore_index=self.hparams.ignore_index)
+
+    def metrics_table(self, metrics: dict[str, Any]) -> str:
+        return format_scd_table(metrics, self.eval_mode_description)
 
     @staticmethod
     def _labels(batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -85,37 +78,27 @@ class SemanticChangeTask(ChangeDetectionTask):
         sem2, _ = self.semantic_criterion(out["sem2"], s2)
         return change + sem1 + sem2, {"change": change, "sem1": sem1, "sem2": sem2}
 
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, parts = self.scd_losses(self.model.forward_scd(batch["t1"], batch["t2"]), batch)
-        bs = batch["t1"].shape[0]
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
-        for k, v in parts.items():
-            self.log(f"train/loss_{k}", v, on_step=True, on_epoch=False, batch_size=bs)
-        return loss
+    def training_loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.scd_losses(self.model.forward_scd(batch["t1"], batch["t2"]), batch)
+
+    def _stacked(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+        """The three outputs as one logits tensor (change, sem1, sem2 on the class axis), so that the whole/slide
+        evaluation (window averaging included) serves them unchanged."""
+        out = self.model.forward_scd(t1, t2)
+        return torch.cat([out["change"], out["sem1"], out["sem2"]], dim=1)
 
     def predict_scd(self, t1: torch.Tensor, t2: torch.Tensor) -> dict[str, torch.Tensor]:
         """``dict(change, sem1, sem2)`` logits with the configured whole/slide evaluation."""
-        c = self.eval_cfg
-        out = predict_logits(_Stacked(self.model), t1, t2, c["mode"], c.get("window"), c.get("stride"), c.get("resize"))
+        out = self.sliding(self._stacked, [t1, t2])
         k = self.model.num_semantic_classes
         change, sem1, sem2 = torch.split(out, [out.shape[1] - 2 * k, k, k], dim=1)
         return {"change": change, "sem1": sem1, "sem2": sem2}
 
-    def _eval_step(self, batch: Mapping[str, Any], cm, prefix: str) -> None:
+    def evaluate(self, batch: Mapping[str, Any], metric) -> torch.Tensor:
         label, s1, s2 = self._labels(batch)
         out = self.predict_scd(batch["t1"], batch["t2"])
         if out["change"].shape[-2:] != label.shape[-2:]:
             out = {k: F.interpolate(v, size=label.shape[-2:], mode="bilinear", align_corners=False) for k, v in out.items()}
         loss, _ = self.scd_losses(out, batch)
-        self.log(f"{prefix}/loss", loss, on_step=False, on_epoch=True, batch_size=label.shape[0], sync_dist=True)
-        cm.update(out["change"].argmax(1), label, out["sem1"].argmax(1), s1, out["sem2"].argmax(1), s2)
-
-    def _eval_epoch_end(self, cm, prefix: str) -> None:
-        metrics = cm.compute()  # synchronised over processes by torchmetrics
-        cm.reset()
-        scalars = {k: float(metrics[k]) if metrics[k] == metrics[k] else 0.0 for k in SCD_SUMMARY_KEYS}
-        self.log_dict({f"{prefix}/{k}": v for k, v in scalars.items()}, on_step=False, on_epoch=True, sync_dist=False)
-        self.results[prefix] = {**metrics, "eval_mode": self.eval_mode_description}
-        if self.print_tables and not self.trainer.sanity_checking and self.trainer.is_global_zero:
-            print(f"\n{prefix} (step {self.global_step})\n" + format_scd_table(metrics, self.eval_mode_description),
-                  flush=True)
+        metric.update(out["change"].argmax(1), label, out["sem1"].argmax(1), s1, out["sem2"].argmax(1), s2)
+        return loss

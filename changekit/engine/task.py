@@ -1,26 +1,29 @@
-"""``ChangeDetectionTask``: a LightningModule that trains and evaluates any registered change model."""
+"""``Task``: what every training task shares (optimiser and schedule, logging, checkpoint selection and record,
+the whole/sliding-window evaluation, the band check). A task is a sibling subclass that defines only its inputs,
+loss, metrics and outputs: change (:mod:`changekit.engine.change_task`), semantic change
+(:mod:`changekit.engine.scd_task`), single-date segmentation (:mod:`changekit.engine.seg_task`)."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from changekit.checkpoints import load_weights
 from changekit.engine.inference import describe_eval_mode, predict_logits
 from changekit.engine.losses import ChangeLoss
 from changekit.engine.optim import build_optimizer, build_param_groups, build_scheduler
 from changekit.errors import ConfigError
-from changekit.metrics import SUMMARY_KEYS, ConfusionMatrix, format_metrics_table
 from changekit.models import build_model
 from changekit.models.registry import get_factory
 
-__all__ = ["ChangeDetectionTask", "build_task_model"]
+__all__ = ["Task", "build_task_model"]
 
 EVAL_KEYS = {"mode", "window", "stride", "crop_size", "resize", "clip_weights", "top_k"}
 OPTIM_KEYS = {"type", "name", "lr", "weight_decay", "betas", "momentum", "nesterov", "eps"}
@@ -81,16 +84,8 @@ def _check_numbers(section: str, cfg: Mapping[str, Any], keys: tuple[str, ...]) 
                     raise ConfigError(f"{section}.{k}: {v!r} is not a number") from None
 
 
-#: Batch keys that are model inputs besides the two images (per-image class names of language-driven models).
-MODEL_INPUT_KEYS = ("classes_a", "classes_b")
-
-
-def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: batch[k] for k in MODEL_INPUT_KEYS if k in batch}
-
-
-class ChangeDetectionTask(pl.LightningModule):
-    """Train/evaluate a change model built from the registry.
+class Task(pl.LightningModule):
+    """Train/evaluate a model built from the registry; subclasses say what goes in and what comes out.
 
     Args:
         arch: registered model name (``changekit models`` lists them), e.g. ``fc_siam_diff``.
@@ -108,7 +103,17 @@ class ChangeDetectionTask(pl.LightningModule):
         grad_clip: clip the global gradient L2 norm to this value (None: off).
         eval: ``{mode: whole|slide, window: [h, w], stride: [h, w], resize: [h, w] (optional, keep-ratio
             rescale first)}`` used by validate/test/predict.
+
+    A subclass sets :attr:`TASK_NAME` (what checkpoints record and configs name), :attr:`MONITOR` (the metric the
+    best checkpoint is chosen by), :attr:`IMAGE_KEYS` (the batch's images, one per date) and defines
+    :meth:`training_loss`, :meth:`new_metric` and :meth:`metrics_table` (and :meth:`evaluate` where its outputs
+    are not one logits map).
     """
+
+    TASK_NAME = ""
+    MONITOR = ""
+    IMAGE_KEYS: tuple[str, ...] = ()
+    SUMMARY_KEYS: tuple[str, ...] = ()  # the scalars logged per evaluation (``val/<key>``)
 
     def __init__(
         self,
@@ -145,64 +150,57 @@ class ChangeDetectionTask(pl.LightningModule):
         if weights:
             load_weights(self.model, weights)
         self.criterion = ChangeLoss(loss or {"ce": 1.0}, ignore_index=ignore_index)
-
-        self.val_cm = ConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
-        self.test_cm = ConfusionMatrix(num_classes=num_classes, ignore_index=ignore_index)
+        self.val_cm = self.new_metric()
+        self.test_cm = self.new_metric()
         self.results: dict[str, dict[str, Any]] = {}  # stage -> last computed metrics
         self.print_tables = True
-        self._labeller = None  # mm_slide's per-window CLIP labeller, built on first use
 
-    # ------------------------------------------------------------------ forward / inference
-    def forward(self, t1: torch.Tensor, t2: torch.Tensor, **inputs: Any) -> torch.Tensor:
-        return self.model(t1, t2, **inputs)
+    # ------------------------------------------------------------------ what a task defines
+    def training_loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of a training batch, and its parts to log (``train/loss_<part>``)."""
+        raise NotImplementedError
 
-    def predict_logits(self, t1: torch.Tensor, t2: torch.Tensor, names: Sequence[str] | None = None,
-                       **inputs: Any) -> torch.Tensor:
+    def new_metric(self):
+        """An empty metric accumulator (``update`` per batch, ``compute`` and ``reset`` per evaluation)."""
+        raise NotImplementedError
+
+    def metrics_table(self, metrics: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def shown_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """The computed metrics as results and tables show them."""
+        return metrics
+
+    def images(self, batch: Mapping[str, Any]) -> list[torch.Tensor]:
+        return [batch[k] for k in self.IMAGE_KEYS]
+
+    def predict_logits(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Logits of the batch's images with the configured whole/slide evaluation."""
+        return self.sliding(self.model, self.images(batch))
+
+    def evaluate(self, batch: Mapping[str, Any], metric) -> torch.Tensor:
+        """Predict an evaluation batch, count it into ``metric``, return its loss."""
+        label = batch["label"]
+        logits = self.predict_logits(batch)
+        if logits.shape[-2:] != label.shape[-2:]:
+            logits = F.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
+        loss, _ = self.criterion(logits, label)
+        metric.update(logits.argmax(1), label)
+        return loss
+
+    # ------------------------------------------------------------------ shared
+    def sliding(self, fn, images: list[torch.Tensor], **kwargs: Any) -> torch.Tensor:
+        """``fn(*images)`` whole or in sliding windows, as ``model.eval`` says."""
         c = self.eval_cfg
-        labeller = self.window_labeller() if c["mode"] == "mm_slide" else None
-        if labeller is not None:
-            labeller.context = list(names) if names is not None else None
-        return predict_logits(self.model, t1, t2, c["mode"], c.get("window"), c.get("stride"), c.get("resize"),
-                              labeller=labeller, **inputs)
-
-    def window_labeller(self):
-        """mm_slide's CLIP labeller, built once from ``model.eval.clip_weights`` and the data's normalisation."""
-        if self._labeller is None:
-            from changekit.models.text.zero_shot import load_window_labeller
-
-            dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-            if dm is None or getattr(dm, "mean", None) is None:
-                raise ConfigError("model.eval.mode mm_slide needs the data's mean/std (a datamodule with data.mean)")
-            mean, std = dm._eval_stats()
-            units = dm.hparams.get("units") or {}
-            value_range = dm.hparams.get("input_range") or units.get("range") or (0.0, 255.0)
-            c = self.eval_cfg
-            self._labeller = load_window_labeller(c["clip_weights"], mean, std, value_range, int(c["top_k"]),
-                                                  device=self.device)
-        return self._labeller
-
-    def _write_window_classes(self, stage: str) -> None:
-        """Write the class lists mm_slide used (``<log dir>/<stage>_window_classes.json``) and say where."""
-        lab = self._labeller
-        if lab is None or not lab.records or self._trainer is None or not self.trainer.is_global_zero:
-            return
-        from changekit.atomic import write_json
-
-        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        path = folder / f"{stage}_window_classes.json"
-        write_json(path, lab.summary())
-        print(f"{stage}: {len(lab.records)} windows labelled with {lab.describe()}; class lists in {path}", flush=True)
-        lab.records = []
+        return predict_logits(fn, images, c["mode"], c.get("window"), c.get("stride"), c.get("resize"), **kwargs)
 
     @property
     def eval_mode_description(self) -> str:
         c = self.eval_cfg
         return describe_eval_mode(c["mode"], c.get("window"), c.get("stride"), c.get("resize"))
 
-    # ------------------------------------------------------------------ training
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        self._say_where_class_lists_come_from(dm)
         bands = getattr(dm, "in_channels", None)
         own = getattr(self.model, "in_channels", None)
         if bands is not None and own is not None and int(bands) != int(own):
@@ -211,29 +209,12 @@ class ChangeDetectionTask(pl.LightningModule):
                 f"set model.arch_args.in_channels: {bands} (or data.bands)"
             )
 
-    def _say_where_class_lists_come_from(self, dm) -> None:
-        """Language models (CLIPFormer): log which class lists the prompts get, so none is ever silent."""
-        if "classes_a" not in inspect.signature(self.model.forward).parameters or dm is None:
-            return
-        if (dm.hparams.get("dataset_args") or {}).get("text_classes"):
-            source = "per-image CLIP class lists read from <image folder>_clipcls.json (changekit clip-labels)"
-        else:
-            source = ("no class lists (data.dataset_args.text_classes is off): the foreground prompt names no class, "
-                      "as the released code does for a folder without a class file")
-        if self.eval_cfg["mode"] == "mm_slide":
-            source += f"; test/predict windows: CLIP zero-shot per window ({self.eval_cfg['clip_weights']}, " \
-                      f"top {self.eval_cfg['top_k']})"
-        if self._trainer is not None and self.trainer.is_global_zero:
-            print(f"{self.hparams.arch} prompts: {source}", flush=True)
-
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        logits = self.model(batch["t1"], batch["t2"], **model_inputs(batch))
-        loss, parts = self.criterion(logits, batch["label"])
-        bs = batch["t1"].shape[0]
+        loss, parts = self.training_loss(batch)
+        bs = batch[self.IMAGE_KEYS[0]].shape[0]
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
-        if len(parts) > 1:
-            for k, v in parts.items():
-                self.log(f"train/loss_{k}", v, on_step=True, on_epoch=False, batch_size=bs)
+        for k, v in parts.items():
+            self.log(f"train/loss_{k}", v, on_step=True, on_epoch=False, batch_size=bs)
         return loss
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
@@ -269,14 +250,10 @@ class ChangeDetectionTask(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     # ------------------------------------------------------------------ evaluation
-    def _eval_step(self, batch: Mapping[str, Any], cm, prefix: str) -> None:
-        logits = self.predict_logits(batch["t1"], batch["t2"], batch.get("name"), **model_inputs(batch))
-        label = batch["label"]
-        if logits.shape[-2:] != label.shape[-2:]:
-            logits = nn.functional.interpolate(logits, size=label.shape[-2:], mode="bilinear", align_corners=False)
-        loss, _ = self.criterion(logits, label)
-        self.log(f"{prefix}/loss", loss, on_step=False, on_epoch=True, batch_size=label.shape[0], sync_dist=True)
-        cm.update(logits.argmax(1), label)
+    def _eval_step(self, batch: Mapping[str, Any], metric, prefix: str) -> None:
+        loss = self.evaluate(batch, metric)
+        self.log(f"{prefix}/loss", loss, on_step=False, on_epoch=True, batch_size=batch["label"].shape[0],
+                 sync_dist=True)
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, self.val_cm, "val")
@@ -284,32 +261,26 @@ class ChangeDetectionTask(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, self.test_cm, "test")
 
-    def _eval_epoch_end(self, cm, prefix: str) -> None:
-        metrics = cm.compute()  # synchronised over processes by torchmetrics
-        cm.reset()
+    def _eval_epoch_end(self, metric, prefix: str) -> None:
+        metrics = metric.compute()  # synchronised over processes by torchmetrics
+        metric.reset()
         # undefined values (e.g. precision/F1 when nothing is predicted as change) are logged as 0 so that
         # checkpoint selection and curves stay usable; the table and JSON show them as n/a
-        scalars = {k: float(metrics[k]) if metrics[k] == metrics[k] else 0.0 for k in SUMMARY_KEYS if k in metrics}
+        scalars = {k: float(metrics[k]) if metrics[k] == metrics[k] else 0.0 for k in self.SUMMARY_KEYS if k in metrics}
         self.log_dict({f"{prefix}/{k}": v for k, v in scalars.items()}, on_step=False, on_epoch=True, sync_dist=False)
+        metrics = self.shown_metrics(metrics)
         self.results[prefix] = {**metrics, "eval_mode": self.eval_mode_description}
         if self.print_tables and not self.trainer.sanity_checking and self.trainer.is_global_zero:
-            title = f"{prefix} (step {self.global_step})"
-            print(f"\n{title}\n" + format_metrics_table(metrics, self.eval_mode_description), flush=True)
+            print(f"\n{prefix} (step {self.global_step})\n" + self.metrics_table(metrics), flush=True)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end(self.val_cm, "val")
-        self._write_window_classes("val")
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end(self.test_cm, "test")
-        self._write_window_classes("test")
-
-    def on_predict_epoch_end(self) -> None:
-        self._write_window_classes("predict")
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> dict[str, Any]:
-        logits = self.predict_logits(batch["t1"], batch["t2"], batch.get("name"), **model_inputs(batch))
-        pred = logits.argmax(1).to(torch.uint8).cpu()
+        pred = self.predict_logits(batch).argmax(1).to(torch.uint8).cpu()
         label = batch["label"].cpu() if "label" in batch else None
         preds, labels = list(pred), list(label) if label is not None else None
         if "hw" in batch:  # crop the padding (size_divisor) away again
@@ -323,10 +294,6 @@ class ChangeDetectionTask(pl.LightningModule):
         return out
 
     # ------------------------------------------------------------------ checkpoints
-    #: what ``changekit.load_model`` and the CLI read back to pick the task class (``task`` in a config)
-    TASK_NAME = "change"
-    MONITOR = "val/f1"  # what the best checkpoint is chosen by
-
     def checkpoint_info(self) -> dict[str, Any]:
         """What a checkpoint needs to rebuild the model and its input normalisation without the config."""
         hp = self.hparams
