@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 import changekit
 from changekit.config import load_config
-from changekit.models.registry import family_of, without_weights
+from changekit.models.base import ChangekitModel
+from changekit.models.registry import family_of, published, without_weights
 from changekit.models.summary import model_info, parameter_counts
 
 CONFIGS = sorted(p for p in (Path(__file__).parents[1] / "configs").rglob("*.yaml") if "_base_" not in p.parts)
@@ -90,11 +91,30 @@ def test_every_family_has_a_tiny_setting():
     assert {family_of(n) for n in MODELS} <= set(TINY)
 
 
+def test_published_results_are_registered_with_their_models():
+    assert published("fc_siam_diff") == [("LEVIR-CD", 87.31, "open-cd configs/fcsn/README.md")]
+    assert [d for d, _, _ in published("ban_vit-l14-clip_mit-b0")] == ["LEVIR-CD", "S2Looking"]
+    assert published("fc_ef") == [] and published("no-such-model") == []
+    rows = {n for n in MODELS if published(n)}
+    assert len(rows) == 22 and all(0 < f1 < 100 and src for n in rows for _, f1, src in published(n))
+
+
+def test_a_model_refuses_the_wrong_number_of_dates():
+    model = changekit.build_model("fc_siam_diff")
+    x = torch.zeros(1, 3, 16, 16)
+    with pytest.raises(TypeError, match="takes 2 dates, got 1 positional"):
+        model(x)
+    with pytest.raises(TypeError, match="takes one image, got 2 positional"):
+        tiny_model("mcat-unet_segnext-s")(x, x)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_full_size_build_and_counts(name):
     kw = {"fm_init": "meta"} if family_of(name) == "ban" else {}  # frozen ViTs up to 300 M: shapes only
     model = changekit.build_model(name, **kw)
     assert model.changekit_spec["arch"] == name
+    assert isinstance(model, ChangekitModel) and "forward" not in vars(type(model))  # the base owns forward
+    assert (model.task, model.num_dates) in (("change", 2), ("segmentation", 1))
     assert isinstance(model.num_classes, int) and isinstance(model.in_channels, int)
     counts = parameter_counts(model)
     assert 0 < counts["params_trainable"] <= counts["params_total"]
@@ -115,11 +135,10 @@ def test_tiny_forward_shapes_and_strict_round_trip(name):
     torch.manual_seed(0)
     model = tiny_model(name).eval()
     c, k = model.in_channels, model.num_classes
-    dates = 1 if getattr(model, "task", "change") == "segmentation" else 2  # single-date models take one image
-    xs = [torch.randn(1, c, 64, 64) for _ in range(dates)]
+    xs = [torch.randn(1, c, 64, 64) for _ in range(model.num_dates)]
     with torch.no_grad():
         out = model(*xs)
-        wide = model(*[torch.randn(1, c, 64, 96) for _ in range(dates)])
+        wide = model(*[torch.randn(1, c, 64, 96) for _ in range(model.num_dates)])
     assert out.shape == (1, k, 64, 64) and wide.shape == (1, k, 64, 96)
     assert torch.isfinite(out).all() and torch.isfinite(wide).all()
     fresh = copy.deepcopy(model)  # same constructor, so same keys: zero it, then every value must come back

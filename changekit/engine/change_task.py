@@ -4,7 +4,6 @@ evaluation the lists CLIP zero-shot finds in every window."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import torch
 from changekit.engine.task import Task
 from changekit.errors import ConfigError
 from changekit.metrics import SUMMARY_KEYS, ConfusionMatrix, format_metrics_table
+from changekit.models.base import text_inputs
 
 __all__ = ["ChangeDetectionTask", "model_inputs", "MODEL_INPUT_KEYS"]
 
@@ -95,7 +95,7 @@ class ChangeDetectionTask(Task):
 
     def _say_where_class_lists_come_from(self, dm) -> None:
         """Language models (CLIPFormer): log which class lists the prompts get, so none is ever silent."""
-        if "classes_a" not in inspect.signature(self.model.forward).parameters or dm is None:
+        if "classes_a" not in text_inputs(self.model) or dm is None:
             return
         if (dm.hparams.get("dataset_args") or {}).get("text_classes"):
             source = "per-image CLIP class lists read from <image folder>_clipcls.json (changekit clip-labels)"

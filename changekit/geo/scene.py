@@ -19,7 +19,6 @@ Peak memory is bounded by the window, the batch and GDAL's block cache, not by t
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -57,6 +56,7 @@ from changekit.geo.record import (
 )
 from changekit.geo.windows import Grid
 from changekit.geo.writers import strip_done
+from changekit.models.base import text_inputs
 from changekit.models.loading import load_model
 
 __all__ = ["run_scene", "SceneOptions", "OUTPUTS", "CLASS_OUTPUTS"]
@@ -293,7 +293,7 @@ def run_scene(t1: str | Path, t2: str | Path | None, out_dir: str | Path, option
 def _run(t1, t2, out: Path, opts: SceneOptions, dev: torch.device, dist) -> dict:
     partial = out / ".partial"
     model, info, dev = _load(opts, dev, dist)
-    takes_text = "classes_a" in inspect.signature(getattr(model, "forward", model)).parameters
+    takes_text = "classes_a" in text_inputs(model)
     what = opts.ckpt or opts.config or type(model).__name__
     kind = _outputs_for(model, info, t2 is None, opts, what)
     if opts.clip_per_window and not takes_text:

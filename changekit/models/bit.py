@@ -34,11 +34,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from changekit.models.backbones.resnet import ResNetV1c, load_resnet_pretrained
+from changekit.models.base import ChangekitModel
 from changekit.models.registry import register_model
 
 __all__ = [
     "BiT",
-    "bit_r18",
+    "bit",
     "BITHead",
     "ConvReLU",
     "CrossAttention",
@@ -265,7 +266,7 @@ class BITHead(nn.Module):
         return self.conv_seg(self.dropout(self.forward_features(x1, x2)))
 
 
-class BiT(nn.Module):
+class BiT(ChangekitModel):
     """Siamese ResNet V1c + BiT head; ``forward(t1, t2)`` → logits (B, num_classes, H, W).
 
     ``backbone_weights`` loads ImageNet weights into the backbone: ``"imagenet"`` / ``"open-mmlab://resnet18_v1c"``
@@ -283,9 +284,7 @@ class BiT(nn.Module):
         backbone_weights: str | Path | None = None,
         head: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.in_channels = in_channels
+        super().__init__(num_classes, in_channels)
         self.backbone = ResNetV1c(
             depth=depth,
             in_channels=in_channels,
@@ -315,20 +314,19 @@ class BiT(nn.Module):
         """The head's raw logits (input resolution for sides that are multiples of 8)."""
         return self.decode_head(*self.extract_features(t1, t2))
 
-    def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
-        out = self.forward_decoder(t1, t2)
-        if out.shape[-2:] != t1.shape[-2:]:
-            out = F.interpolate(out, size=t1.shape[-2:], mode="bilinear", align_corners=False)
-        return out
+
+def bit(depth: int, num_classes: int = 2, in_channels: int = 3, backbone_weights: str | Path | None = None,
+        **kwargs: Any) -> BiT:
+    """BiT with a ResNet-``depth`` V1c backbone. ``backbone_weights``: backbone ImageNet weights (None,
+    ``"imagenet"``, ``"open-mmlab://resnet18_v1c"``, a URL or a local file); ``head``: overrides of
+    :class:`~BITHead` arguments."""
+    return BiT(num_classes=num_classes, in_channels=in_channels, depth=depth, backbone_weights=backbone_weights,
+               **kwargs)
 
 
-@register_model
-def bit_r18(
-    num_classes: int = 2, in_channels: int = 3, backbone_weights: str | Path | None = None, **kwargs: Any
-) -> BiT:
-    """BiT with a ResNet-18 V1c backbone, open-cd's ``bit_r18_256x256_40k_levircd`` (2.99 M parameters).
-
-    ``backbone_weights``: backbone ImageNet weights (None, ``"imagenet"``, ``"open-mmlab://resnet18_v1c"``, a URL or a
-    local file); ``head``: overrides of :class:`~BITHead` arguments.
-    """
-    return BiT(num_classes=num_classes, in_channels=in_channels, depth=18, backbone_weights=backbone_weights, **kwargs)
+register_model("bit_r18", bit, 18,
+               doc="BiT with a ResNet-18 V1c backbone, open-cd's ``bit_r18_256x256_40k_levircd`` (2.99 M parameters).\n\n"
+                   "``backbone_weights``: backbone ImageNet weights (None, ``\"imagenet\"``, "
+                   "``\"open-mmlab://resnet18_v1c\"``, a URL or a local file); ``head``: overrides of :class:`~BITHead` "
+                   "arguments.",
+               published=[("LEVIR-CD", 90.26, "open-cd configs/bit/README.md")])

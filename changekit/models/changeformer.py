@@ -20,7 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from changekit.models.backbones.mit import MIT_SETTINGS, mit
-from changekit.models.registry import register_config
+from changekit.models.base import ChangekitModel
+from changekit.models.registry import register_model
 
 __all__ = ["ConvBNReLU", "SegformerHead", "ChangeFormer"]
 
@@ -67,7 +68,7 @@ class SegformerHead(nn.Module):
         return self.conv_seg(self.dropout(self.fusion_conv(torch.cat(outs, dim=1))))
 
 
-class ChangeFormer(nn.Module):
+class ChangeFormer(ChangekitModel):
     """Siamese MiT + concat fusion + SegFormer head. ``forward(t1, t2)`` -> logits (B, num_classes, H, W)."""
 
     def __init__(
@@ -80,9 +81,7 @@ class ChangeFormer(nn.Module):
         dropout_ratio: float = 0.1,
         backbone_weights: str | Path | None = None,
     ):
-        super().__init__()
-        self.num_classes = num_classes
-        self.in_channels = in_channels
+        super().__init__(num_classes, in_channels)
         self.backbone = mit(
             size, in_channels=in_channels, weights=backbone_weights, drop_path_rate=drop_path_rate
         )
@@ -99,15 +98,14 @@ class ChangeFormer(nn.Module):
         """Raw decoder logits at 1/4 of the input resolution."""
         return self.decode_head(self.extract_features(t1, t2))
 
-    def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(
-            self.forward_decoder(t1, t2), size=t1.shape[2:], mode="bilinear", align_corners=False
-        )
 
 
+_SOURCE = "open-cd configs/changeformer/README.md"
+_PUBLISHED = {"b0": [("LEVIR-CD", 90.52, _SOURCE)], "b1": [("LEVIR-CD", 91.11, _SOURCE)]}
 for _size in MIT_SETTINGS:
-    register_config(
-        f"changeformer_mit-{_size}", ChangeFormer,
-        f"open-cd ChangeFormer with a MiT-{_size} encoder. ``backbone_weights``: None, a local mmseg/NVlabs MiT file, "
-        f"or ``'imagenet'`` (downloads mmseg's mit_{_size} once through torch.hub).", _size,
+    register_model(
+        f"changeformer_mit-{_size}", ChangeFormer, _size,
+        doc=f"open-cd ChangeFormer with a MiT-{_size} encoder. ``backbone_weights``: None, a local mmseg/NVlabs MiT "
+            f"file, or ``'imagenet'`` (downloads mmseg's mit_{_size} once through torch.hub).",
+        published=_PUBLISHED.get(_size, []),
     )

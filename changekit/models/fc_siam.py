@@ -26,9 +26,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from changekit.models.base import ChangekitModel
 from changekit.models.registry import register_model
 
-__all__ = ["FCSiamDiff", "FCSiamDiffBackbone", "FUSIONS", "fc_ef", "fc_siam_conc", "fc_siam_diff"]
+__all__ = ["FCSiamDiff", "FCSiamDiffBackbone", "FUSIONS", "fc_siam"]
 
 #: How the dates meet: ``early`` (FC-EF), ``conc`` (FC-Siam-conc), ``diff`` (FC-Siam-diff).
 FUSIONS = ("early", "conc", "diff")
@@ -143,44 +144,31 @@ class _ClsHead(nn.Module):
         return self.conv_seg(self.dropout(x))
 
 
-class FCSiamDiff(nn.Module):
+class FCSiamDiff(ChangekitModel):
     """An FC change detector (FC-Siam-diff by default; ``fusion`` picks FC-EF or FC-Siam-conc):
     ``forward(t1, t2)`` → logits (B, num_classes, H, W)."""
 
     def __init__(self, num_classes: int = 2, in_channels: int = 3, base_channel: int = 16,
                  fusion: str = "diff") -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.in_channels = in_channels
+        super().__init__(num_classes, in_channels)
         self.backbone = FCSiamDiffBackbone(in_channels, base_channel, fusion=fusion)
         self.decode_head = _ClsHead(self.backbone.out_channels, num_classes)
 
     def forward_decoder(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
         return self.decode_head(self.backbone(t1, t2))
 
-    def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
-        out = self.forward_decoder(t1, t2)
-        if out.shape[-2:] != t1.shape[-2:]:  # never for this architecture; kept for the contract
-            out = F.interpolate(out, size=t1.shape[-2:], mode="bilinear", align_corners=False)
-        return out
+
+def fc_siam(fusion: str, num_classes: int = 2, in_channels: int = 3, base_channel: int = 16) -> FCSiamDiff:
+    """An FC network of Caye Daudt et al. (ICIP 2018) with ``fusion`` ``diff``, ``early`` or ``conc``."""
+    return FCSiamDiff(num_classes=num_classes, in_channels=in_channels, base_channel=base_channel, fusion=fusion)
 
 
-@register_model
-def fc_siam_diff(
-    num_classes: int = 2, in_channels: int = 3, base_channel: int = 16
-) -> FCSiamDiff:
-    """FC-Siam-diff as open-cd's ``fc_siam_diff_256x256_40k_levircd`` (1.35 M parameters)."""
-    return FCSiamDiff(num_classes=num_classes, in_channels=in_channels, base_channel=base_channel)
-
-
-@register_model
-def fc_ef(num_classes: int = 2, in_channels: int = 3, base_channel: int = 16) -> FCSiamDiff:
-    """FC-EF: early fusion, the dates stacked into one 2C-band input (open-cd ``fc_ef``; 1.35 M parameters for RGB)."""
-    return FCSiamDiff(num_classes=num_classes, in_channels=in_channels, base_channel=base_channel, fusion="early")
-
-
-@register_model
-def fc_siam_conc(num_classes: int = 2, in_channels: int = 3, base_channel: int = 16) -> FCSiamDiff:
-    """FC-Siam-conc: a shared encoder, both dates' skips concatenated in the decoder (open-cd ``fc_siam_conc``;
-    1.55 M parameters)."""
-    return FCSiamDiff(num_classes=num_classes, in_channels=in_channels, base_channel=base_channel, fusion="conc")
+register_model("fc_siam_diff", fc_siam, "diff",
+               doc="FC-Siam-diff as open-cd's ``fc_siam_diff_256x256_40k_levircd`` (1.35 M parameters).",
+               published=[("LEVIR-CD", 87.31, "open-cd configs/fcsn/README.md")])
+register_model("fc_ef", fc_siam, "early",
+               doc="FC-EF: early fusion, the dates stacked into one 2C-band input (open-cd ``fc_ef``; 1.35 M "
+                   "parameters for RGB).")
+register_model("fc_siam_conc", fc_siam, "conc",
+               doc="FC-Siam-conc: a shared encoder, both dates' skips concatenated in the decoder (open-cd "
+                   "``fc_siam_conc``; 1.55 M parameters).")

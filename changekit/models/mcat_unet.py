@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from changekit.errors import ConfigError
 from changekit.models.backbones.mscan import mscan
 from changekit.models.ban.heads import ConvModule
+from changekit.models.base import ChangekitModel
 from changekit.models.cswin import CSWinBlock
 from changekit.models.registry import register_model
 
@@ -105,18 +106,17 @@ class FCNHead(nn.Module):
         return self.conv_seg(self.dropout(self.convs(x)))
 
 
-class MCATUNet(nn.Module):
+class MCATUNet(ChangekitModel):
     """Single-date segmentation: ``forward(image)`` → logits (B, num_classes, H, W) at the input's resolution."""
 
     task = "segmentation"  # one image in, a class map out (change models take two dates)
+    num_dates = 1
 
     def __init__(self, backbone: nn.Module, decode_head: CSHeadUNet, auxiliary_head: FCNHead | None = None):
-        super().__init__()
+        super().__init__(decode_head.num_classes, backbone.in_channels)
         self.backbone = backbone
         self.decode_head = decode_head
         self.auxiliary_head = auxiliary_head
-        self.num_classes = decode_head.num_classes
-        self.in_channels = backbone.in_channels
 
     def forward_all(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw 1/4 (decode) and 1/16 (auxiliary, when built) logits, for the training loss."""
@@ -126,8 +126,9 @@ class MCATUNet(nn.Module):
             out["aux"] = self.auxiliary_head(feats[2])
         return out
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return _resize(self.decode_head(self.backbone(image)), image.shape[-2:])
+    def forward_decoder(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits at 1/4 of the input's resolution."""
+        return self.decode_head(self.backbone(image))
 
 
 def mcat_unet(size: str = "s", num_classes: int = 6, in_channels: int = 3, *, channels: int = 512,
@@ -151,13 +152,6 @@ def mcat_unet(size: str = "s", num_classes: int = 6, in_channels: int = 3, *, ch
     return model
 
 
-@register_model(name="mcat-unet_segnext-s")
-def mcat_unet_s(**kwargs: Any) -> MCATUNet:
-    """MCAT-UNet (SegNeXt MSCAN-S + csheadunet-s), the released ``segnext_csheadunet-s`` configs."""
-    return mcat_unet("s", **kwargs)
-
-
-@register_model(name="mcat-unet")
 def mcat_unet_any(size: str = "s", **kwargs: Any) -> MCATUNet:
     """MCAT-UNet with any MSCAN size (``t``, ``s``, ``b``, ``l``); the decoder follows the encoder's widths
     (``channels`` defaults to the deepest width)."""
@@ -167,3 +161,8 @@ def mcat_unet_any(size: str = "s", **kwargs: Any) -> MCATUNet:
         raise ConfigError(f"MCAT-UNet: unknown MSCAN size {size!r}; choose from {', '.join(MSCAN_SETTINGS)}")
     kwargs.setdefault("channels", MSCAN_SETTINGS[size]["embed_dims"][-1])
     return mcat_unet(size, **kwargs)
+
+
+register_model("mcat-unet_segnext-s", mcat_unet, "s",
+               doc="MCAT-UNet (SegNeXt MSCAN-S + csheadunet-s), the released ``segnext_csheadunet-s`` configs.")
+register_model("mcat-unet", mcat_unet_any)

@@ -1,8 +1,8 @@
 """A registry of named model configurations, in the style of timm.
 
-Every model family file in ``changekit/models`` registers factory functions with
-``@register_model``; the name is the public configuration name (``bit_r18``,
-``ban_vit-b16-clip_mit-b0``...). ``build_model`` accepts such a name, a mapping
+Every model family in ``changekit/models`` registers its named configurations with one call each,
+``register_model(name, builder, *args, published=...)``; the name is the public configuration name (``bit_r18``,
+``ban_vit-b16-clip_mit-b0``...), registered next to the results its sources publish. ``build_model`` accepts such a name, a mapping
 ``{"arch": name, "arch_args": {...}}`` or the path of a YAML config whose ``model``
 section holds ``arch`` / ``arch_args`` (the layout the CLI uses).
 """
@@ -14,7 +14,7 @@ import fnmatch
 import importlib
 import inspect
 import pkgutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +24,20 @@ from changekit.checkpoints import load_weights
 from changekit.errors import ChangekitError, ConfigError
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_PUBLISHED: dict[str, list[tuple[str, float, str]]] = {}
 _DISCOVERED = False
 
 
-def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | None = None):
-    """Register ``fn`` under ``name`` (default: the function name with ``_`` kept as is)."""
-
-    def wrap(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        key = name or f.__name__
-        if key in _REGISTRY and _REGISTRY[key] is not f:
-            raise ValueError(f"model name {key!r} is registered twice ({_REGISTRY[key].__module__} and {f.__module__})")
-        _REGISTRY[key] = f
-        return f
-
-    return wrap(fn) if fn is not None else wrap
-
-
-def register_config(name: str, builder: Callable[..., nn.Module], doc: str, *args: Any) -> None:
-    """Register the named configuration ``name`` = ``builder(*args, **kwargs)`` (a family's variants, e.g.
-    ``ban_vit-b16-clip_mit-b0`` = ``ban("clip_vit-b16", "mit-b0", ...)``). The factory shows the builder's
-    remaining keyword parameters, so ``build_model`` passes ``num_classes`` and ``weights`` through."""
+def register_model(name: str, builder: Callable[..., nn.Module], *args: Any, doc: str | None = None,
+                   published: Sequence[tuple[str, float, str]] = ()) -> None:
+    """Register the named configuration ``name`` = ``builder(*args, **kwargs)`` (``fc_ef`` = ``fc_siam("early")``,
+    ``ban_vit-b16-clip_mit-b0`` = ``ban("clip_vit-b16", "mit-b0")``), with its published results ``(dataset,
+    change-class F1 in %, source)`` where its sources print any (``changekit models`` shows them). The factory
+    shows the builder's remaining parameters, so ``build_model`` passes ``num_classes`` and ``weights`` through;
+    ``doc`` defaults to the builder's."""
+    if name in _REGISTRY:
+        raise ValueError(f"model name {name!r} is registered twice ({_REGISTRY[name].__module__} and "
+                         f"{builder.__module__})")
 
     def factory(**kwargs: Any) -> nn.Module:
         return builder(*args, **kwargs)
@@ -52,22 +46,32 @@ def register_config(name: str, builder: Callable[..., nn.Module], doc: str, *arg
     factory.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     factory.__name__ = factory.__qualname__ = name.replace("-", "_")
     factory.__module__ = builder.__module__
-    factory.__doc__ = doc
-    register_model(factory, name=name)
+    factory.__doc__ = doc or builder.__doc__
+    _REGISTRY[name] = factory
+    _PUBLISHED[name] = list(published)
+
+
+def published(arch: str) -> list[tuple[str, float, str]]:
+    """The published results of ``arch`` (empty when its sources print none)."""
+    _discover()
+    return list(_PUBLISHED.get(arch, []))
 
 
 #: Packages of ``changekit/models`` that hold parts several families share, not families.
 SHARED_PACKAGES = ("backbones", "foundation", "text")
+#: Modules of ``changekit/models`` that are not families: the machinery around them and the shared parts.
+NOT_FAMILIES = ("base", "registry", "loading", "summary", "hub", "pretrained", "record", "recompute", "cswin",
+                *SHARED_PACKAGES)
 
 
 def _discover() -> None:
     """Import every model family (a module or a package of ``changekit/models``) once, so that their
-    ``@register_model`` calls run."""
+    ``register_model`` calls run."""
     global _DISCOVERED
     if _DISCOVERED:
         return
     for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if info.name.startswith("_") or info.name in ("registry", "loading", "summary", *SHARED_PACKAGES):
+        if info.name.startswith("_") or info.name in NOT_FAMILIES:
             continue
         importlib.import_module(f"changekit.models.{info.name}")
     _DISCOVERED = True

@@ -139,8 +139,7 @@ def model_table(pattern: str | None = None, on_model: Callable[[str], None] | No
     """One row per registered model matching ``pattern``: ``name``, ``family``, ``params_total``,
     ``params_trainable`` (architecture only: frozen foundation models are built shape-only) and ``published``
     (``[{dataset, f1, source}]``). ``on_model(name)`` is called as each is counted (progress)."""
-    from changekit.models.published import published
-    from changekit.models.registry import build_model, family_of, get_factory, list_models
+    from changekit.models.registry import build_model, family_of, get_factory, list_models, published
 
     rows = []
     for name in list_models(pattern):

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from changekit.checkpoints import CheckpointError, check_state_dict, extract_state_dict, read_checkpoint
+from changekit.models.base import ChangekitModel
 from changekit.models.hub import hub_state_dict, is_hub_name
-from changekit.models.registry import register_config
+from changekit.models.registry import register_model
 
 __all__ = ["UNetChange", "unet", "load_encoder_weights"]
 
@@ -35,22 +35,23 @@ IMAGENET = {"resnet18": "timm:resnet18.tv_in1k", "resnet50": "timm:resnet50.tv_i
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
 
 
-class UNetChange(nn.Module):
+class UNetChange(ChangekitModel):
     """A U-Net (smp, timm ``encoder``) over two dates: ``fusion="early"`` (stacked bands) or ``"siam-diff"``."""
 
     def __init__(self, encoder: str = "resnet50", fusion: str = "early", num_classes: int = 2, in_channels: int = 3,
                  decoder_channels: Sequence[int] = DECODER_CHANNELS) -> None:
-        super().__init__()
+        super().__init__(num_classes, in_channels)
         import segmentation_models_pytorch as smp
 
         if fusion not in ("early", "siam-diff"):
             raise ValueError(f"fusion must be 'early' or 'siam-diff', not {fusion!r}")
-        self.num_classes, self.in_channels, self.fusion, self.encoder_name = num_classes, in_channels, fusion, encoder
+        self.fusion, self.encoder_name = fusion, encoder
         bands = 2 * in_channels if fusion == "early" else in_channels
         self.net = smp.Unet(encoder_name=f"tu-{encoder}", encoder_weights=None, in_channels=bands,
                             classes=num_classes, decoder_channels=tuple(decoder_channels))
 
-    def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+    def forward_decoder(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+        """Logits at the input's resolution (padded to a multiple of 32 for the encoder, cropped back)."""
         h, w = t1.shape[-2:]
         pad = (0, (-w) % 32, 0, (-h) % 32)  # the encoder halves the size five times
         if any(pad):
@@ -105,12 +106,15 @@ def unet(encoder: str, fusion: str, *, num_classes: int = 2, in_channels: int = 
     return model
 
 
+_CORLEY = "Corley et al. 2024, authors' repository README (best of 10 seeds)"
+_PUBLISHED = {(50, "early"): [("LEVIR-CD", 89.91, _CORLEY), ("WHU-CD (official split)", 82.00, _CORLEY)],
+              (50, "siam-diff"): [("LEVIR-CD", 90.15, _CORLEY), ("WHU-CD (official split)", 82.48, _CORLEY)]}
 for _depth in (18, 50):
     for _fusion, _what in (("early", "both dates stacked as 2C bands"), ("siam-diff", "a shared encoder, feature "
                                                                                       "differences decoded")):
-        register_config(
-            f"unet_r{_depth}_{_fusion}", unet,
-            f"U-Net with a ResNet-{_depth} encoder (timm), {_what} (Corley et al. 2024 baseline). "
-            "``encoder_weights``: None, 'imagenet', a hub name or a ResNet file.",
-            f"resnet{_depth}", _fusion,
+        register_model(
+            f"unet_r{_depth}_{_fusion}", unet, f"resnet{_depth}", _fusion,
+            doc=f"U-Net with a ResNet-{_depth} encoder (timm), {_what} (Corley et al. 2024 baseline). "
+                "``encoder_weights``: None, 'imagenet', a hub name or a ResNet file.",
+            published=_PUBLISHED.get((_depth, _fusion), []),
         )

@@ -29,14 +29,14 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from changekit.errors import ConfigError
 from changekit.models.ban.heads import BAN_BITHead, BAN_MLPDecoder, BridgeLayer, align_module
+from changekit.models.base import ChangekitModel
 from changekit.models.foundation.loaders import load_fm_weights, opencd_vit_to_timm
 from changekit.models.foundation.vit import FrozenViT, build_fm
 from changekit.models.recompute import maybe_checkpoint
-from changekit.models.registry import register_config, register_model
+from changekit.models.registry import register_model
 
 __all__ = ["BAN", "BitemporalAdapterBranch", "BitemporalAdapterHead", "ban", "build_bitab"]
 
@@ -106,15 +106,13 @@ class BitemporalAdapterHead(nn.Module):
         return self.mask_decoder(san(img_from, fm_from), san(img_to, fm_to))
 
 
-class BAN(nn.Module):
+class BAN(ChangekitModel):
     def __init__(self, image_encoder: FrozenViT, decode_head: BitemporalAdapterHead, num_classes: int = 2):
-        super().__init__()
+        super().__init__(num_classes, 3)
         self.image_encoder = image_encoder
         # channels_last: oneDNN's 1x1 and depth-wise convs of the Bi-TAB and decoder run 2-3x faster on NHWC
         # (the MiT's token maps already are NHWC in memory). Loaded weights keep this layout.
         self.decode_head = decode_head.to(memory_format=torch.channels_last)
-        self.num_classes = num_classes
-        self.in_channels = 3
 
     def extract_fm(self, t1: torch.Tensor, t2: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """FM features of both dates, computed as one batch (frozen, no autograd)."""
@@ -127,12 +125,6 @@ class BAN(nn.Module):
             raise ValueError(f"the two dates differ in shape: {tuple(t1.shape)} vs {tuple(t2.shape)}")
         f1, f2 = self.extract_fm(t1, t2)
         return self.decode_head(t1, t2, f1, f2)
-
-    def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
-        out = self.forward_decoder(t1, t2)
-        if out.shape[-2:] != t1.shape[-2:]:
-            out = F.interpolate(out, size=t1.shape[-2:], mode="bilinear", align_corners=False)
-        return out
 
     def trainable_parameters(self):
         return (p for p in self.parameters() if p.requires_grad)
@@ -242,9 +234,26 @@ def ban(fm: str | Mapping[str, Any] = "clip_vit-b16", bitab: str = "mit-b0", *, 
     return model
 
 
+_BAN = "open-cd configs/ban/README.md"
+#: the published LEVIR-CD (and S2Looking) F1 of open-cd's BAN configs
+_PUBLISHED = {
+    "ban_vit-l14-clip_bit": [("LEVIR-CD", 91.85, _BAN), ("S2Looking", 65.44, _BAN)],
+    "ban_vit-b16-clip_mit-b0": [("LEVIR-CD", 91.71, _BAN)],
+    "ban_vit-l14-clip_mit-b0": [("LEVIR-CD", 91.86, _BAN), ("S2Looking", 66.70, _BAN)],
+    "ban_vit-l14-clip_mit-b1": [("LEVIR-CD", 92.10, _BAN)],
+    "ban_vit-l14-clip_mit-b2": [("LEVIR-CD", 92.30, _BAN)],
+    "ban_vit-b32-remoteclip_mit-b0": [("LEVIR-CD", 91.75, _BAN)],
+    "ban_vit-l14-remoteclip_mit-b0": [("LEVIR-CD", 91.92, _BAN)],
+    "ban_vit-b32-georsclip_mit-b0": [("LEVIR-CD", 91.77, _BAN)],
+    "ban_vit-l14-georsclip_mit-b0": [("LEVIR-CD", 91.96, _BAN)],
+    "ban_vit-b16-in21k_mit-b0": [("LEVIR-CD", 91.66, _BAN + " (its row links the mit-b2 config)")],
+    "ban_vit-l16-in21k_mit-b0": [("LEVIR-CD", 91.67, _BAN)],
+}
+
+
 def _factory(name: str, fm: str, bitab: str) -> None:
     doc = f"BAN with the frozen {fm} foundation model and the {bitab} Bi-TAB (open-cd config {name})."
-    register_config(name, ban, doc, fm, bitab)
+    register_model(name, ban, fm, bitab, doc=doc, published=_PUBLISHED.get(name, []))
 
 
 for _fm_name, _fm in (("vit-b16-clip", "clip_vit-b16"), ("vit-l14-clip", "clip_vit-l14-336")):
@@ -255,9 +264,5 @@ for _fm_name, _fm in (("vit-b32-remoteclip", "remoteclip_vit-b32"), ("vit-l14-re
                       ("vit-b16-in21k", "in21k_vit-b16"), ("vit-l16-in21k", "in21k_vit-l16")):
     _factory(f"ban_{_fm_name}_mit-b0", _fm, "mit-b0")
 _factory("ban_vit-b16-in21k_mit-b2", "in21k_vit-b16", "mit-b2")
-
-
-@register_model(name="ban")
-def ban_generic(**kwargs: Any) -> BAN:
-    """BAN with any FM (``fm='timm:vit_small_patch14_dinov2'``...) and Bi-TAB (``bitab='mit-b0'``)."""
-    return ban(**kwargs)
+register_model("ban", ban, doc="BAN with any FM (``fm='timm:vit_small_patch14_dinov2'``...) and Bi-TAB "
+                               "(``bitab='mit-b0'``).")

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from changekit.errors import ConfigError
 from changekit.models.ban.heads import ConvModule, MixFFN
 from changekit.models.ban.model import BAN, BitemporalAdapterBranch, _init_decoder, ban
-from changekit.models.registry import register_config, register_model
+from changekit.models.registry import register_model
 
 __all__ = ["BAN_SCD", "BAN_BCD_MLPDecoder", "BAN_SCD_MLPDecoder", "SCD_BitemporalAdapterHead", "ban_scd"]
 
@@ -153,18 +153,18 @@ def ban_scd(fm: str | dict = "clip_vit-l14-336", bitab: str = "mit-b0", *, num_c
     return model
 
 
+_PUBLISHED = {"ban-scd_vit-l14-clip_mit-b0": 72.57, "ban-scd_vit-l14-clip_mit-b2": 74.77}  # BANDON F1
+
+
 def _factory(name: str, fm: str, bitab: str) -> None:
     doc = (f"BAN-SCD (BANDON semantic change) with the frozen {fm} foundation model and the {bitab} Bi-TAB "
            f"(BAN repository config {name.replace('ban-scd', 'ban')}_512x512_40k_bandon-scd).")
-    register_config(name, ban_scd, doc, fm, bitab)
+    published = [("BANDON", _PUBLISHED[name], "BAN repository README (likyoo/BAN)")] if name in _PUBLISHED else []
+    register_model(name, ban_scd, fm, bitab, doc=doc, published=published)
 
 
 for _b in ("mit-b0", "mit-b1", "mit-b2"):
     _factory(f"ban-scd_vit-l14-clip_{_b}", "clip_vit-l14-336", _b)
     _factory(f"ban-scd_vit-b16-clip_{_b}", "clip_vit-b16", _b)
-
-
-@register_model(name="ban-scd")
-def ban_scd_generic(**kwargs: Any) -> BAN_SCD:
-    """BAN-SCD with any FM (``fm=...`` as for ``ban``, e.g. a tiny dict for tests) and MiT Bi-TAB."""
-    return ban_scd(**kwargs)
+register_model("ban-scd", ban_scd, doc="BAN-SCD with any FM (``fm=...`` as for ``ban``, e.g. a tiny dict for tests) "
+                                       "and MiT Bi-TAB.")

@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from changekit.models.backbones.swin import SwinTransformer, load_swin_pretrained
 from changekit.models.backbones.vitae import ViTAEv2, load_vitae_pretrained
+from changekit.models.base import ChangekitModel
 from changekit.models.dsqnet.head import DSQNetHead
 from changekit.models.dsqnet.head_2408 import DSQNetHead2408
 from changekit.models.dsqnet.head_cx import DSQHeadCX
@@ -37,7 +37,7 @@ __all__ = ["DSQNet", "dsqnet_swin_t", "dsqnet_vitaev2_s", "dsqnet_2408_swin_t", 
            "dsqnet_cx_swin_t", "dsqnet_cx_vitaev2_s"]
 
 
-class DSQNet(nn.Module):
+class DSQNet(ChangekitModel):
     """Backbone shared by both dates + a DSQNet head (:class:`.head.DSQNetHead` or :class:`.head_cx.DSQHeadCX`).
 
     Parameter names are the released ones (``backbone.*``, ``decode_head.*``), so a released checkpoint's
@@ -45,8 +45,7 @@ class DSQNet(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, num_classes: int = 2, in_channels: int = 3) -> None:
-        super().__init__()
-        self.num_classes, self.in_channels = num_classes, in_channels
+        super().__init__(num_classes, in_channels)
         self.backbone = backbone
         self.decode_head = head
 
@@ -54,9 +53,6 @@ class DSQNet(nn.Module):
         """Raw logits at 1/4 of the input (and the (B, K, 4) boxes if asked)."""
         return self.decode_head(self.backbone(t1), self.backbone(t2), return_boxes=return_boxes)
 
-    def forward(self, t1: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
-        out = self.forward_decoder(t1, t2)
-        return F.interpolate(out, size=t1.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def _swin(in_channels: int, drop_path_rate: float, backbone_weights: str | Path | None, **kw) -> SwinTransformer:
@@ -75,7 +71,6 @@ def _vitae(in_channels: int, drop_path_rate: float, backbone_weights: str | Path
     return m
 
 
-@register_model(name="dsqnet_swin-t")
 def dsqnet_swin_t(num_classes: int = 2, in_channels: int = 3, channels: int = 128, img_size: int = 512,
                   drop_path_rate: float = 0.3, backbone_weights: str | Path | None = None,
                   backbone_args: dict | None = None) -> DSQNet:
@@ -87,7 +82,6 @@ def dsqnet_swin_t(num_classes: int = 2, in_channels: int = 3, channels: int = 12
     return DSQNet(bb, DSQNetHead(bb.out_channels, channels, num_classes, img_size), num_classes, in_channels)
 
 
-@register_model(name="dsqnet_vitaev2-s")
 def dsqnet_vitaev2_s(num_classes: int = 2, in_channels: int = 3, channels: int = 128, img_size: int = 512,
                      drop_path_rate: float = 0.3, backbone_weights: str | Path | None = None,
                      backbone_args: dict | None = None) -> DSQNet:
@@ -96,7 +90,6 @@ def dsqnet_vitaev2_s(num_classes: int = 2, in_channels: int = 3, channels: int =
     return DSQNet(bb, DSQNetHead(bb.out_channels, channels, num_classes, img_size), num_classes, in_channels)
 
 
-@register_model(name="dsqnet-2408_swin-t")
 def dsqnet_2408_swin_t(num_classes: int = 2, in_channels: int = 3, channels: int = 64, drop_path_rate: float = 0.3,
                        backbone_weights: str | Path | None = None, backbone_args: dict | None = None) -> DSQNet:
     """The August 2024 DSQNet upload with Swin-T (see :mod:`.head_2408`)."""
@@ -104,7 +97,6 @@ def dsqnet_2408_swin_t(num_classes: int = 2, in_channels: int = 3, channels: int
     return DSQNet(bb, DSQNetHead2408(bb.out_channels, channels, num_classes), num_classes, in_channels)
 
 
-@register_model(name="dsqnet-2408_vitaev2-s")
 def dsqnet_2408_vitaev2_s(num_classes: int = 2, in_channels: int = 3, channels: int = 64, drop_path_rate: float = 0.3,
                           backbone_weights: str | Path | None = None, backbone_args: dict | None = None) -> DSQNet:
     """The August 2024 DSQNet upload with ViTAEv2-S (see :mod:`.head_2408`)."""
@@ -112,7 +104,6 @@ def dsqnet_2408_vitaev2_s(num_classes: int = 2, in_channels: int = 3, channels: 
     return DSQNet(bb, DSQNetHead2408(bb.out_channels, channels, num_classes), num_classes, in_channels)
 
 
-@register_model(name="dsqnet-cx_swin-t")
 def dsqnet_cx_swin_t(num_classes: int = 2, in_channels: int = 3, channels: int = 192, drop_path_rate: float = 0.3,
                      backbone_weights: str | Path | None = None, backbone_args: dict | None = None,
                      **head_kwargs: Any) -> DSQNet:
@@ -121,10 +112,18 @@ def dsqnet_cx_swin_t(num_classes: int = 2, in_channels: int = 3, channels: int =
     return DSQNet(bb, DSQHeadCX(bb.out_channels, channels, num_classes, **head_kwargs), num_classes, in_channels)
 
 
-@register_model(name="dsqnet-cx_vitaev2-s")
 def dsqnet_cx_vitaev2_s(num_classes: int = 2, in_channels: int = 3, channels: int = 192, drop_path_rate: float = 0.3,
                         backbone_weights: str | Path | None = None, backbone_args: dict | None = None,
                         **head_kwargs: Any) -> DSQNet:
     """changekit's DSQNet design (not the paper's code) with ViTAEv2-S; see :mod:`.head_cx`."""
     bb = _vitae(in_channels, drop_path_rate, backbone_weights, **(backbone_args or {}))
     return DSQNet(bb, DSQHeadCX(bb.out_channels, channels, num_classes, **head_kwargs), num_classes, in_channels)
+
+
+_DSQNET = "DSQNet README with the released checkpoints (QinZelin/DSQNet 4bda99b..92d02d2, 2024-05-13..08-27)"
+register_model("dsqnet_swin-t", dsqnet_swin_t, published=[("LEVIR-CD", 92.01, _DSQNET), ("S2Looking", 66.69, _DSQNET)])
+register_model("dsqnet_vitaev2-s", dsqnet_vitaev2_s, published=[("LEVIR-CD", 92.37, _DSQNET), ("S2Looking", 67.08, _DSQNET)])
+register_model("dsqnet-2408_swin-t", dsqnet_2408_swin_t)
+register_model("dsqnet-2408_vitaev2-s", dsqnet_2408_vitaev2_s)
+register_model("dsqnet-cx_swin-t", dsqnet_cx_swin_t)
+register_model("dsqnet-cx_vitaev2-s", dsqnet_cx_vitaev2_s)
