@@ -1,14 +1,19 @@
-"""The package's layering (docs/architecture.md): no import circles, argv parsed only in ``changekit/cli``,
-and the inference paths (``changekit.load_model``, ``changekit scene``) free of Lightning."""
+"""The package's layering, read from the layer map of docs/architecture.md (so the doc shows what is enforced):
+every module belongs to one entry of the map, every import points to an entry of a higher rank, no import circles,
+argparse only in ``changekit/cli``, and the inference paths (``changekit.load_model``, ``changekit scene``) free
+of Lightning."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-PKG = Path(__file__).resolve().parents[1] / "changekit"
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "changekit"
+DOC = ROOT / "docs" / "architecture.md"
 
 
 def _module_name(path: Path) -> str:
@@ -92,21 +97,49 @@ def test_no_import_circles():
     assert _cycles(graph) == []
 
 
-def test_layers_import_only_downwards():
-    """data/, metrics/ and models/ never reach up into engine/, geo/ or cli/; geo/ never imports engine/."""
-    upper = {
-        "changekit.data": ("changekit.models", "changekit.engine", "changekit.geo", "changekit.cli", "changekit.metrics"),
-        "changekit.models": ("changekit.engine", "changekit.geo", "changekit.cli", "changekit.metrics"),
-        "changekit.metrics": ("changekit.models", "changekit.engine", "changekit.geo", "changekit.cli"),
-        "changekit.geo": ("changekit.engine", "changekit.cli"),
-        "changekit.deploy": ("changekit.engine", "changekit.geo", "changekit.cli"),
-        "changekit.engine": ("changekit.geo", "changekit.deploy", "changekit.cli"),
-    }
+def layer_map() -> list[tuple[int, tuple[str, ...]]]:
+    """``(rank, module prefixes)`` per entry of the doc's layer map (``cli/`` -> ``changekit.cli``, ``demo.py`` ->
+    ``changekit.demo``, ``__init__.py`` -> ``changekit``)."""
+    entries = []
+    for line in DOC.read_text().splitlines():
+        m = re.match(r"\|\s*(\d+)\s*\|([^|]*)\|", line)
+        if m:
+            names = re.findall(r"`([^`]+)`", m.group(2))
+            mods = tuple("changekit" if n == "__init__.py" else "changekit." + n.removesuffix("/").removesuffix(".py")
+                         for n in names)
+            entries.append((int(m.group(1)), mods))
+    return entries
+
+
+def _entry_of(module: str, entries) -> int | None:
+    """The index of the entry ``module`` belongs to (the longest matching prefix), None if none."""
+    best, length = None, -1
+    for i, (_, mods) in enumerate(entries):
+        for m in mods:
+            if (module == m or module.startswith(m + ".")) and len(m) > length:
+                best, length = i, len(m)
+    return best
+
+
+def test_every_module_is_on_the_layer_map():
+    entries = layer_map()
+    assert len(entries) >= 10, f"no layer map found in {DOC}"
+    missing = sorted(m for m in _modules() if _entry_of(m, entries) is None)
+    assert missing == [], f"add these modules to the layer map of {DOC.name}"
+    listed = [m for _, mods in entries for m in mods]
+    assert sorted(m for m in listed if m not in _modules()) == [], "the layer map names modules that do not exist"
+
+
+def test_imports_point_down_the_layer_map():
+    """An entry imports only entries of a higher rank number (equal ranks never import each other)."""
+    entries = layer_map()
     bad = []
     for mod, deps in _graph().items():
-        for layer, forbidden in upper.items():
-            if mod == layer or mod.startswith(layer + "."):
-                bad += [f"{mod} -> {d}" for d in deps if d.startswith(forbidden)]
+        a = _entry_of(mod, entries)
+        for d in deps:
+            b = _entry_of(d, entries)
+            if a != b and entries[a][0] >= entries[b][0]:
+                bad.append(f"{mod} (rank {entries[a][0]}) -> {d} (rank {entries[b][0]})")
     assert bad == []
 
 
