@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fast synthetic pair (tests/toys.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fast synthetic pair (tests/helpers/toys.py)
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ def main() -> int:
     a = p.parse_args()
     import onnxruntime as ort
     import rasterio
-    from toys import write_scene_pair
+    from helpers.toys import write_scene_pair
 
     from changekit import build_model
     from changekit.deploy import OnnxModel, export_onnx

@@ -18,13 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-# the scene pipeline's test fixtures (a fast synthetic pair, a difference detector) live in tests/toys.py
+# the scene pipeline's test fixtures (a fast synthetic pair, a difference detector) live in tests/helpers/toys.py
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def child(t1: str, t2: str, out: str, window: int, overlap: int, batch: int) -> None:
     import torch
-    from toys import DiffModel
+    from helpers.toys import DiffModel
 
     from changekit.geo.scene import run_scene
 
@@ -52,7 +52,7 @@ def main() -> int:
     if a.child:
         child(*a.child, a.window, a.overlap, a.batch_size)
         return 0
-    from toys import write_scene_pair
+    from helpers.toys import write_scene_pair
 
     work = Path(a.workdir or tempfile.mkdtemp(prefix="scene_memory_"))
     work.mkdir(parents=True, exist_ok=True)

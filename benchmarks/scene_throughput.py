@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# the scene pipeline's test fixtures (a fast synthetic pair, a difference detector) live in tests/toys.py
+# the scene pipeline's test fixtures (a fast synthetic pair, a difference detector) live in tests/helpers/toys.py
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import torch
@@ -51,7 +51,7 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16, fp16 (scene --precision)")
     a = p.parse_args()
-    from toys import write_scene_pair
+    from helpers.toys import write_scene_pair
 
     from changekit import build_model
     from changekit.geo.scene import run_scene

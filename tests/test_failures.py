@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from engine_toy import TOY_CONFIG, write_toy_dataset
-from toys import DiffModel, write_scene_pair
+from helpers.engine_toy import TOY_CONFIG, write_toy_dataset
+from helpers.toys import DiffModel, write_scene_pair
 
 from changekit.cli import main as cli
 from changekit.errors import ConfigError, DataError
@@ -316,7 +316,7 @@ def test_ctrl_c_in_fit_saves_last_and_says_how_to_resume(trained, tmp_path, caps
     _, cfg, _ = trained
     out = ["--output_root", str(tmp_path / "runs")]
     monkeypatch.chdir(tmp_path)
-    cb = '{"class_path": "engine_toy.InterruptAt", "init_args": {"step": 2}}'
+    cb = '{"class_path": "helpers.engine_toy.InterruptAt", "init_args": {"step": 2}}'
     assert cli(["fit", "-c", str(cfg), *out, "--trainer.max_steps", "4", "--trainer.callbacks+", cb]) == 130
     err = capsys.readouterr().err
     assert "interrupted; resume with the same command plus --ckpt_path last" in err and "Traceback" not in err

@@ -43,7 +43,7 @@ import torch
 
 sys.path.insert(0, os.environ.get("REF_WORK", "../shared/bench"))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests"))
-from golden import rule_tensor  # noqa: E402  (the golden weight rule, shared with the tests; numpy/torch only)
+from helpers.golden import rule_tensor  # noqa: E402  (the golden weight rule, shared with the tests; numpy/torch only)
 
 os.environ.setdefault("OPENCD", os.environ["DSQ"])
 import boot  # noqa: E402,F401  (stubs mmcv.ops / mmdet, puts $OPENCD first on sys.path)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from golden import rule_tensor  # noqa: E402
+from helpers.golden import rule_tensor  # noqa: E402
 
 registry = types.ModuleType("opencd.registry")
 registry.MODELS = types.SimpleNamespace(register_module=lambda *a, **k: (lambda cls: cls))

@@ -4,7 +4,7 @@
 (``tools/dataset_converters/{potsdam,vaihingen}.py`` of open-mmlab/mmsegmentation v1.2.2) without running them.
 This script checks that claim against the converters themselves:
 
-1. (project ``.venv``) write the synthetic tiles of ``tests/isprs_toy.py`` and pack them as the downloads are packed
+1. (project ``.venv``) write the synthetic tiles of ``tests/helpers/isprs_toy.py`` and pack them as the downloads are packed
    (``2_Ortho_RGB.zip``, ``5_Labels_all_noBoundary.zip``; ``ISPRS_semantic_labeling_Vaihingen.zip`` with ``top/``,
    ``ISPRS_semantic_labeling_Vaihingen_ground_truth_eroded_COMPLETE.zip``);
 2. (reference environment, ``$REF_PY``: mmcv-lite 2.1.0, mmengine 0.10.1, see ``../shared/bench/README.md``) run the
@@ -14,7 +14,7 @@ This script checks that claim against the converters themselves:
     REF_PY=/path/refenv/bin/python CONVERTERS=/path/tools/dataset_converters \\
         .venv/bin/python benchmarks/reference/isprs_converter_check.py tests/fixtures/isprs/converter_crops.json
 
-``tests/test_isprs_tiles.py`` regenerates the tiles and compares the presets' crops with the fixture.
+``tests/data/test_isprs.py`` regenerates the tiles and compares the presets' crops with the fixture.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-from isprs_toy import write_official_tiles  # noqa: E402
+from helpers.isprs_toy import write_official_tiles  # noqa: E402
 
 ZIPS = {
     "potsdam": {"2_Ortho_RGB.zip": "2_Ortho_RGB", "5_Labels_all_noBoundary.zip": "5_Labels_all_noBoundary"},
@@ -60,7 +60,7 @@ def main() -> int:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/isprs/converter_crops.json")
     ref_py, conv = os.environ["REF_PY"], Path(os.environ["CONVERTERS"])
     record: dict = {"converters": "open-mmlab/mmsegmentation v1.2.2 tools/dataset_converters/{potsdam,vaihingen}.py",
-                    "tiles": "tests/isprs_toy.py write_official_tiles"}
+                    "tiles": "tests/helpers/isprs_toy.py write_official_tiles"}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for site in ("potsdam", "vaihingen"):

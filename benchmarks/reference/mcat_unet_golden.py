@@ -23,7 +23,7 @@ sys.path.insert(0, os.environ.get("REF_WORK", "../shared/bench"))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests"))
 import boot  # noqa: E402,F401  (stubs mmcv.ops / mmdet)
 import torch.nn.functional as F  # noqa: E402
-from golden import rule_tensor  # noqa: E402
+from helpers.golden import rule_tensor  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmseg.registry import MODELS  # noqa: E402
 from mmseg.utils import register_all_modules  # noqa: E402

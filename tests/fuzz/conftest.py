@@ -14,7 +14,7 @@ def fuzz_ckpt(tiny_scene_ckpt):
 @pytest.fixture(scope="session")
 def fuzz_pair(tmp_path_factory):
     """A valid 96 x 128 uint8 RGB pair (UTM) with a label."""
-    from toys import write_scene_pair
+    from helpers.toys import write_scene_pair
 
     d = tmp_path_factory.mktemp("fuzz-pair")
     write_scene_pair(d / "t1.tif", d / "t2.tif", d / "label.tif", size=(96, 128), seed=3, changes_per_mpx=400)

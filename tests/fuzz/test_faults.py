@@ -25,7 +25,7 @@ OUTPUTS = ("change.tif", "probability.tif", "changes.geojson")
 @pytest.fixture(scope="module")
 def big_pair(tmp_path_factory):
     """A pair of 48 strips of 64 px windows: a run spends most of its time predicting (much to interrupt)."""
-    from toys import write_scene_pair
+    from helpers.toys import write_scene_pair
 
     d = tmp_path_factory.mktemp("faults-pair")
     write_scene_pair(d / "t1.tif", d / "t2.tif", size=(2304, 256), seed=5, changes_per_mpx=60)

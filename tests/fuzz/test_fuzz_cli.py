@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from changekit.cli import COMMANDS
 
 # `demo` trains for minutes on any options it accepts, and `view` serves until stopped: neither belongs in a
-# loop of cases; their options are checked where they are parsed (tests/test_cli.py, tests/test_viewer.py)
+# loop of cases; their options are checked where they are parsed (tests/cli/test_cli.py, tests/viewer/test_viewer.py)
 RUN = sorted(set(COMMANDS) - {"demo", "view"})
 VALUES = ["@missing", "@empty", "@folder", "@garbage", "@raster", "@ckpt", "@out", "-1", "0", "1", "3",
           "1e309", "nan", "-inf", "abc", "", "1,2", "0,0,0", "../..", "a\x00b", "é✓", "--", "[1, 2]", "{}", "null"]

@@ -41,7 +41,7 @@ case_strategy = st.fixed_dictionaries({
 
 @pytest.fixture(scope="module")
 def items(tmp_path_factory):
-    from stac_toy import write_item
+    from helpers.stac_toy import write_item
 
     d = tmp_path_factory.mktemp("fuzz-stac")
     return {(level, date): json.loads(write_item(d / f"{level}{date}", date, level=level).read_text())
