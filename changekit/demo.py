@@ -214,28 +214,16 @@ def _default_threads() -> int:
     return 1
 
 
-def _run(args: SimpleNamespace) -> DemoContext:
-    started = time.time()
-    import torch
-
-    threads = args.threads or _default_threads()
-    torch.set_num_threads(threads)
+def _data_and_task(args: SimpleNamespace, data_root: Path):
+    """The synthetic dataset written, its datamodule and the change task of the recipe (seeded: in this order)."""
     import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger
 
     from changekit.data import write_dataset
     from changekit.engine.change_task import ChangeDetectionTask
     from changekit.engine.datamodule import ChangeDataModule
-    from changekit.engine.writers import PredictionWriter
-    from changekit.metrics import SUMMARY_KEYS, format_metrics_table, json_ready
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data_root = out / "data"
     print(f"[1/7] synthetic dataset: {args.n_train}/{args.n_val}/{args.n_test} pairs of {args.size}x{args.size} -> {data_root}")
     write_dataset(data_root, args.n_train, args.n_val, args.n_test, size=args.size, seed=args.seed)
-
     pl.seed_everything(args.seed, verbose=False)
     dm = ChangeDataModule(
         dataset="folder",
@@ -259,11 +247,18 @@ def _run(args: SimpleNamespace) -> DemoContext:
         schedule={"warmup_iters": args.warmup, "warmup_start_factor": 1e-3, "power": 1.0, "min_lr": 0.0},
         eval={"mode": "whole"},
     )
-    curves = _Curves()
+    return dm, task
+
+
+def _trainer(args: SimpleNamespace, out: Path, curves):
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
     callbacks = [curves]
     if not args.no_progress:
         callbacks.append(RichProgressBar(leave=False))
-    trainer = pl.Trainer(
+    return pl.Trainer(
         accelerator="cpu",
         devices=1,
         max_steps=args.steps,
@@ -279,14 +274,11 @@ def _run(args: SimpleNamespace) -> DemoContext:
         log_every_n_steps=10,
         deterministic=True,
     )
-    t0 = time.time()
-    print(f"[2/7] training {args.arch} for {args.steps} iterations (batch {args.batch_size}, crop {args.crop}, "
-          f"lr {args.lr}, {threads} thread(s))")
-    task.print_tables = False
-    trainer.fit(task, datamodule=dm)
-    train_s = time.time() - t0
-    print(f"      trained {trainer.global_step} iterations in {train_s:.0f} s")
-    warn_if_cut_short(trainer, args)
+
+
+def _test_and_save(trainer, task, dm, args: SimpleNamespace, out: Path, train_s: float) -> tuple[dict, dict, Path]:
+    """The test split's metrics (printed), the inference checkpoint and ``metrics.json``."""
+    from changekit.metrics import SUMMARY_KEYS, format_metrics_table, json_ready
 
     print("[3/7] evaluating on the held-out test split")
     trainer.test(task, datamodule=dm, verbose=False)
@@ -308,23 +300,49 @@ def _run(args: SimpleNamespace) -> DemoContext:
         recipe={k: getattr(args, k) for k in DEFAULTS},
     )
     write_json(out / "metrics.json", json_ready(summary))
+    return metrics, summary, ckpt
 
-    print(f"[4/7] change maps and error overlays -> {out / 'predictions'}")
-    pred_dir = out / "predictions"
-    writer = PredictionWriter(pred_dir, ignore_index=255)
-    trainer.callbacks.append(writer)
-    trainer.predict(task, datamodule=dm, return_predictions=False)
 
-    print(f"[5/7] figure -> {out / 'figure.png'}")
-    labels = sorted((data_root / "test" / "label").glob("*.png"))
+def _predict_and_figure(trainer, task, dm, args: SimpleNamespace, out: Path, data_root: Path, curves, metrics) -> None:
     import numpy as np
     from PIL import Image
 
+    from changekit.engine.writers import PredictionWriter
+
+    print(f"[4/7] change maps and error overlays -> {out / 'predictions'}")
+    pred_dir = out / "predictions"
+    trainer.callbacks.append(PredictionWriter(pred_dir, ignore_index=255))
+    trainer.predict(task, datamodule=dm, return_predictions=False)
+    print(f"[5/7] figure -> {out / 'figure.png'}")
+    labels = sorted((data_root / "test" / "label").glob("*.png"))
     # show the samples with the most change first (a figure of empty labels says little)
     ranked = sorted(labels, key=lambda p: -int((np.array(Image.open(p)) > 0).sum()))
     names = [p.stem for p in ranked[: args.figure_samples]]
     make_figure(out / "figure.png", data_root, pred_dir, names, curves, metrics, arch=args.arch)
 
+
+def _run(args: SimpleNamespace) -> DemoContext:
+    started = time.time()
+    import torch
+
+    threads = args.threads or _default_threads()
+    torch.set_num_threads(threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_root = out / "data"
+    dm, task = _data_and_task(args, data_root)
+    curves = _Curves()
+    trainer = _trainer(args, out, curves)
+    t0 = time.time()
+    print(f"[2/7] training {args.arch} for {args.steps} iterations (batch {args.batch_size}, crop {args.crop}, "
+          f"lr {args.lr}, {threads} thread(s))")
+    task.print_tables = False
+    trainer.fit(task, datamodule=dm)
+    train_s = time.time() - t0
+    print(f"      trained {trainer.global_step} iterations in {train_s:.0f} s")
+    warn_if_cut_short(trainer, args)
+    metrics, summary, ckpt = _test_and_save(trainer, task, dm, args, out, train_s)
+    _predict_and_figure(trainer, task, dm, args, out, data_root, curves, metrics)
     ctx = DemoContext(out=out, data_root=data_root, checkpoint=ckpt, metrics=summary, args=args, started=started)
     scene_step(ctx)
     real_step(ctx)

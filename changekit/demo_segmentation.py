@@ -79,9 +79,8 @@ def _run(args: SimpleNamespace) -> DemoContext:
 
     from changekit.data.synthetic import LANDCOVER_CLASSES, LANDCOVER_PALETTE, write_segmentation_dataset
     from changekit.engine.datamodule import ChangeDataModule
-    from changekit.engine.seg_task import SEG_SUMMARY_KEYS, SegmentationTask
+    from changekit.engine.seg_task import SegmentationTask
     from changekit.engine.writers import PredictionWriter
-    from changekit.metrics import format_metrics_table, json_ready
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,6 +114,31 @@ def _run(args: SimpleNamespace) -> DemoContext:
     print(f"      trained {trainer.global_step} iterations in {train_s:.0f} s")
     warn_if_cut_short(trainer, args)
 
+    metrics, summary, ckpt = _test_and_save(trainer, task, dm, args, out, train_s)
+
+    print(f"[4/6] class maps and error overlays -> {out / 'predictions'}")
+    pred_dir = out / "predictions"
+    trainer.callbacks.append(PredictionWriter(pred_dir, ignore_index=255, palette=LANDCOVER_PALETTE, value_offset=1))
+    trainer.predict(task, datamodule=dm, return_predictions=False)
+
+    print(f"[5/6] figure -> {out / 'figure.png'}")
+    names = sorted(p.stem for p in (data_root / "img_dir" / "val").glob("*.png"))[: args.figure_samples]
+    _figure(out / "figure.png", data_root, pred_dir, names, curves, metrics, args.arch)
+
+    ctx = DemoContext(out=out, data_root=data_root, checkpoint=ckpt, metrics=summary, args=args, started=started)
+    if not args.no_scene:
+        _scene_step(ctx, ckpt, out, args)
+    print(f"demo finished in {time.time() - started:.0f} s: mIoU {metrics['miou']:.4f}, OA {metrics['oa']:.4f} "
+          f"(val split, {task.eval_mode_description}); outputs in {out}")
+    return ctx
+
+
+def _test_and_save(trainer, task, dm, args: SimpleNamespace, out: Path, train_s: float) -> tuple[dict, dict, Path]:
+    """The val split's metrics (printed), the inference checkpoint and ``metrics.json``."""
+    from changekit.data.synthetic import LANDCOVER_CLASSES
+    from changekit.engine.seg_task import SEG_SUMMARY_KEYS
+    from changekit.metrics import format_metrics_table, json_ready
+
     print("[3/6] evaluating on the val split")
     trainer.test(task, datamodule=dm, verbose=False)
     metrics = task.results["test"]
@@ -129,28 +153,17 @@ def _run(args: SimpleNamespace) -> DemoContext:
                    train_cut_short=trainer.global_step < args.steps,
                    recipe={k: getattr(args, k) for k in SEGMENTATION_DEFAULTS})
     write_json(out / "metrics.json", json_ready(summary))
+    return metrics, summary, ckpt
 
-    print(f"[4/6] class maps and error overlays -> {out / 'predictions'}")
-    pred_dir = out / "predictions"
-    trainer.callbacks.append(PredictionWriter(pred_dir, ignore_index=255, palette=LANDCOVER_PALETTE, value_offset=1))
-    trainer.predict(task, datamodule=dm, return_predictions=False)
 
-    print(f"[5/6] figure -> {out / 'figure.png'}")
-    names = sorted(p.stem for p in (data_root / "img_dir" / "val").glob("*.png"))[: args.figure_samples]
-    _figure(out / "figure.png", data_root, pred_dir, names, curves, metrics, args.arch)
-
-    ctx = DemoContext(out=out, data_root=data_root, checkpoint=ckpt, metrics=summary, args=args, started=started)
-    if not args.no_scene:
-        h, w = args.scene_size
-        print(f"[6/6] large-scene inference on a synthetic {h}x{w} GeoTIFF -> {out / 'scene'}")
-        s = segmentation_scene(ckpt, out / "scene", size=(h, w), progress=not args.no_progress)
-        ctx.extra["scene"] = {k: s[k] for k in ("windows", "seconds", "megapixels_per_s", "polygons", "miou", "preview")}
-        print(f"      {s['windows']} windows, {s['polygons']} class polygons, scene mIoU {s['miou']:.3f}; "
-              f"preview {s['preview']}")
-        print(f"      review it on a map: changekit view {out / 'scene'}")
-    print(f"demo finished in {time.time() - started:.0f} s: mIoU {metrics['miou']:.4f}, OA {metrics['oa']:.4f} "
-          f"(val split, {task.eval_mode_description}); outputs in {out}")
-    return ctx
+def _scene_step(ctx: DemoContext, ckpt: Path, out: Path, args: SimpleNamespace) -> None:
+    h, w = args.scene_size
+    print(f"[6/6] large-scene inference on a synthetic {h}x{w} GeoTIFF -> {out / 'scene'}")
+    s = segmentation_scene(ckpt, out / "scene", size=(h, w), progress=not args.no_progress)
+    ctx.extra["scene"] = {k: s[k] for k in ("windows", "seconds", "megapixels_per_s", "polygons", "miou", "preview")}
+    print(f"      {s['windows']} windows, {s['polygons']} class polygons, scene mIoU {s['miou']:.3f}; "
+          f"preview {s['preview']}")
+    print(f"      review it on a map: changekit view {out / 'scene'}")
 
 
 def segmentation_scene(model_ckpt: str | Path, out_dir: str | Path, size: tuple[int, int] = (1024, 1536),
