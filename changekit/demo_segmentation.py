@@ -28,7 +28,7 @@ from changekit.demo import (
     _Curves,
     _default_threads,
     figure_grid,
-    warn_if_cut_short,
+    fit,
 )
 from changekit.errors import ConfigError
 
@@ -74,8 +74,6 @@ def _run(args: SimpleNamespace) -> DemoContext:
     threads = args.threads or _default_threads()
     torch.set_num_threads(threads)
     import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger
 
     from changekit.data.synthetic import LANDCOVER_CLASSES, LANDCOVER_PALETTE, write_segmentation_dataset
     from changekit.engine.datamodule import ChangeDataModule
@@ -98,21 +96,7 @@ def _run(args: SimpleNamespace) -> DemoContext:
                             schedule={"warmup_iters": args.warmup, "warmup_start_factor": 1e-3, "power": 1.0,
                                       "min_lr": 0.0}, eval={"mode": "whole"})
     curves = _Curves(("miou", "oa"))
-    callbacks = [curves] + ([] if args.no_progress else [RichProgressBar(leave=False)])
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=args.steps, max_time={"minutes": args.max_minutes},
-                         val_check_interval=min(args.val_every, args.steps), check_val_every_n_epoch=None,
-                         num_sanity_val_steps=0, logger=CSVLogger(str(out), name="logs", version=""),
-                         enable_checkpointing=False, enable_progress_bar=not args.no_progress,
-                         enable_model_summary=False, callbacks=callbacks, log_every_n_steps=10,
-                         deterministic=True)
-    t0 = time.time()
-    print(f"[2/6] training {args.arch} for {args.steps} iterations (batch {args.batch_size}, crop {args.crop}, "
-          f"lr {args.lr}, {threads} thread(s))")
-    task.print_tables = False
-    trainer.fit(task, datamodule=dm)
-    train_s = time.time() - t0
-    print(f"      trained {trainer.global_step} iterations in {train_s:.0f} s")
-    warn_if_cut_short(trainer, args)
+    trainer, train_s = fit(task, dm, args, out, curves, threads, "[2/6]")
 
     metrics, summary, ckpt = _test_and_save(trainer, task, dm, args, out, train_s)
 
@@ -182,7 +166,8 @@ def segmentation_scene(model_ckpt: str | Path, out_dir: str | Path, size: tuple[
     out.mkdir(parents=True, exist_ok=True)
     image, label = out / "image.tif", out / "label.tif"
     write_landcover_geotiff(image, label, size=size, seed=seed)
-    summary = run_scene(image, None, out, ckpt=model_ckpt, window=window, overlap=overlap, progress=progress)
+    summary = run_scene(image, None, out, ckpt=model_ckpt, window=window, overlap=overlap, progress=progress,
+                        precision="fp32")  # the same figures on every CPU
     with rasterio.open(out / "classes.tif") as c, rasterio.open(label) as g:
         pred, truth = torch.from_numpy(c.read(1).astype(np.int64)), torch.from_numpy(g.read(1).astype(np.int64))
     mat = confusion_matrix(pred, truth, len(LANDCOVER_PALETTE))

@@ -275,3 +275,12 @@ def test_colour_and_palette_files(tmp_path):
     assert item["t1"].shape == (3, H, W)
     with pytest.raises(DataError, match=r"label/c\.png: label has 3 bands"):
         build_dataset("folder", tmp_path, "train", label_encoding="index")[0]
+
+
+@pytest.mark.parametrize("preset,arg", [("potsdam-tiles", "dirs"), ("potsdam-tiles", "suffixes"),
+                                        ("loveda-official", "list_file"), ("oscd", "dirs"), ("sztaki", "split_dir"),
+                                        ("bandon", "dirs"), ("potsdam", "split_dir")])
+def test_a_dataset_refuses_arguments_it_cannot_honour(preset, arg, tmp_path):
+    """Official layouts know their own folder names: a layout argument is refused by name, never dropped."""
+    with pytest.raises(ConfigError, match=rf"{arg} do\(es\) not apply to this preset"):
+        build_dataset(preset, tmp_path, "train", **{arg: ("a", "b", "c")})
