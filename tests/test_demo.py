@@ -52,7 +52,7 @@ def test_demo_writes_every_output(tmp_path, capsys):
 
 def test_bf16_inference_agrees_with_fp32_on_the_demo_test_split(tmp_path):
     """optimize_for_inference(bf16): the argmax change maps of the demo's trained model agree with fp32 on
-    >= 99.9 % of the test split's pixels (fp32 where the CPU has no native bf16)."""
+    >= 99.9 % of the test split's pixels (fp32 where the CPU has no native bf16); int8 on all of them."""
     import torch
 
     from changekit import load_model, optimize_for_inference
@@ -76,6 +76,9 @@ def test_bf16_inference_agrees_with_fp32_on_the_demo_test_split(tmp_path):
     assert out.dtype == torch.float32 and out.shape[-2:] == t1.shape[-2:]
     assert (out.argmax(1) == ref).float().mean() >= 0.999
     assert fast.num_classes == model.num_classes  # attributes pass through
+    # int8 quantises linear layers of >= 65,536 weights; FC-Siam-diff has none (all convolutions): the same maps
+    int8 = optimize_for_inference(load_model(tmp_path / "d" / "model.ckpt"), precision="int8")
+    assert int8.precision == "int8" and torch.equal(int8(t1, t2).argmax(1), ref)
 
 
 def test_segmentation_demo_writes_every_output(tmp_path, capsys):

@@ -26,6 +26,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
                    help="fp16 stores the weights in half precision (inputs and outputs stay float32)")
+    p.add_argument("--quantize", choices=["int8"],
+                   help="int8: ONNX Runtime's dynamic quantiser on the large MatMul/Gemm weights (per-channel int8; "
+                        "for CPUs; name the file e.g. model.int8.onnx)")
     p.add_argument("--classes", help="language models (CLIPFormer): comma-separated class list to bake into the "
                                      "prompts (default: none, the prompt without class names)")
     args = p.parse_args(argv)
@@ -33,6 +36,11 @@ def main(argv: list[str]) -> int:
 
     if len(args.size) > 2 or min(args.size) <= 0:
         raise ConfigError("--size takes one or two positive integers")
+    if args.quantize and args.precision != "fp32":
+        raise ConfigError("give --precision fp16 or --quantize int8, not both")
+    if args.quantize and args.out.endswith(".safetensors"):
+        raise ConfigError("--quantize int8 applies to ONNX exports (--out model.int8.onnx); a .safetensors file keeps "
+                          "the fp32 weights (changekit scene --precision int8 quantises them at run time)")
     from changekit.deploy import export_onnx
     from changekit.models.loading import load_model
 
@@ -52,9 +60,13 @@ def main(argv: list[str]) -> int:
         return 0
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     meta = export_onnx(model, args.out, size=(args.size[0], args.size[-1]), opset=args.opset,
-                       precision=args.precision, text_classes=classes)
+                       precision=args.quantize or args.precision, text_classes=classes)
     shape = "dynamic H x W" if meta["dynamic_size"] else f"fixed {meta['fixed_size'][0]}x{meta['fixed_size'][1]}"
     print(f"wrote {meta['path']}: {meta['arch']}, {shape}, {meta['precision']}, max relative difference to "
           f"PyTorch {meta['error']:.2g}")
+    if "quantized_layers" in meta:
+        print(f"int8: {meta['quantized_layers']} MatMul/Gemm layer(s) quantised (those with at least 65,536 weights; "
+              "the rest stay fp32)" + ("; this model has none that large, so it runs as fp32" if not
+                                       meta["quantized_layers"] else ""))
     print(json.dumps({k: meta[k] for k in ("mean", "std", "bands", "units", "window")}))
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -120,8 +121,8 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, size: Sequence[int]
     prompt without class names, as the model uses without class lists); the metadata records which. ``try_dynamic=False`` writes a fixed-size graph without trying a dynamic one."""
     import onnx
 
-    if precision not in ("fp32", "fp16"):
-        raise ConfigError(f"--precision {precision!r}: use fp32 or fp16")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ConfigError(f"--precision {precision!r}: use fp32, fp16 or int8")
     h, w = int(size[0]), int(size[-1])
     if h < 32 or w < 32:
         raise ConfigError(f"--size {h} {w}: export at 32 px or more")
@@ -161,6 +162,9 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, size: Sequence[int]
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
             graph = _sorted(convert_float_to_float16(graph, keep_io_types=True))
+        elif precision == "int8":
+            graph = _quantize_int8(tmp)
+            quantized = sum(n.op_type in ("MatMulInteger", "ConvInteger") for n in graph.graph.node)
         from changekit.version import __version__
 
         num_classes = int(getattr(model, "num_classes", info.get("num_classes") or 2))
@@ -182,9 +186,33 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, size: Sequence[int]
             entry.key, entry.value = k, json.dumps(v)
         onnx.checker.check_model(graph)
         onnx.save(graph, str(tmp))
-        if precision == "fp16":
+        if precision != "fp32":  # reduced precision: the difference is reported, agreement is tested
             err = _check(wrapped, tmp, [(1, h, w)], c, tol=1.0)
-    return {**meta, "error": err, "path": str(out)}
+    return {**meta, "error": err, "path": str(out), **({"quantized_layers": quantized} if precision == "int8" else {})}
+
+
+def _quantize_int8(path: Path):
+    """The graph at ``path`` with its large MatMul/Gemm weights (at least ``INT8_MIN_WEIGHTS`` values, as
+    ``optimize_for_inference(..., "int8")`` picks them) dynamically quantised by ONNX Runtime's quantiser:
+    per-channel int8 weights, activations quantised per call."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from changekit.deploy.optimize import INT8_MIN_WEIGHTS
+
+    graph = onnx.load(str(path))
+    sizes = {t.name: int(np.prod(t.dims)) for t in graph.graph.initializer}
+    small = [n.name for n in graph.graph.node if n.op_type in ("MatMul", "Gemm")
+             and sizes.get(n.input[1] if len(n.input) > 1 else "", 0) < INT8_MIN_WEIGHTS]
+    quantized = path.with_name(path.name + ".int8")
+    logging.disable(logging.WARNING)  # the quantiser's advice to pre-process, logged on the root logger
+    try:
+        quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=small)
+        return onnx.load(str(quantized))
+    finally:
+        logging.disable(logging.NOTSET)
+        quantized.unlink(missing_ok=True)
 
 
 def _sorted(model):

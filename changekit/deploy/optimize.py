@@ -7,6 +7,14 @@ returns float32 logits:
 * ``bf16``: weights stored in bfloat16 and the forward run under bfloat16 autocast (CPUs with native bf16 —
   AVX-512-BF16 / AMX — and CUDA GPUs that support it); elsewhere a warning and fp32;
 * ``fp16``: CUDA only (half weights under fp16 autocast); on a CPU a warning and fp32 (CPU half kernels are slow);
+* ``int8``: CPU only. The large linear layers (weight matrices of at least :data:`INT8_MIN_WEIGHTS` values: a
+  frozen foundation model's attention and MLP projections) become dynamically quantised int8 layers
+  (``torch.ao`` with per-channel weights; activations quantised per call, accumulation in int32, on PyTorch's
+  ``x86`` backend: fbgemm / oneDNN kernels with AVX2 or AVX-512-VNNI); norms, attention, convolutions and the
+  decoder stay in fp32. On CUDA a warning and fp32;
+* ``auto``: :func:`auto_precision` picks the fastest of those that the hardware runs natively and that agreement
+  tests validate for the model's family (``ChangekitModel.fast_precisions``): bf16 where native, else int8 where
+  validated, else fp32;
 * ``compile=True``: ``torch.compile`` on top (first calls are slow while it compiles).
 
 Storing the weights in the reduced type (not only autocasting) avoids re-casting every weight on every call, which
@@ -27,10 +35,15 @@ import torch.nn as nn
 
 from changekit.errors import ConfigError
 
-__all__ = ["optimize_for_inference", "InferenceModel", "cpu_has_native_bf16", "resolve_precision"]
+__all__ = ["optimize_for_inference", "InferenceModel", "cpu_has_native_bf16", "resolve_precision", "auto_precision",
+           "quantize_linear_int8", "INT8_MIN_WEIGHTS"]
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: the smallest weight matrix (in x out values) that int8 quantises: below it, quantising the activations on every
+#: call costs more than the int8 product saves (MiT-b0's 32..256-wide layers), and small layers are where
+#: quantisation error matters most
+INT8_MIN_WEIGHTS = 2**16
 
 
 def cpu_has_native_bf16() -> bool:
@@ -46,11 +59,34 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def auto_precision(model: Any, device: torch.device | str) -> tuple[str, str]:
+    """``(precision, why)``: the fastest precision ``device`` runs natively that the model's family is validated for
+    (its ``fast_precisions``; a module that is not a changekit model, or an exported graph, has none: fp32)."""
+    kind = torch.device(device).type
+    validated = tuple(getattr(model, "fast_precisions", ()) or ())
+    family = type(model).__name__
+    if not validated:
+        return "fp32", f"{family} has no reduced precision validated against fp32"
+    if kind == "cuda":
+        if "bf16" in validated and torch.cuda.is_bf16_supported():
+            return "bf16", "the GPU runs bfloat16 natively"
+        return "fp32", "no reduced precision validated for this GPU"
+    if "bf16" in validated and cpu_has_native_bf16():
+        return "bf16", "the CPU runs bfloat16 natively (AVX-512-BF16 / AMX)"
+    if "int8" in validated and "x86" in torch.backends.quantized.supported_engines:
+        why = "no native bfloat16 on this CPU" if "bf16" in validated else "bf16 not validated for " + family
+        return "int8", f"{why}; int8 linear layers validated for {family}"
+    return "fp32", f"no native bfloat16 on this CPU and no int8 validated for {family}"
+
+
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """The precision that will actually run on ``device`` (with a warning when the request cannot be met)."""
-    if precision not in PRECISIONS:
+    if precision not in PRECISIONS or precision == "auto":
         raise ConfigError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     kind = torch.device(device).type
+    if precision == "int8" and kind != "cpu":
+        warnings.warn(f"int8 runs on CPUs only (dynamic int8 linear layers): running fp32 on {kind}", stacklevel=3)
+        return "fp32"
     if precision == "bf16":
         ok = torch.cuda.is_bf16_supported() if kind == "cuda" else kind == "cpu" and cpu_has_native_bf16()
         if not ok:
@@ -65,12 +101,13 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 class InferenceModel(nn.Module):
     """Wraps a model for inference in ``precision``; attributes not found here are looked up on the model."""
 
-    def __init__(self, model: nn.Module, precision: str, device_type: str) -> None:
+    def __init__(self, model: nn.Module, precision: str, device_type: str, reason: str | None = None) -> None:
         super().__init__()
         self.model, self.precision, self.device_type = model, precision, device_type
+        self.precision_reason = reason  # why ``auto`` chose ``precision`` (None when it was asked for)
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.precision == "fp32":
+        if self.precision in ("fp32", "int8"):
             with torch.inference_mode():
                 return self.model(*args, **kwargs)
         dtype = _DTYPES[self.precision]
@@ -85,22 +122,51 @@ class InferenceModel(nn.Module):
             return getattr(super().__getattr__("model"), name)
 
 
+def quantize_linear_int8(model: nn.Module, min_weights: int | None = None) -> int:
+    """Replace (in place) every ``nn.Linear`` with at least ``min_weights`` (default :data:`INT8_MIN_WEIGHTS`) weight
+    values by a dynamically quantised int8 layer with per-channel weights; returns how many were replaced."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    min_weights = INT8_MIN_WEIGHTS if min_weights is None else min_weights
+    layers = {n: m for n, m in model.named_modules() if type(m) is nn.Linear and m.weight.numel() >= min_weights}
+    names = set(layers)
+    bad = [n for n, m in layers.items() if not torch.isfinite(m.weight).all()]
+    if bad:  # int8 cannot represent NaN/inf: an uninitialised model (fm_init="empty") or damaged weights
+        warnings.warn(f"{len(bad)} linear layer(s) hold non-finite weights (e.g. {bad[0]}); they are quantised with "
+                      "those values set to 0", stacklevel=3)
+        with torch.no_grad():
+            for n in bad:
+                layers[n].weight.nan_to_num_(0.0, 0.0, 0.0)
+    if names:
+        torch.backends.quantized.engine = "x86" if "x86" in torch.backends.quantized.supported_engines else "fbgemm"
+        with warnings.catch_warnings():  # torch.ao's own notice that its quantised tensors will move to torchao
+            warnings.filterwarnings("ignore", message=".*quantiz.*deprecated", category=UserWarning)
+            quantize_dynamic(model, {n: per_channel_dynamic_qconfig for n in names}, dtype=torch.qint8, inplace=True)
+    return len(names)
+
+
 def optimize_for_inference(model: nn.Module, precision: str = "fp32", compile: bool = False,  # noqa: A002
                            device: torch.device | str | None = None) -> InferenceModel:
     """``model`` (moved to nothing; it stays where it is) in eval mode, gradients off, run in ``precision``.
 
-    ``device`` defaults to where the model's parameters are. Returns an :class:`InferenceModel`; the original module
-    is modified in place (eval mode, and for bf16/fp16 its floating-point weights are cast); gradients are off inside
-    its forward (``torch.inference_mode``).
+    ``device`` defaults to where the model's parameters are. Returns an :class:`InferenceModel` (``.precision`` is
+    what runs; with ``auto``, ``.precision_reason`` says why); the original module is modified in place (eval mode;
+    for bf16/fp16 its floating-point weights are cast, for int8 its large linear layers are quantised); gradients are
+    off inside its forward (``torch.inference_mode``).
     """
     if device is None:
         p = next(iter(model.parameters()), None)
         device = p.device if p is not None else torch.device("cpu")
+    reason = None
+    if precision == "auto":
+        precision, reason = auto_precision(model, device)
     run = resolve_precision(precision, device)
     model.eval()
-    if run != "fp32":
+    if run == "int8":
+        quantize_linear_int8(model)
+    elif run != "fp32":
         model.to(_DTYPES[run])
-    wrapped = InferenceModel(model, run, torch.device(device).type)
+    wrapped = InferenceModel(model, run, torch.device(device).type, reason)
     if compile:
         wrapped.model = torch.compile(model)
     return wrapped

@@ -99,6 +99,17 @@ def _alive(pid: Any) -> bool:
     return True
 
 
+def _state_bytes(v: Any) -> bytes:
+    """The bytes of a state-dict value: a tensor's (an int8 layer's dequantised), or of what a packed one holds."""
+    if isinstance(v, torch.Tensor):
+        if v.is_quantized:
+            v = v.dequantize()
+        return v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    if isinstance(v, (tuple, list)):
+        return b"".join(_state_bytes(x) for x in v)
+    return repr(v).encode()
+
+
 def model_fingerprint(model: nn.Module) -> str:
     """A hash of the weights (an exported graph: of its file), so a resumed run never mixes two models."""
     if hasattr(model, "fingerprint"):
@@ -106,7 +117,7 @@ def model_fingerprint(model: nn.Module) -> str:
     h = hashlib.sha1()
     for k, v in model.state_dict().items():
         h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(_state_bytes(v))
     return h.hexdigest()
 
 
@@ -172,7 +183,7 @@ def display_bands(inputs: SceneInputs, info: dict) -> dict | None:
 
 
 def scene_record(kind, inputs: SceneInputs, scaling, target, mean, std, date_stats, *, window: int, overlap: int,
-                 precision: str, threshold: float, model_name: str, crs: str | None, stac_record: dict,
+                 precision: str, precision_reason: str | None, threshold: float, model_name: str, crs: str | None, stac_record: dict,
                  display: dict | None, text_note: str | None, outputs: dict[str, str]) -> dict:
     """``scene.json``: what ``changekit view`` shows and how (the images, units, the model, the outputs)."""
     images = ({"image": os.path.abspath(inputs.paths[0])} if kind.single_date else
@@ -183,6 +194,7 @@ def scene_record(kind, inputs: SceneInputs, scaling, target, mean, std, date_sta
             "train_range": list(target), "mean": list(mean), "std": list(std),
             **({"date_stats": date_stats} if date_stats else {}),
             "window": window, "overlap": overlap, "precision": precision,
+            **({"precision_reason": precision_reason} if precision_reason else {}),
             **kind.legend_record(threshold),
             "model": model_name, "crs": crs,
             **({"stac": stac_record} if stac_record else {}),

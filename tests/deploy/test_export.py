@@ -104,7 +104,7 @@ def test_scene_on_onnx_runtime_agrees_with_pytorch(pair_and_ckpt, tmp_path):
     d = pair_and_ckpt
     base = ["scene", "--t1", str(d / "t1.tif"), "--t2", str(d / "t2.tif"), "--window", "64", "--overlap", "16",
             "--quiet"]
-    assert cli([*base, "--ckpt", str(d / "m.ckpt"), "--out", str(tmp_path / "pt")]) == 0
+    assert cli([*base, "--ckpt", str(d / "m.ckpt"), "--out", str(tmp_path / "pt"), "--precision", "fp32"]) == 0
     assert cli([*base, "--ckpt", str(d / "m.onnx"), "--out", str(tmp_path / "ort")]) == 0
     with rasterio.open(tmp_path / "pt" / "change.tif") as a, rasterio.open(tmp_path / "ort" / "change.tif") as b:
         assert (a.read(1) == b.read(1)).mean() >= 0.9999
@@ -118,6 +118,37 @@ def test_scene_on_onnx_runtime_agrees_with_pytorch(pair_and_ckpt, tmp_path):
     with torch.no_grad():
         diff = (model(t1, t2).softmax(1) - runner(t1, t2).softmax(1)).abs().max()
     assert diff <= 1e-3 * 1e-2
+
+
+def test_int8_export_quantises_the_large_matmuls_agrees_and_runs_a_scene(pair_and_ckpt, tmp_path, capsys):
+    """``export --quantize int8``: ONNX Runtime's dynamic quantiser on the MatMuls with >= 65,536 weights (here
+    ChangeFormer's decoder projections), metadata precision int8, argmax agreement with PyTorch fp32 >= 99.5 %, and
+    ``scene --ckpt model.int8.onnx`` runs it and records int8."""
+    d = pair_and_ckpt
+    torch.manual_seed(0)
+    model = changekit.build_model("changeformer_mit-b0").eval()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "changekit": {"arch": "changeformer_mit-b0", "arch_args": {}, "num_classes": 2, "mean": [120.0] * 3,
+                              "std": [60.0] * 3, "units": {"dtype": "uint8", "range": [0, 255]}}}, tmp_path / "cf.ckpt")
+    out = tmp_path / "cf.int8.onnx"
+    assert cli(["export", str(tmp_path / "cf.ckpt"), "--out", str(out), "--size", "64", "--quantize", "int8"]) == 0
+    printed = capsys.readouterr().out
+    graph = onnx.load(str(out))
+    n = sum(node.op_type == "MatMulInteger" for node in graph.graph.node)
+    assert n > 0 and f"int8: {n} MatMul/Gemm layer(s) quantised" in printed
+    assert read_metadata(out)["precision"] == "int8"
+    g = torch.Generator().manual_seed(5)
+    t1, t2 = torch.randn(2, 3, 64, 64, generator=g), torch.randn(2, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        ref = model(t1, t2)
+    assert (OnnxModel(out)(t1, t2).argmax(1) == ref.argmax(1)).float().mean() >= 0.995
+    assert cli(["scene", "--t1", str(d / "t1.tif"), "--t2", str(d / "t2.tif"), "--ckpt", str(out), "--window", "64",
+                "--overlap", "16", "--quiet", "--out", str(tmp_path / "s")]) == 0
+    record = json.loads((tmp_path / "s" / "scene.json").read_text())
+    assert record["precision"] == "int8" and "exported with" in record["precision_reason"]
+    assert cli(["export", str(tmp_path / "cf.ckpt"), "--out", str(tmp_path / "x.onnx"), "--quantize", "int8",
+                "--precision", "fp16"]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 def test_onnx_errors(pair_and_ckpt, tmp_path, capsys):

@@ -229,5 +229,33 @@ def test_bf16_inference_agrees_with_fp32_on_the_golden_inputs():
 
     assert fast.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert out.dtype == torch.float32 and (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.999
-    with pytest.raises(changekit.errors.ConfigError, match="precision 'int8'"):
-        changekit.optimize_for_inference(model, precision="int8")
+    with pytest.raises(changekit.errors.ConfigError, match="precision 'int4'"):
+        changekit.optimize_for_inference(model, precision="int4")
+
+
+def test_int8_inference_agrees_with_fp32_on_the_golden_inputs():
+    """int8: the frozen ViT's attention and MLP projections become dynamic int8 layers (the Bi-TAB's and decoder's
+    small layers, norms and convolutions stay fp32); argmax agreement with fp32 >= 99.5 %."""
+    model, g = _golden_model("ban_vit-b16-clip_mit-b0_256", "ban_vit-b16-clip_mit-b0")
+    with torch.inference_mode():
+        ref = model(g["t1"], g["t2"])
+    blocks = len(model.image_encoder.model.blocks)
+    fast = changekit.optimize_for_inference(model, precision="int8")
+    quantized = [n for n, m in model.named_modules() if type(m).__name__ == "Linear" and "quantized" in type(m).__module__]
+    assert fast.precision == "int8" and len(quantized) == 4 * blocks  # qkv, proj, fc1, fc2 of every block
+    assert all(n.startswith("image_encoder.") for n in quantized)
+    out = fast(g["t1"], g["t2"])
+    assert out.dtype == torch.float32 and (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.995
+
+
+@pytest.mark.parametrize("native_bf16,want", [("1", "bf16"), ("0", "int8")])
+def test_auto_precision_is_bf16_where_native_else_int8_for_ban(native_bf16, want, monkeypatch):
+    monkeypatch.setenv("CHANGEKIT_CPU_BF16", native_bf16)
+    from changekit.deploy.optimize import auto_precision
+
+    tiny = changekit.build_model("ban", fm=dict(TINY_FM), bitab="mit-b0")
+    precision, why = auto_precision(tiny, "cpu")
+    assert precision == want and ("natively" in why if want == "bf16" else "int8 linear layers validated" in why)
+    plain = changekit.build_model("bit_r18")  # a family with no reduced precision validated: fp32
+    assert auto_precision(plain, "cpu")[0] == "fp32"
+    assert changekit.optimize_for_inference(plain, precision="auto").precision_reason.startswith("BiT has no")

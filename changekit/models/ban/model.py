@@ -107,6 +107,9 @@ class BitemporalAdapterHead(nn.Module):
 
 
 class BAN(ChangekitModel):
+    #: tests/models/test_ban.py: bf16 and int8 agree with fp32 on the golden inputs
+    fast_precisions = ("bf16", "int8")
+
     def __init__(self, image_encoder: FrozenViT, decode_head: BitemporalAdapterHead, num_classes: int = 2):
         super().__init__(num_classes, 3)
         self.image_encoder = image_encoder
@@ -196,8 +199,9 @@ def ban(fm: str | Mapping[str, Any] = "clip_vit-b16", bitab: str = "mit-b0", *, 
     fm_weights: FM weights in an official format (see :mod:`changekit.models.foundation.loaders`) or a hub spec.
     bitab_weights: ImageNet weights for the Bi-TAB encoder (a file, or ``"imagenet"`` to download).
     weights: a whole BAN checkpoint (changekit or open-cd layout), loaded strictly.
-    fm_init: ``"random"``; ``"empty"`` (allocated, not initialised: only when every FM weight is loaded right
-        after, which is implied by ``fm_weights`` / ``weights``); ``"meta"`` (shape-only FM, for counting
+    fm_init: ``"random"``; ``"empty"`` (allocated, not randomly initialised: when every FM weight is loaded right
+        after, which is implied by ``fm_weights`` / ``weights``; without those, zero-filled, which is cheap and,
+        unlike uninitialised memory, never NaN: for benchmarks); ``"meta"`` (shape-only FM, for counting
         parameters and checking shapes without allocating the large ViTs).
     checkpoint_bitab: recompute each Bi-TAB stage in backward (activation checkpointing) to train large crops in
         less memory, at about a third more Bi-TAB compute. (The Mix-FFNs' depth-wise conv + GELU are always
@@ -220,6 +224,10 @@ def ban(fm: str | Mapping[str, Any] = "clip_vit-b16", bitab: str = "mit-b0", *, 
                                  cache_dir=fm_cache_dir, device="meta" if lazy else None, **fm_kwargs)
         if lazy and fm_init != "meta":
             image_encoder.to_empty(device="cpu")
+            if fm_weights is None and full is None:  # nothing will overwrite it: zeros, not leftover memory
+                with torch.no_grad():
+                    for t in [*image_encoder.parameters(), *image_encoder.buffers()]:
+                        t.zero_()
     if full is not None:  # the whole checkpoint supplies every weight: skip the component files
         fm_weights = bitab_weights = None
     if fm_weights is not None:
