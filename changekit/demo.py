@@ -276,6 +276,21 @@ def _trainer(args: SimpleNamespace, out: Path, curves):
     )
 
 
+def fit(task, dm, args: SimpleNamespace, out: Path, curves, threads: int, step: str):
+    """Train ``task`` on ``dm`` as the recipe says (``step``: the progress label, e.g. ``[2/7]``); the trainer and the
+    seconds it took."""
+    trainer = _trainer(args, out, curves)
+    t0 = time.time()
+    print(f"{step} training {args.arch} for {args.steps} iterations (batch {args.batch_size}, crop {args.crop}, "
+          f"lr {args.lr}, {threads} thread(s))")
+    task.print_tables = False
+    trainer.fit(task, datamodule=dm)
+    train_s = time.time() - t0
+    print(f"      trained {trainer.global_step} iterations in {train_s:.0f} s")
+    warn_if_cut_short(trainer, args)
+    return trainer, train_s
+
+
 def _test_and_save(trainer, task, dm, args: SimpleNamespace, out: Path, train_s: float) -> tuple[dict, dict, Path]:
     """The test split's metrics (printed), the inference checkpoint and ``metrics.json``."""
     from changekit.metrics import SUMMARY_KEYS, format_metrics_table, json_ready
@@ -332,15 +347,7 @@ def _run(args: SimpleNamespace) -> DemoContext:
     data_root = out / "data"
     dm, task = _data_and_task(args, data_root)
     curves = _Curves()
-    trainer = _trainer(args, out, curves)
-    t0 = time.time()
-    print(f"[2/7] training {args.arch} for {args.steps} iterations (batch {args.batch_size}, crop {args.crop}, "
-          f"lr {args.lr}, {threads} thread(s))")
-    task.print_tables = False
-    trainer.fit(task, datamodule=dm)
-    train_s = time.time() - t0
-    print(f"      trained {trainer.global_step} iterations in {train_s:.0f} s")
-    warn_if_cut_short(trainer, args)
+    trainer, train_s = fit(task, dm, args, out, curves, threads, "[2/7]")
     metrics, summary, ckpt = _test_and_save(trainer, task, dm, args, out, train_s)
     _predict_and_figure(trainer, task, dm, args, out, data_root, curves, metrics)
     ctx = DemoContext(out=out, data_root=data_root, checkpoint=ckpt, metrics=summary, args=args, started=started)
@@ -387,7 +394,9 @@ def demo_scene(model_ckpt: Any, out_dir: str | Path, size: tuple[int, int] = (20
     t1, t2, lab = out / "t1.tif", out / "t2.tif", out / "label.tif"
     # the generator of the demo's training data: the same distribution the demo model learnt
     write_geotiff_pair(t1, t2, lab, size=size, seed=seed)
-    kw: dict[str, Any] = dict(window=window, overlap=overlap, batch_size=batch_size, device=device, progress=progress)
+    # fp32 unless asked otherwise: the demo's figures are the same on every CPU (auto would pick bf16 on some)
+    kw: dict[str, Any] = dict(window=window, overlap=overlap, batch_size=batch_size, device=device, progress=progress,
+                              precision="fp32")
     kw.update(scene_kwargs)
     if isinstance(model_ckpt, (str, Path)):
         summary = run_scene(t1, t2, out, ckpt=model_ckpt, **kw)

@@ -66,6 +66,7 @@ def run_real_imagery(out: str | Path, model: str = DEMO_MODEL, progress: bool = 
         with warnings.catch_warnings():  # OSCD's band files do not all name their product level; these are L1C
             warnings.filterwarnings("ignore", message=".*product level is unknown.*")
             s = run_scene(city_dir / "imgs_1", city_dir / "imgs_2", out / city, ckpt=ckpt, progress=progress,
+                          precision="fp32",  # the printed F1 is the model card's on every CPU
                           window=512, overlap=64)
         with rasterio.open(out / city / "change.tif") as ds:
             pred = ds.read(1)

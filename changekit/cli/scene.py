@@ -71,8 +71,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restart", action="store_true", help="discard an unfinished run in --out instead of resuming it")
     p.add_argument("--keep-partial", action="store_true", help="keep --out/.partial (strip files) after finishing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="bf16 (CPUs with native bf16, CUDA) or fp16 (CUDA); fp32 with a warning where unsupported")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], default="auto",
+                   help="auto (default): bf16 where the hardware runs it natively, else int8 where validated for the "
+                        "model's family, else fp32; bf16 (CPUs with native bf16, CUDA), fp16 (CUDA), int8 (CPUs: "
+                        "int8 linear layers); fp32 with a warning where unsupported. fp32 is exact")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow first windows)")
     p.add_argument("--clip-per-window", metavar="CLIP",
                    help="language models (CLIPFormer): name the classes CLIP zero-shot finds in every window in its "
@@ -126,7 +128,8 @@ def main(argv: list[str]) -> int:
     if s["rank"] == 0:
         print(f"scene {s['grid']} px, bands {s['bands']}, scaling {s['scaling']}"
               + (", date 2 warped onto date 1's grid" if s["aligned"] else ""))
-        print(f"precision {s['precision']}; {s['windows']} windows in {s['strips']} strips ({s['strips_resumed']} strips resumed), "
+        why = f" (auto: {s['precision_reason']})" if s.get("precision_reason") else ""
+        print(f"precision {s['precision']}{why}; {s['windows']} windows in {s['strips']} strips ({s['strips_resumed']} strips resumed), "
               f"{s['seconds']:.1f} s, {s['megapixels_per_s']:.3g} MP/s")
         if "class_pixels" in s:
             total = max(1, s["valid_pixels"])

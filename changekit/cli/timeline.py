@@ -40,6 +40,8 @@ def main(argv: list[str]) -> int:
     n = len(rec["dates"])
     print(f"timeline of {n} dates ({rec['pair_mode']} pairs, {rec['pairs_resumed']} kept from before), "
           f"{rec['seconds']:.1f} s")
+    why = f" (auto: {rec['precision_reason']})" if rec.get("precision_reason") else ""
+    print(f"precision {rec['precision']}{why}")
     total = max(1, rec["valid_pixels"])
     print(f"changed at least once: {rec['changed_pixels']} of {rec['valid_pixels']} valid pixels "
           f"({100 * rec['changed_pixels'] / total:.2f} %); first changed at: "

@@ -39,7 +39,8 @@ class SceneOptions:
     The model comes from ``model`` (an ``nn.Module``; give ``mean``/``std`` in training units, else 0/1), or
     ``ckpt`` (a changekit checkpoint, a shipped model's ``.safetensors`` or an exported ``.onnx``) or ``config`` +
     ``ckpt``. ``scale`` maps stored values to training units (:func:`changekit.geo.inputs.resolve_scaling`).
-    ``threshold`` defaults to the model's own, else 0.5 (change models only). ``precision`` and ``compile`` go
+    ``threshold`` defaults to the model's own, else 0.5 (change models only). ``precision`` (``auto`` by default: the
+    fastest precision the hardware runs natively that is validated for the model's family) and ``compile`` go
     through :func:`changekit.optimize_for_inference`. ``clip_per_window`` (CLIP weights) labels every window of a
     language model by zero-shot CLIP, keeping the top ``clip_top_k`` classes. ``stac``
     (:class:`changekit.data.stac.StacOptions`) crops STAC Items to an area and masks clouds. ``on_window(n)`` is
@@ -71,7 +72,7 @@ class SceneOptions:
     pad_multiple: int = 32
     clip_per_window: str | Path | None = None
     clip_top_k: int = 9
-    precision: str = "fp32"
+    precision: str = "auto"
     compile: bool = False
     on_window: Callable[[int], None] | None = None
     stac: Any = None

@@ -184,16 +184,20 @@ def _outputs_for(model: Any, info: dict, one_image: bool, opts: SceneOptions, wh
     return ClassOutputs(channels, *class_legend(info, channels))
 
 
-def _optimised(model: Any, opts: SceneOptions, dev: torch.device) -> tuple[Any, str]:
+def _optimised(model: Any, opts: SceneOptions, dev: torch.device) -> tuple[Any, str, str | None]:
+    """The model in the precision it runs in, that precision, and why ``auto`` chose it (None when asked for)."""
     if opts.precision == "fp32" and not opts.compile:
-        return model, opts.precision
+        return model, opts.precision, None
+    if not isinstance(model, nn.Module):
+        if opts.precision == "auto" and not opts.compile:
+            exported = str(getattr(model, "changekit_info", {}).get("precision") or "fp32")
+            return model, exported, "an ONNX graph runs in the precision it was exported with"
+        raise ConfigError(f"--precision/--compile: {opts.ckpt} is an ONNX graph, whose precision is fixed at export "
+                          "(changekit export --precision fp16 or --quantize int8); give the PyTorch checkpoint instead")
     from changekit.deploy.optimize import optimize_for_inference
 
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"--precision/--compile: {opts.ckpt} is an ONNX graph, whose precision is fixed at export "
-                          "(changekit export --precision fp16); give the PyTorch checkpoint instead")
     model = optimize_for_inference(model, opts.precision, compile=opts.compile, device=dev)
-    return model, model.precision
+    return model, model.precision, model.precision_reason
 
 
 def _per_band(values: list[float] | None, default: float, n: int) -> list[float]:
@@ -299,7 +303,7 @@ def _run(t1, t2, out: Path, opts: SceneOptions, dev: torch.device, dist) -> dict
     if opts.clip_per_window and not takes_text:
         raise ConfigError(f"--clip-per-window: {what} takes no class lists (only language models such as CLIPFormer "
                           "do; an exported .onnx has its lists baked in)")
-    model, precision = _optimised(model, opts, dev)
+    model, precision, why = _optimised(model, opts, dev)
     in_ch = info.get("in_channels") or getattr(model, "in_channels", None)
     mean_v = _stats(opts.mean, "mean") or _stats(info.get("mean"), "mean")
     std_v = _stats(opts.std, "std") or _stats(info.get("std"), "std")
@@ -322,7 +326,8 @@ def _run(t1, t2, out: Path, opts: SceneOptions, dev: torch.device, dist) -> dict
                            **({"text": {"clip": str(opts.clip_per_window), "top_k": int(opts.clip_top_k)}}
                               if labeller is not None else {}))
         open_partial(partial, plan, opts.restart, dist)
-        summary = {"task": kind.task, "precision": precision, "scaling": scaling.describe(),
+        summary = {"task": kind.task, "precision": precision, **({"precision_reason": why} if why else {}),
+                   "scaling": scaling.describe(),
                    "grid": f"{grid.height} x {grid.width}", "windows": grid.n_windows,
                    "crs": inputs.crs.to_string() if inputs.crs else None,
                    "strips": grid.n_strips, "aligned": inputs.aligned, "bands": inputs.bands,
@@ -337,7 +342,8 @@ def _run(t1, t2, out: Path, opts: SceneOptions, dev: torch.device, dist) -> dict
             if dist.rank == 0:
                 summary.update(finish(kind, grid, inputs, partial, out, opts, bar, labeller))
                 record = scene_record(kind, inputs, scaling, target, mean_v, std_v, date_stats, window=opts.window,
-                                      overlap=opts.overlap, precision=precision, threshold=getattr(kind, "threshold", None),
+                                      overlap=opts.overlap, precision=precision, precision_reason=why,
+                                      threshold=getattr(kind, "threshold", None),
                                       model_name=str(opts.ckpt or opts.config or type(model).__name__),
                                       crs=summary["crs"], stac_record=opts.stac.record,
                                       display=display_bands(inputs, info), text_note=text_note,

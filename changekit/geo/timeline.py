@@ -295,6 +295,7 @@ def _record(job: _Job, summaries: list[dict], resumed: int, result: dict, second
                       for (a, b), s in zip(job.plan, summaries)],
             "pair_mode": job.pair_mode, "min_persistence": job.min_persistence, "model": first.get("model"),
             "window": first.get("window"), "overlap": first.get("overlap"), "precision": first.get("precision"),
+            **({"precision_reason": first["precision_reason"]} if first.get("precision_reason") else {}),
             "crs": first.get("crs"), "pairs_resumed": resumed, "seconds": round(seconds, 3), **result}
 
 

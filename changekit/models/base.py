@@ -35,6 +35,9 @@ class ChangekitModel(nn.Module):
     num_dates: int = 2
     #: keyword inputs of ``forward`` besides the images (CLIPFormer: ``classes_a``, ``classes_b``)
     text_inputs: tuple[str, ...] = ()
+    #: reduced precisions a test validates against fp32 for this family (argmax agreement), which
+    #: ``optimize_for_inference(model, "auto")`` may choose; none: ``auto`` runs fp32
+    fast_precisions: tuple[str, ...] = ()
 
     def __init__(self, num_classes: int, in_channels: int) -> None:
         super().__init__()

@@ -148,6 +148,8 @@ class FCSiamDiff(ChangekitModel):
     """An FC change detector (FC-Siam-diff by default; ``fusion`` picks FC-EF or FC-Siam-conc):
     ``forward(t1, t2)`` → logits (B, num_classes, H, W)."""
 
+    fast_precisions = ("bf16",)  # tests/test_demo.py: bf16 agrees with fp32 on the demo model's test split
+
     def __init__(self, num_classes: int = 2, in_channels: int = 3, base_channel: int = 16,
                  fusion: str = "diff") -> None:
         super().__init__(num_classes, in_channels)

@@ -232,14 +232,54 @@ def test_scene_precision_bf16_agrees_and_is_recorded(pair, tmp_path):
     want = "bf16" if cpu_has_native_bf16() else "fp32"
     assert s32["precision"] == "fp32" and s16["precision"] == want
     assert json.loads((tmp_path / "b" / "scene.json").read_text())["precision"] == want
+    # the default is auto: a model of no changekit family has no reduced precision validated, so fp32, and why
+    auto = json.loads((tmp_path / "a" / "scene.json").read_text())
+    assert auto["precision"] == "fp32" and "ConvModel has no reduced precision validated" in auto["precision_reason"]
     # an untrained toy sits near p = 0.5 everywhere, so compare probabilities (the 99.9 % map agreement is asserted
     # on trained models: tests/test_demo.py, tests/models/test_ban.py)
     with rasterio.open(tmp_path / "a" / "probability.tif") as a, rasterio.open(tmp_path / "b" / "probability.tif") as b:
         pa, pb = a.read(1).astype(np.float32), b.read(1).astype(np.float32)
         d = np.abs(pa - pb)  # probabilities stored as 0..255
         assert d.mean() < 2.0 and np.percentile(d, 99) <= 6 and d.max() <= 16  # bf16 keeps ~3 digits
-    with pytest.raises(ConfigError, match="precision"):
-        run_scene(pair / "t1.tif", pair / "t2.tif", tmp_path / "c", model=ConvModel(), precision="int8", **KW)
+    with pytest.raises(ConfigError, match="precision 'int4'"):
+        run_scene(pair / "t1.tif", pair / "t2.tif", tmp_path / "c", model=ConvModel(), precision="int4", **KW)
+
+
+def test_an_int8_scene_agrees_resumes_and_is_recorded(pair, tmp_path, monkeypatch):
+    """--precision int8 on BAN (its ViT's linear layers quantised; the threshold lowered so this tiny ViT has some):
+    the change map agrees with fp32, the run resumes to the same bytes (the resume record fingerprints int8 weights)
+    and scene.json records int8."""
+    import json
+
+    import changekit
+    import changekit.deploy.optimize as optimize
+
+    monkeypatch.setattr(optimize, "INT8_MIN_WEIGHTS", 1024)
+    fm = dict(kind="clip", patch_size=8, img_size=64, embed_dim=64, num_heads=2, num_layers=3, out_indices=(0, 1, 2))
+
+    def model():
+        torch.manual_seed(0)
+        return changekit.build_model("ban", fm=dict(fm), bitab="mit-b0")
+
+    kw = {**KW, "mean": "clip", "std": "clip"}
+    f32 = run_scene(pair / "t1.tif", pair / "t2.tif", tmp_path / "f", model=model(), precision="fp32", **kw)
+    stop = f32["windows"] // f32["strips"] + 1  # a window into the second strip
+
+    def interrupt(n: int) -> None:
+        if n == stop:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_scene(pair / "t1.tif", pair / "t2.tif", tmp_path / "q", model=model(), precision="int8",
+                  on_window=interrupt, **kw)
+    s = run_scene(pair / "t1.tif", pair / "t2.tif", tmp_path / "q", model=model(), precision="int8", **kw)
+    assert s["strips_resumed"] >= 1 and s["precision"] == "int8"
+    run_scene(pair / "t1.tif", pair / "t2.tif", tmp_path / "r", model=model(), precision="int8", **kw)
+    with rasterio.open(tmp_path / "f" / "change.tif") as f, rasterio.open(tmp_path / "q" / "change.tif") as q, \
+            rasterio.open(tmp_path / "r" / "change.tif") as r:
+        qa = q.read(1)
+        assert (f.read(1) == qa).mean() >= 0.995 and np.array_equal(qa, r.read(1))
+    assert json.loads((tmp_path / "q" / "scene.json").read_text())["precision"] == "int8"
 
 
 def test_bf16_can_be_declared_absent_as_on_an_avx2_machine(pair, tmp_path, monkeypatch):

@@ -110,3 +110,21 @@ def test_demo_scene_writes_outputs_and_preview(tmp_path):
         assert (tmp_path / name).exists(), name
     assert Image.open(tmp_path / "preview.png").size == (320, 256)
     assert 0.0 <= s["f1"] <= 1.0
+
+
+@pytest.mark.parametrize("native_bf16,want", [("1", "bf16"), ("0", "fp32")])
+def test_auto_precision_is_printed_once_and_recorded(native_bf16, want, tiny_scene_ckpt, tmp_path, capsys,
+                                                     monkeypatch):
+    """The default precision is auto: FC-Siam-diff is validated for bf16 (not int8), so bf16 where the CPU runs it
+    natively, else fp32; the choice and why are printed once and recorded in scene.json."""
+    import json
+
+    monkeypatch.setenv("CHANGEKIT_CPU_BF16", native_bf16)
+    write_scene_pair(tmp_path / "t1.tif", tmp_path / "t2.tif", size=(96, 128), seed=2)
+    assert cli(["scene", "--t1", str(tmp_path / "t1.tif"), "--t2", str(tmp_path / "t2.tif"), "--ckpt",
+                str(tiny_scene_ckpt), "--out", str(tmp_path / "o"), "--window", "64", "--overlap", "16", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("precision ") == 1 and f"precision {want} (auto: " in out
+    record = json.loads((tmp_path / "o" / "scene.json").read_text())
+    assert record["precision"] == want
+    assert ("natively" if want == "bf16" else "no int8 validated for FCSiamDiff") in record["precision_reason"]
