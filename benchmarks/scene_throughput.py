@@ -6,7 +6,7 @@ model, blend, strip files, GeoTIFFs, polygons) and reports megapixels of scene p
 plus the model's own share. Weights are random: throughput does not depend on them.
 
     .venv/bin/python benchmarks/scene_throughput.py [--size 2048] [--overlaps 0,128,256] [--threads 2]
-        [--model ban_vit-b16-clip_mit-b0] [--precisions fp32,bf16]
+        [--model ban_vit-b16-clip_mit-b0] [--precisions fp32,bf16,int8,auto]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class Timed(torch.nn.Module):
         self.model, self.seconds = model, 0.0
         self.in_channels, self.num_classes = model.in_channels, model.num_classes
         self.task = getattr(model, "task", "change")
+        self.fast_precisions = getattr(model, "fast_precisions", ())  # what --precisions auto may choose
 
     def forward(self, *images):
         t0 = time.perf_counter()
@@ -49,7 +50,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16, fp16 (scene --precision)")
+    p.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16, fp16, int8, auto (scene --precision)")
     a = p.parse_args()
     from helpers.toys import write_scene_pair
 
