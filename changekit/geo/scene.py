@@ -15,6 +15,11 @@ See docs/scenes.md. The pipeline, per process (rank):
    under ``DIR/.partial`` and renamed into ``DIR`` when complete; then ``DIR/.partial`` is removed.
 
 Peak memory is bounded by the window, the batch and GDAL's block cache, not by the scene size.
+
+The parts: :mod:`~changekit.geo.options` (``SceneOptions``, checked once), :mod:`~changekit.geo.record` (the output
+lock, the resume plan, ``scene.json``), :mod:`~changekit.geo.predictor` (windows read one batch ahead, the model,
+strips blended), :mod:`~changekit.geo.outputs` (what the model's task writes, and ``finish``); this module loads the
+model, checks it against the inputs and runs the parts in order.
 """
 
 from __future__ import annotations
