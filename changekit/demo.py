@@ -336,15 +336,20 @@ def _predict_and_figure(trainer, task, dm, args: SimpleNamespace, out: Path, dat
     make_figure(out / "figure.png", data_root, pred_dir, names, curves, metrics, arch=args.arch)
 
 
-def _run(args: SimpleNamespace) -> DemoContext:
-    started = time.time()
+def start(args: SimpleNamespace) -> tuple[int, Path, Path]:
+    """The threads set for the run, the output folder (created) and its data folder."""
     import torch
 
     threads = args.threads or _default_threads()
     torch.set_num_threads(threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data_root = out / "data"
+    return threads, out, out / "data"
+
+
+def _run(args: SimpleNamespace) -> DemoContext:
+    started = time.time()
+    threads, out, data_root = start(args)
     dm, task = _data_and_task(args, data_root)
     curves = _Curves()
     trainer, train_s = fit(task, dm, args, out, curves, threads, "[2/7]")

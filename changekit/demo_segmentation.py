@@ -26,9 +26,9 @@ from changekit.demo import (
     SAFETY_CAP_MINUTES,
     DemoContext,
     _Curves,
-    _default_threads,
     figure_grid,
     fit,
+    start,
 )
 from changekit.errors import ConfigError
 
@@ -69,10 +69,7 @@ def run_segmentation_demo(out: str | Path = "outputs/demo-segmentation", *, thre
 
 def _run(args: SimpleNamespace) -> DemoContext:
     started = time.time()
-    import torch
-
-    threads = args.threads or _default_threads()
-    torch.set_num_threads(threads)
+    threads, out, data_root = start(args)
     import lightning.pytorch as pl
 
     from changekit.data.synthetic import LANDCOVER_CLASSES, LANDCOVER_PALETTE, write_segmentation_dataset
@@ -80,9 +77,6 @@ def _run(args: SimpleNamespace) -> DemoContext:
     from changekit.engine.seg_task import SegmentationTask
     from changekit.engine.writers import PredictionWriter
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data_root = out / "data"
     print(f"[1/6] synthetic land cover: {args.n_train}/{args.n_val} tiles of {args.size}x{args.size} -> {data_root}")
     write_segmentation_dataset(data_root, args.n_train, args.n_val, size=args.size, seed=args.seed)
 
