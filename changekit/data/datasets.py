@@ -452,14 +452,11 @@ class PairDataset(BaseDataset):
 
     IMAGE_KEYS = ("t1", "t2")
 
-    def _read_dates(self, s: Sample) -> tuple[np.ndarray, np.ndarray]:
-        return self._read_image(s.images[0]), self._read_image(s.images[1])
-
     def load_arrays(self, i: int) -> dict[str, Any]:
         """Read and check one pair: ``t1``/``t2`` float32 HWC, ``label`` int64 HW (if labelled), ``name``."""
         s = self.samples[i]
-        t1, t2 = self._read_dates(s)
         p1, p2 = s.images
+        t1, t2 = self._read_image(p1), self._read_image(p2)
         if t1.shape[:2] != t2.shape[:2]:
             raise DataError(f"{p2}: size {t2.shape[1]}x{t2.shape[0]} differs from date 1 {p1} "
                             f"({t1.shape[1]}x{t1.shape[0]}). Both dates must cover the same pixel grid; "

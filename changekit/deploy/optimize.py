@@ -129,7 +129,6 @@ def quantize_linear_int8(model: nn.Module, min_weights: int | None = None) -> in
 
     min_weights = INT8_MIN_WEIGHTS if min_weights is None else min_weights
     layers = {n: m for n, m in model.named_modules() if type(m) is nn.Linear and m.weight.numel() >= min_weights}
-    names = set(layers)
     bad = [n for n, m in layers.items() if not torch.isfinite(m.weight).all()]
     if bad:  # int8 cannot represent NaN/inf: an uninitialised model (fm_init="empty") or damaged weights
         warnings.warn(f"{len(bad)} linear layer(s) hold non-finite weights (e.g. {bad[0]}); they are quantised with "
@@ -137,12 +136,12 @@ def quantize_linear_int8(model: nn.Module, min_weights: int | None = None) -> in
         with torch.no_grad():
             for n in bad:
                 layers[n].weight.nan_to_num_(0.0, 0.0, 0.0)
-    if names:
+    if layers:
         torch.backends.quantized.engine = "x86" if "x86" in torch.backends.quantized.supported_engines else "fbgemm"
         with warnings.catch_warnings():  # torch.ao's own notice that its quantised tensors will move to torchao
             warnings.filterwarnings("ignore", message=".*quantiz.*deprecated", category=UserWarning)
-            quantize_dynamic(model, {n: per_channel_dynamic_qconfig for n in names}, dtype=torch.qint8, inplace=True)
-    return len(names)
+            quantize_dynamic(model, {n: per_channel_dynamic_qconfig for n in layers}, dtype=torch.qint8, inplace=True)
+    return len(layers)
 
 
 def optimize_for_inference(model: nn.Module, precision: str = "fp32", compile: bool = False,  # noqa: A002

@@ -83,8 +83,3 @@ class SceneOptions:
             from changekit.data.stac import StacOptions
 
             self.stac = StacOptions()
-
-    @property
-    def source(self) -> str:
-        """The model as the outputs name it: its file, else its class."""
-        return str(self.ckpt or self.config or type(self.model).__name__)

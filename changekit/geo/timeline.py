@@ -23,7 +23,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -180,12 +180,10 @@ class _Job:
     min_area: float
     simplify: float | None
     align: bool
-    pixel_coords: bool
     restart: bool
-    progress: bool
     log: Callable[[str], Any]
-    scene_options: dict[str, Any] = field(default_factory=dict)
-    options: SceneOptions | None = None  # what every pair runs with (scene_options checked once)
+    scene_options: dict[str, Any]  # as given: what a finished pair records (_settings)
+    options: SceneOptions  # what every pair runs with (scene_options checked once)
 
 
 def run_timeline(dates: Sequence[str | Path], out_dir: str | Path, *, labels: Sequence[str] | None = None,
@@ -206,7 +204,7 @@ def run_timeline(dates: Sequence[str | Path], out_dir: str | Path, *, labels: Se
     if not isinstance(min_persistence, int) or min_persistence < 1:
         raise ConfigError(f"--min-persistence {min_persistence!r}: a whole number of dates, 1 or more")
     job = _Job(dates, Path(out_dir), _labels(labels, len(dates)), _pairs(len(dates), pairs), pairs, min_persistence,
-               threshold, pair_rasters, vectors, min_area, simplify, align, pixel_coords, restart, progress, log,
+               threshold, pair_rasters, vectors, min_area, simplify, align, restart, log,
                scene_options, SceneOptions(threshold=threshold, vectors=False, align=align,
                                            pixel_coords=pixel_coords, progress=progress, **scene_options))
     _check_dates(dates, align)
