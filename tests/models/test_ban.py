@@ -233,19 +233,44 @@ def test_bf16_inference_agrees_with_fp32_on_the_golden_inputs():
         changekit.optimize_for_inference(model, precision="int4")
 
 
-def test_int8_inference_agrees_with_fp32_on_the_golden_inputs():
+@pytest.mark.parametrize("engine", ["x86", "onednn"])
+def test_int8_inference_agrees_with_fp32_on_the_golden_inputs(engine, monkeypatch):
     """int8: the frozen ViT's attention and MLP projections become dynamic int8 layers (the Bi-TAB's and decoder's
-    small layers, norms and convolutions stay fp32); argmax agreement with fp32 >= 99.5 %."""
+    small layers, norms and convolutions stay fp32); argmax agreement with fp32 >= 99.5 %, with either engine's
+    kernels (fbgemm where the CPU has no AMX, oneDNN where it has)."""
+    monkeypatch.setenv("CHANGEKIT_INT8_ENGINE", engine)
     model, g = _golden_model("ban_vit-b16-clip_mit-b0_256", "ban_vit-b16-clip_mit-b0")
     with torch.inference_mode():
         ref = model(g["t1"], g["t2"])
     blocks = len(model.image_encoder.model.blocks)
+    engine_before = torch.backends.quantized.engine
     fast = changekit.optimize_for_inference(model, precision="int8")
     quantized = [n for n, m in model.named_modules() if type(m).__name__ == "Linear" and "quantized" in type(m).__module__]
     assert fast.precision == "int8" and len(quantized) == 4 * blocks  # qkv, proj, fc1, fc2 of every block
     assert all(n.startswith("image_encoder.") for n in quantized)
+    assert torch.backends.quantized.engine == engine_before  # only the packing used the chosen engine
     out = fast(g["t1"], g["t2"])
     assert out.dtype == torch.float32 and (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.995
+
+
+def test_int8_engine_is_onednn_only_where_onednn_may_use_amx(monkeypatch):
+    from changekit.deploy.optimize import int8_engine
+
+    monkeypatch.delenv("CHANGEKIT_INT8_ENGINE", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert int8_engine() == "onednn"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN capped below AMX: fbgemm's kernels are faster
+    assert int8_engine() == "x86"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_amx")
+    assert int8_engine() == "onednn"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert int8_engine() == "x86"
+    monkeypatch.setenv("CHANGEKIT_INT8_ENGINE", "onednn")
+    assert int8_engine() == "onednn"
+    monkeypatch.setenv("CHANGEKIT_INT8_ENGINE", "qnnpack2")
+    with pytest.raises(changekit.errors.ConfigError, match="CHANGEKIT_INT8_ENGINE=qnnpack2.*use one of"):
+        int8_engine()
 
 
 @pytest.mark.parametrize("native_bf16,want", [("1", "bf16"), ("0", "int8")])
