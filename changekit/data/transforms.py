@@ -32,6 +32,7 @@ __all__ = [
     "RandomFlip",
     "PhotoMetricDistortion",
     "ExchangeTime",
+    "RandomHaze",
     "Normalize",
     "Pad",
     "ToTensor",
@@ -373,6 +374,44 @@ class RandomGain:
         return f"RandomGain(date={self.date}, band={self.band}, prob={self.prob})"
 
 
+class RandomHaze:
+    """Cloud and haze on one date, label unchanged: optical pairs (Sentinel-2 above all) often carry thin cloud or
+    haze on one date, which is no change on the ground. With probability ``prob`` one date, drawn at random, is
+    blended towards a bright, flat cloud spectrum (each band at its ``quantile`` over the sample's dates, times
+    ``1.5..3``: in any units) through a smooth random opacity field: a coarse grid of uniform values (2-6 cells a
+    side) resized bilinearly, cut below a random level (patchy or whole-window cover) and scaled to a peak opacity
+    uniform in ``(0, opacity]``."""
+
+    def __init__(self, prob: float = 0.3, opacity: float = 0.8, quantile: float = 0.99):
+        if not (0 < float(opacity) <= 1) or not (0 < float(quantile) <= 1):
+            raise ConfigError(f"augment.haze: opacity {opacity} and quantile {quantile} must lie in (0, 1].")
+        self.prob, self.opacity, self.quantile = float(prob), float(opacity), float(quantile)
+
+    def field(self, h: int, w: int) -> np.ndarray:
+        """(H, W, 1) opacity in [0, opacity]."""
+        cells = _randint(2, 7)
+        grid = torch.rand(1, 1, cells, cells)
+        f = torch.nn.functional.interpolate(grid, size=(h, w), mode="bilinear", align_corners=True)[0, 0]
+        cut = _uniform(0.0, 0.6)
+        f = ((f - cut) / (1 - cut)).clamp_(0, 1) * _uniform(0.0, self.opacity)
+        return f.numpy()[..., None].astype(np.float32)
+
+    def __call__(self, s: Sample) -> Sample:
+        keys = [k for k in ("t1", "t2") if k in s]
+        if len(keys) < 2 or _rand() >= self.prob:
+            return s
+        s = dict(s)
+        key = keys[_randint(0, 2)]
+        both = np.concatenate([s[k].reshape(-1, s[k].shape[2]) for k in keys])
+        cloud = np.quantile(both, self.quantile, axis=0).astype(np.float32) * _uniform(1.5, 3.0)
+        alpha = self.field(*s[key].shape[:2])
+        s[key] = ((1 - alpha) * s[key] + alpha * cloud).astype(np.float32)
+        return s
+
+    def __repr__(self) -> str:
+        return f"RandomHaze(prob={self.prob}, opacity={self.opacity}, quantile={self.quantile})"
+
+
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     """float RGB (any scale) -> H in degrees [0, 360), S in [0, 1], V in RGB units."""
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
@@ -568,6 +607,7 @@ DEFAULT_AUGMENT: dict[str, Any] = {
     "blur": False,
     "rot90": False,
     "gain": False,
+    "haze": False,
 }
 
 
@@ -583,7 +623,7 @@ def build_transforms(
 ) -> Compose:
     """The standard pipelines.
 
-    train: rot_flip -> rotate -> rescale -> crop(crop_size, cat_max_ratio) -> h/v flips -> rot90 -> gain -> blur ->
+    train: rot_flip -> rotate -> rescale -> crop(crop_size, cat_max_ratio) -> h/v flips -> rot90 -> gain -> haze -> blur ->
     photometric (per date) -> exchange
     -> normalise -> pad (to crop_size, then to a multiple of size_divisor) -> tensors.
     eval: normalise -> pad (size_divisor; ``None`` keeps the size) -> tensors.
@@ -591,7 +631,8 @@ def build_transforms(
     ``augment`` overrides :data:`DEFAULT_AUGMENT` key by key; a falsy value switches an op off. Keys:
     ``rot_flip`` ({rotate_prob, flip_prob, degree}: :class:`RandomRotFlip`, or False), ``rotate`` ({prob, degree}
     or False), ``rescale`` ([min, max] factor, :class:`RandomRescale`), ``blur`` (max radius, :class:`RandomBlur`), ``hflip``/``vflip`` (prob), ``photometric`` (True, False or
-    PhotoMetricDistortion kwargs), ``exchange`` (prob). ``mean=None`` skips normalisation.
+    PhotoMetricDistortion kwargs), ``haze`` (True or {prob, opacity, quantile}: :class:`RandomHaze`), ``exchange``
+    (prob). ``mean=None`` skips normalisation.
     """
     ts: list[Callable] = []
     if train:
@@ -628,6 +669,12 @@ def build_transforms(
             if unknown:
                 raise ConfigError(f"augment.gain: unknown key(s) {sorted(unknown)}; known: ['band', 'date', 'prob'].")
             ts.append(RandomGain(**kw))
+        if aug["haze"]:
+            kw = {} if aug["haze"] is True else dict(aug["haze"])
+            unknown = set(kw) - {"prob", "opacity", "quantile"}
+            if unknown:
+                raise ConfigError(f"augment.haze: unknown key(s) {sorted(unknown)}; known: ['opacity', 'prob', 'quantile'].")
+            ts.append(RandomHaze(**kw))
         if aug["blur"]:
             ts.append(RandomBlur(1.0 if aug["blur"] is True else float(aug["blur"])))
         if aug["photometric"]:

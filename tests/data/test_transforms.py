@@ -321,3 +321,27 @@ def test_gain_scales_each_date_and_band_within_its_range():
     assert (s["t1"] == 1000).all()  # the input is not modified in place
     with pytest.raises(ConfigError, match="augment.gain"):
         build_transforms(train=True, augment={"gain": {"scale": 1}})
+
+
+def test_haze_brightens_one_date_towards_a_cloud_and_leaves_the_label():
+    from changekit.data.transforms import RandomHaze
+
+    rng = np.random.default_rng(0)
+    s = {"t1": rng.uniform(100, 1000, (64, 64, 4)).astype(np.float32),
+         "t2": rng.uniform(100, 1000, (64, 64, 4)).astype(np.float32), "label": np.eye(64, dtype=np.int64)}
+    torch.manual_seed(0)
+    for _ in range(10):
+        out = RandomHaze(prob=1.0, opacity=1.0)(s)
+        changed = [k for k in ("t1", "t2") if not np.array_equal(out[k], s[k])]
+        assert len(changed) <= 1 and np.array_equal(out["label"], s["label"])  # at most one date, never the label
+        for k in changed:
+            assert (out[k] >= s[k] - 1e-3).all()  # blended towards a cloud brighter than every pixel
+            cloud_max = 3.0 * np.quantile(np.concatenate([s["t1"], s["t2"]]).reshape(-1, 4), 0.99, axis=0)
+            assert (out[k] <= cloud_max + 1e-3).all()
+    hazed = sum(not np.array_equal(RandomHaze(prob=1.0)(s)["t1"], s["t1"]) for _ in range(40))
+    assert 5 < hazed < 35  # either date, drawn at random (a few draws cut the whole field away)
+    assert all(RandomHaze(prob=0.0)(s) is s for _ in range(5))
+    with pytest.raises(ConfigError, match="augment.haze.*known"):
+        build_transforms(train=True, augment={"haze": {"alpha": 1}})
+    with pytest.raises(ConfigError, match="opacity 2"):
+        RandomHaze(opacity=2)
