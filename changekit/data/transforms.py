@@ -611,6 +611,15 @@ DEFAULT_AUGMENT: dict[str, Any] = {
 }
 
 
+def _op_kwargs(name: str, value: Any, known: set[str]) -> dict[str, Any]:
+    """An ``augment`` entry's keyword arguments: ``True`` means the defaults; unknown keys are refused by name."""
+    kw = {} if value is True else dict(value)
+    unknown = set(kw) - known
+    if unknown:
+        raise ConfigError(f"augment.{name}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}.")
+    return kw
+
+
 def build_transforms(
     train: bool = True,
     crop_size: int | Sequence[int] | None = None,
@@ -643,11 +652,7 @@ def build_transforms(
                 raise ConfigError(f"augment: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULT_AUGMENT)}.")
             aug.update(augment)
         if aug["rot_flip"]:
-            kw = {} if aug["rot_flip"] is True else dict(aug["rot_flip"])
-            unknown = set(kw) - {"rotate_prob", "flip_prob", "degree"}
-            if unknown:
-                raise ConfigError(f"augment.rot_flip: unknown key(s) {sorted(unknown)}; "
-                                  "known: ['degree', 'flip_prob', 'rotate_prob'].")
+            kw = _op_kwargs("rot_flip", aug["rot_flip"], {"rotate_prob", "flip_prob", "degree"})
             ts.append(RandomRotFlip(**kw, seg_pad_val=ignore_index))
         rot = aug["rotate"]
         if rot:
@@ -664,17 +669,9 @@ def build_transforms(
         if aug["rot90"]:
             ts.append(RandomRot90(float(aug["rot90"])))
         if aug["gain"]:
-            kw = {} if aug["gain"] is True else dict(aug["gain"])
-            unknown = set(kw) - {"date", "band", "prob"}
-            if unknown:
-                raise ConfigError(f"augment.gain: unknown key(s) {sorted(unknown)}; known: ['band', 'date', 'prob'].")
-            ts.append(RandomGain(**kw))
+            ts.append(RandomGain(**_op_kwargs("gain", aug["gain"], {"date", "band", "prob"})))
         if aug["haze"]:
-            kw = {} if aug["haze"] is True else dict(aug["haze"])
-            unknown = set(kw) - {"prob", "opacity", "quantile"}
-            if unknown:
-                raise ConfigError(f"augment.haze: unknown key(s) {sorted(unknown)}; known: ['opacity', 'prob', 'quantile'].")
-            ts.append(RandomHaze(**kw))
+            ts.append(RandomHaze(**_op_kwargs("haze", aug["haze"], {"prob", "opacity", "quantile"})))
         if aug["blur"]:
             ts.append(RandomBlur(1.0 if aug["blur"] is True else float(aug["blur"])))
         if aug["photometric"]:

@@ -196,7 +196,7 @@ def test_eval_pipeline_and_augment_keys():
     with pytest.raises(ConfigError, match="unknown key"):
         build_transforms(train=True, augment={"sharpen": 1})
     assert set(DEFAULT_AUGMENT) == {"rot_flip", "rotate", "hflip", "vflip", "photometric", "exchange", "rescale", "blur",
-                                    "rot90", "gain"}
+                                    "rot90", "gain", "haze"}
     off = build_transforms(train=True, augment={"rotate": False, "hflip": 0, "vflip": 0, "photometric": False},
                            mean=None, size_divisor=None)
     np.testing.assert_array_equal(off(_marked())["label"].numpy(), _marked()["label"])
