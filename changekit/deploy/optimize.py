@@ -75,7 +75,7 @@ def auto_precision(model: Any, device: torch.device | str) -> tuple[str, str]:
         return "bf16", "the CPU runs bfloat16 natively (AVX-512-BF16 / AMX)"
     if "int8" in validated and "x86" in torch.backends.quantized.supported_engines:
         why = "no native bfloat16 on this CPU" if "bf16" in validated else "bf16 not validated for " + family
-        return "int8", f"{why}; int8 linear layers validated for {family}"
+        return "int8", f"{why}; int8 linear layers validated for {family} ({int8_engine()} kernels)"
     return "fp32", f"no native bfloat16 on this CPU and no int8 validated for {family}"
 
 

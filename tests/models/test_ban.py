@@ -276,11 +276,12 @@ def test_int8_engine_is_onednn_only_where_onednn_may_use_amx(monkeypatch):
 @pytest.mark.parametrize("native_bf16,want", [("1", "bf16"), ("0", "int8")])
 def test_auto_precision_is_bf16_where_native_else_int8_for_ban(native_bf16, want, monkeypatch):
     monkeypatch.setenv("CHANGEKIT_CPU_BF16", native_bf16)
-    from changekit.deploy.optimize import auto_precision
+    from changekit.deploy.optimize import auto_precision, int8_engine
 
     tiny = changekit.build_model("ban", fm=dict(TINY_FM), bitab="mit-b0")
     precision, why = auto_precision(tiny, "cpu")
     assert precision == want and ("natively" in why if want == "bf16" else "int8 linear layers validated" in why)
+    assert want == "bf16" or why.endswith(f"({int8_engine()} kernels)")  # which kernels run is recorded too
     plain = changekit.build_model("bit_r18")  # a family with no reduced precision validated: fp32
     assert auto_precision(plain, "cpu")[0] == "fp32"
     assert changekit.optimize_for_inference(plain, precision="auto").precision_reason.startswith("BiT has no")
