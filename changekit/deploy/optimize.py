@@ -151,8 +151,9 @@ def quantize_linear_int8(model: nn.Module, min_weights: int | None = None) -> in
 
 def int8_engine() -> str:
     """The quantised engine whose int8 linear kernels are fastest here: ``onednn`` where oneDNN may use AMX (2.3x
-    faster than fbgemm on ViT-B's layers; without AMX it is slower: 1.6x with AVX2-VNNI, 1.7x with AVX-512 but no
-    VNNI), else ``x86`` (fbgemm). ``CHANGEKIT_INT8_ENGINE=x86|fbgemm|onednn`` overrides the choice."""
+    faster than fbgemm on ViT-B's layers), else ``x86`` (fbgemm; oneDNN measured 1.6-1.7x slower with AVX2-VNNI or
+    AVX-512 without VNNI, equal under AVX2, and only 1.2x faster with AVX-512-VNNI, docs/performance.md).
+    ``CHANGEKIT_INT8_ENGINE=x86|fbgemm|onednn`` overrides the choice."""
     engines = torch.backends.quantized.supported_engines
     forced = os.environ.get("CHANGEKIT_INT8_ENGINE", "").strip()
     if forced:
@@ -161,7 +162,8 @@ def int8_engine() -> str:
                               f"use one of {', '.join(e for e in engines if e != 'none')}")
         return forced
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").strip().upper()  # a cap below AMX leaves oneDNN without it
-    amx = torch.cpu._is_amx_tile_supported() and ("AMX" in cap or cap in ("ALL", "DEFAULT", ""))
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)  # private: absent from older builds
+    amx = has_amx() and ("AMX" in cap or cap in ("ALL", "DEFAULT", ""))
     if amx and "onednn" in engines:
         return "onednn"
     return "x86" if "x86" in engines else "fbgemm"
