@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.backbones import assert_four_stages
 
 from changekit.checkpoints import CheckpointError
 from changekit.models.backbones.swin import SwinTransformer, load_swin_pretrained, swin_tiny
@@ -17,12 +18,7 @@ def small() -> SwinTransformer:
 
 
 def test_four_nchw_stages_at_any_size():
-    m = small()
-    for h, w in [(256, 384), (100, 130)]:  # 256 and 512 run through DSQNet in test_dsqnet.py
-        with torch.no_grad():
-            outs = m(torch.randn(1, 3, h, w))
-        expect = [(1, 12 * 2**i, -(-h // 2 ** (i + 2)), -(-w // 2 ** (i + 2))) for i in range(4)]
-        assert [tuple(o.shape) for o in outs] == expect, (h, w)
+    assert_four_stages(small(), 12, [(256, 384), (100, 130)])  # 256 and 512 run through DSQNet in test_dsqnet.py
 
 
 def test_swin_tiny_size_and_names():

@@ -6,6 +6,7 @@ import argparse
 
 import pytest
 import torch
+from helpers.backbones import assert_four_stages
 
 from changekit.checkpoints import CheckpointError
 from changekit.models.backbones.vitae import ViTAEv2, load_vitae_pretrained, vitaev2_s
@@ -19,12 +20,7 @@ def small(**kw) -> ViTAEv2:
 
 
 def test_four_nchw_stages_at_any_size():
-    m = small()
-    for h, w in [(256, 384), (98, 130)]:  # 256 and 512 run through DSQNet in test_dsqnet.py
-        with torch.no_grad():
-            outs = m(torch.randn(1, 3, h, w))
-        expect = [(1, 8 * 2**i, -(-h // 2 ** (i + 2)), -(-w // 2 ** (i + 2))) for i in range(4)]
-        assert [tuple(o.shape) for o in outs] == expect, (h, w)
+    assert_four_stages(small(), 8, [(256, 384), (98, 130)])  # 256 and 512 run through DSQNet in test_dsqnet.py
 
 
 def test_vitaev2_s_size_and_reference_names():
