@@ -33,6 +33,7 @@ class Timed(torch.nn.Module):
         self.in_channels, self.num_classes = model.in_channels, model.num_classes
         self.task = getattr(model, "task", "change")
         self.fast_precisions = getattr(model, "fast_precisions", ())  # what --precisions auto may choose
+        self.inference_channels_last = getattr(model, "inference_channels_last", False)  # the layout it runs in
 
     def forward(self, *images):
         t0 = time.perf_counter()

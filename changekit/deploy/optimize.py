@@ -3,7 +3,7 @@
 ``optimize_for_inference(model, precision="bf16")`` returns a module whose ``forward`` takes what the model takes and
 returns float32 logits:
 
-* ``fp32``: the model in eval mode without gradients — the reference path, unchanged;
+* ``fp32``: the model in eval mode without gradients — the reference arithmetic;
 * ``bf16``: weights stored in bfloat16 and the forward run under bfloat16 autocast (CPUs with native bf16 —
   AVX-512-BF16 / AMX — and CUDA GPUs that support it); elsewhere a warning and fp32;
 * ``fp16``: CUDA only (half weights under fp16 autocast); on a CPU a warning and fp32 (CPU half kernels are slow);
@@ -16,6 +16,10 @@ returns float32 logits:
   tests validate for the model's family (``ChangekitModel.fast_precisions``): bf16 where native, else int8 where
   validated, else fp32;
 * ``compile=True``: ``torch.compile`` on top (first calls are slow while it compiles).
+* layout: on CPU, a family whose convolutions measured faster on channels-last (NHWC) maps
+  (``ChangekitModel.inference_channels_last``: the FC networks, the U-Nets, BiT, MCAT-UNet) gets its weights and
+  images converted to that layout (1.1-1.6x in fp32, 1.9-2.6x in bf16, ``benchmarks/channels_last.py``); the
+  logits come back contiguous (NCHW). The same arithmetic in another order: outputs agree to fp32 rounding.
 
 Storing the weights in the reduced type (not only autocasting) avoids re-casting every weight on every call, which
 on CPU costs as much as the matmuls of a small decoder. Norms, softmax and the final resize still run in float32
@@ -101,19 +105,21 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 class InferenceModel(nn.Module):
     """Wraps a model for inference in ``precision``; attributes not found here are looked up on the model."""
 
-    def __init__(self, model: nn.Module, precision: str, device_type: str, reason: str | None = None) -> None:
+    def __init__(self, model: nn.Module, precision: str, device_type: str, reason: str | None = None,
+                 channels_last: bool = False) -> None:
         super().__init__()
         self.model, self.precision, self.device_type = model, precision, device_type
         self.precision_reason = reason  # why ``auto`` chose ``precision`` (None when it was asked for)
+        self.channels_last = channels_last  # images go in as NHWC (the model's weights already are)
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.precision in ("fp32", "int8"):
-            with torch.inference_mode():
-                return self.model(*args, **kwargs)
-        dtype = _DTYPES[self.precision]
-        with torch.inference_mode(), torch.autocast(self.device_type, dtype=dtype):
-            out = self.model(*args, **kwargs)
-        return out.float()
+        if self.channels_last:
+            args = tuple(a.contiguous(memory_format=torch.channels_last)
+                         if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in args)
+        with torch.inference_mode(), torch.autocast(self.device_type, dtype=_DTYPES.get(self.precision),
+                                                    enabled=self.precision in _DTYPES):
+            out = self.model(*args, **kwargs).float()
+        return out.contiguous() if self.channels_last else out
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -190,7 +196,11 @@ def optimize_for_inference(model: nn.Module, precision: str = "fp32", compile: b
         quantize_linear_int8(model)
     elif run != "fp32":
         model.to(_DTYPES[run])
-    wrapped = InferenceModel(model, run, torch.device(device).type, reason)
+    kind = torch.device(device).type
+    channels_last = kind == "cpu" and bool(getattr(model, "inference_channels_last", False))
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    wrapped = InferenceModel(model, run, kind, reason, channels_last)
     if compile:
         wrapped.model = torch.compile(model)
     return wrapped

@@ -191,9 +191,9 @@ def _outputs_for(model: Any, info: dict, one_image: bool, opts: SceneOptions, wh
 
 def _optimised(model: Any, opts: SceneOptions, dev: torch.device) -> tuple[Any, str, str | None]:
     """The model in the precision it runs in, that precision, and why ``auto`` chose it (None when asked for)."""
-    if opts.precision == "fp32" and not opts.compile:
-        return model, opts.precision, None
     if not isinstance(model, nn.Module):
+        if opts.precision == "fp32" and not opts.compile:
+            return model, opts.precision, None
         if opts.precision == "auto" and not opts.compile:
             exported = str(getattr(model, "changekit_info", {}).get("precision") or "fp32")
             return model, exported, "an ONNX graph runs in the precision it was exported with"

@@ -38,6 +38,9 @@ class ChangekitModel(nn.Module):
     #: reduced precisions a test validates against fp32 for this family (argmax agreement), which
     #: ``optimize_for_inference(model, "auto")`` may choose; none: ``auto`` runs fp32
     fast_precisions: tuple[str, ...] = ()
+    #: whether this family's convolutions run faster on channels-last (NHWC) maps, measured on CPU by
+    #: ``benchmarks/channels_last.py``; ``optimize_for_inference`` then converts its weights and images to NHWC
+    inference_channels_last: bool = False
 
     def __init__(self, num_classes: int, in_channels: int) -> None:
         super().__init__()

@@ -273,6 +273,8 @@ class BiT(ChangekitModel):
     (downloaded once through torch.hub), a URL, or a local file in open-mmlab's format.
     """
 
+    inference_channels_last = True  # 1.1x in fp32 (benchmarks/channels_last.py)
+
     def __init__(
         self,
         num_classes: int = 2,

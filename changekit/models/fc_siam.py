@@ -149,6 +149,7 @@ class FCSiamDiff(ChangekitModel):
     ``forward(t1, t2)`` → logits (B, num_classes, H, W)."""
 
     fast_precisions = ("bf16",)  # tests/test_demo.py: bf16 agrees with fp32 on the demo model's test split
+    inference_channels_last = True  # 1.4-1.6x in fp32, 2.6x in bf16 (benchmarks/channels_last.py)
 
     def __init__(self, num_classes: int = 2, in_channels: int = 3, base_channel: int = 16,
                  fusion: str = "diff") -> None:

@@ -38,6 +38,8 @@ DECODER_CHANNELS = (256, 128, 64, 32, 16)
 class UNetChange(ChangekitModel):
     """A U-Net (smp, timm ``encoder``) over two dates: ``fusion="early"`` (stacked bands) or ``"siam-diff"``."""
 
+    inference_channels_last = True  # 1.1-1.2x in fp32, 2.4x in bf16 (benchmarks/channels_last.py)
+
     def __init__(self, encoder: str = "resnet50", fusion: str = "early", num_classes: int = 2, in_channels: int = 3,
                  decoder_channels: Sequence[int] = DECODER_CHANNELS) -> None:
         super().__init__(num_classes, in_channels)

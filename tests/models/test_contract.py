@@ -111,6 +111,33 @@ def test_tiny_forward_shapes_and_strict_round_trip(name):
         assert torch.equal(fresh(*xs), out)
 
 
+NHWC_FAMILIES = {"fc_siam", "unet", "bit", "mcat_unet"}  # benchmarks/channels_last.py: faster; DSQNet is slower
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if family_of(n) in NHWC_FAMILIES])
+def test_channels_last_inference_gives_the_same_logits(name):
+    """A family that declares ``inference_channels_last`` runs NHWC under optimize_for_inference: weights and
+    images converted, the same logits to fp32 rounding, returned contiguous (NCHW)."""
+    torch.manual_seed(0)
+    model = tiny_model(name).eval()
+    xs = [torch.randn(2, model.in_channels, 64, 96) for _ in range(model.num_dates)]
+    with torch.no_grad():
+        ref = model(*xs)
+    fast = changekit.optimize_for_inference(model, "fp32")
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert fast.channels_last and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    out = fast(*xs)
+    assert out.is_contiguous() and torch.allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_is_declared_by_the_families_measured_faster():
+    first: dict[str, str] = {}
+    for name in MODELS:
+        first.setdefault(family_of(name), name)
+    assert {f for f, n in first.items() if tiny_model(n).inference_channels_last} == NHWC_FAMILIES
+    assert not changekit.optimize_for_inference(tiny_model("changeformer_mit-b0"), "fp32").channels_last
+
+
 # ---------------------------------------------------------------------------------------------- configs
 def test_configs_are_found():
     assert len(CONFIGS) >= 45
