@@ -3,7 +3,7 @@ every pixel of the chosen cities or pairs (one confusion matrix over the set, as
 the model's own decision threshold (`changekit export --threshold`; 0.5 otherwise), optionally test-time
 augmentation. Also the unsupervised baseline: change-vector analysis with Otsu's threshold per image.
 
-    .venv/bin/python benchmarks/heldout.py --model s2-urban-fcef-13b --preset oscd --root data/OSCD --split heldout
+    .venv/bin/python benchmarks/heldout.py --model s2-urban-13band --preset oscd --root data/OSCD --split heldout
     .venv/bin/python benchmarks/heldout.py --model outputs/run/checkpoints/best.ckpt --preset sztaki --root ... --split test
     .venv/bin/python benchmarks/heldout.py --cva --preset oscd --root data/OSCD --split heldout [--band-names all]
 
@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--band-names", help="OSCD bands for --cva (default: the model's, else all)")
     p.add_argument("--threshold", type=float, help="override the model's decision threshold")
     p.add_argument("--tta", action="store_true", help="average the four flips")
+    p.add_argument("--precision", default="fp32",
+                   help="run the model through optimize_for_inference in this precision (fp32, bf16, int8, auto): "
+                        "how far a reduced precision moves F1 on real data")
     p.add_argument("--sweep", action="store_true",
                    help="also print pooled F1 at thresholds 0.05..0.95 and the best (run on VALIDATION data only: "
                         "that is how a shipped model's threshold is chosen)")
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             kw["standardize"] = info["standardize"]
         kw["transforms"] = build_transforms(train=False, mean=info["mean"], std=info["std"], size_divisor=None)
         kw["in_channels"] = info["in_channels"]
+        model = changekit.optimize_for_inference(model, args.precision)
     elif not args.cva:
         p.error("give --model or --cva")
     else:
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         total += mat
         rows.append({"name": item["name"], **scores(mat)})
     result = {"model": args.model or "cva+otsu", "split": args.split, "threshold": threshold if model else None,
-              "tta": args.tta, "images": rows, "pooled": scores(total)}
+              "precision": model.precision if model is not None else None, "tta": args.tta, "images": rows,
+              "pooled": scores(total)}
     if args.sweep and model is not None:
         f1s = [scores(c)["f1"] for c in sweep]
         result["sweep"] = {f"{t:.2f}": f for t, f in zip(grid, f1s)}
@@ -138,6 +143,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.json:
         print(json.dumps(result))
     else:
+        if model is not None:
+            print(f"precision {model.precision}, threshold {threshold:.2f}")
         for r in rows + [{"name": "pooled", **result["pooled"]}]:
             print(f"{r['name']:<20} F1 {100 * r['f1']:5.1f}  IoU {100 * r['iou']:5.1f}  P {100 * r['precision']:5.1f}  "
                   f"R {100 * r['recall']:5.1f}")
