@@ -34,6 +34,7 @@ class Timed(torch.nn.Module):
         self.task = getattr(model, "task", "change")
         self.fast_precisions = getattr(model, "fast_precisions", ())  # what --precisions auto may choose
         self.inference_channels_last = getattr(model, "inference_channels_last", False)  # the layout it runs in
+        self.fuse_for_inference = getattr(model, "fuse_for_inference", lambda: 0)  # its BN folding
 
     def forward(self, *images):
         t0 = time.perf_counter()

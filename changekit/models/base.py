@@ -47,6 +47,12 @@ class ChangekitModel(nn.Module):
         self.num_classes = num_classes
         self.in_channels = in_channels
 
+    def fuse_for_inference(self) -> int:
+        """Rewrite the eval-mode model into an equivalent faster one (e.g. batch norms folded into the convolutions
+        before them), in place; ``optimize_for_inference`` calls it. Returns the number of layers removed; the
+        default rewrites nothing."""
+        return 0
+
     def forward_decoder(self, *images: torch.Tensor, **inputs: Any) -> torch.Tensor:
         """Logits at the decoder's resolution."""
         raise NotImplementedError

@@ -29,6 +29,17 @@ def test_other_two_of_the_family_match_open_cd(arch, params, tmp_path):
     assert sum(p.numel() for p in model.parameters()) == params
 
 
+def test_inference_folds_the_batch_norms_and_still_reproduces_the_golden(tmp_path):
+    """optimize_for_inference folds the 19 BNs into their (transposed) convolutions and runs channels-last: the
+    open-cd golden logits (trained BN statistics) still come out, to fp32 rounding."""
+    model, g = assert_reproduces_golden("fc_siam_diff_256", "fc_siam_diff", tmp_path)
+    fast = changekit.optimize_for_inference(model, "fp32")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert not any(k.startswith("backbone.bn") for k in model.state_dict())
+    assert (fast(g["t1"], g["t2"]) - g["logits_full"]).abs().max().item() <= 1e-4
+    assert model.fuse_for_inference() == 0  # a second call finds nothing left to fold
+
+
 @pytest.mark.parametrize(
     "change, fragment",
     [
