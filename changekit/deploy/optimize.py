@@ -118,10 +118,12 @@ class InferenceModel(nn.Module):
         if self.channels_last:
             args = tuple(a.contiguous(memory_format=torch.channels_last)
                          if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in args)
-        with torch.inference_mode(), torch.autocast(self.device_type, dtype=_DTYPES.get(self.precision),
-                                                    enabled=self.precision in _DTYPES):
-            out = self.model(*args, **kwargs).float()
-        return out.contiguous() if self.channels_last else out
+        reduced = self.precision in _DTYPES
+        with torch.inference_mode(), torch.autocast(self.device_type, dtype=_DTYPES.get(self.precision), enabled=reduced):
+            out = self.model(*args, **kwargs)
+        if reduced:
+            out = out.float()
+        return out.contiguous() if self.channels_last and isinstance(out, torch.Tensor) else out
 
     def __getattr__(self, name: str) -> Any:
         try:
