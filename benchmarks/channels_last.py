@@ -13,24 +13,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 import warnings
+from functools import partial
 
 import torch
+from timing import median_seconds
 
 DEFAULT_MODELS = ("fc_ef,fc_siam_conc,fc_siam_diff,unet_r18_early,unet_r18_siam-diff,bit_r18,mcat-unet_segnext-s,"
                   "changeformer_mit-b0,dsqnet_swin-t,ban_vit-b16-clip_mit-b0")
-
-
-def seconds(model: torch.nn.Module, images: list[torch.Tensor], iters: int) -> float:
-    for _ in range(2):
-        model(*images)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        model(*images)
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> int:
@@ -56,7 +46,7 @@ def main() -> int:
                 model = copy.deepcopy(base)
                 model.inference_channels_last = layout
                 fast = optimize_for_inference(model, precision)
-                timings.append(seconds(fast, images, a.iters))
+                timings.append(median_seconds(partial(fast, *images), a.iters))
             declared = "yes" if type(base).inference_channels_last else "no"
             print(f"{name:26s} {fast.precision:9s} {timings[0]:8.3f} {timings[1]:8.3f} {timings[0] / timings[1]:13.2f}x  "
                   f"{declared}", flush=True)

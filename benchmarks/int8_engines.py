@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 import warnings
 
 import torch
 import torch.nn as nn
+from timing import median_seconds
 
 SHAPES = ((768, 2304), (768, 768), (768, 3072), (3072, 768))  # qkv, proj, fc1, fc2
 BLOCKS = 9
@@ -27,14 +27,7 @@ BLOCKS = 9
 
 def _median_ms(module: nn.Module, x: torch.Tensor, iters: int) -> float:
     with torch.inference_mode():
-        for _ in range(3):
-            module(x)
-        times = []
-        for _ in range(iters):
-            t = time.perf_counter()
-            module(x)
-            times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2] * 1e3
+        return median_seconds(lambda: module(x), iters, warmup=3) * 1e3
 
 
 def _quantised(layer: nn.Linear, engine: str) -> nn.Module:

@@ -25,16 +25,19 @@ import torch
 
 
 class Timed(torch.nn.Module):
-    """Wraps a model and adds up the seconds spent in its forward passes."""
+    """Wraps a model and adds up the seconds spent in its forward passes. Every other attribute is the model's (its
+    task and channels, and what optimize_for_inference reads: fast_precisions, inference_channels_last,
+    fuse_for_inference), as on changekit's own InferenceModel."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model, self.seconds = model, 0.0
-        self.in_channels, self.num_classes = model.in_channels, model.num_classes
-        self.task = getattr(model, "task", "change")
-        self.fast_precisions = getattr(model, "fast_precisions", ())  # what --precisions auto may choose
-        self.inference_channels_last = getattr(model, "inference_channels_last", False)  # the layout it runs in
-        self.fuse_for_inference = getattr(model, "fuse_for_inference", lambda: 0)  # its BN folding
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("model"), name)
 
     def forward(self, *images):
         t0 = time.perf_counter()
