@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test fuzz install lint clean
+.PHONY: demo test test-slow fuzz install lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ demo: $(STAMP)
 	$(BIN)/changekit demo --out outputs/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+# the slow tier (marker `slow`: full-size goldens and configs, longer learning runs, the heavier exports; about
+# 2.5 minutes); CI runs it after `make test`
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow tests
 
 # the long fuzz profile: random seeds, 20x the cases of `make test`; a failing case is saved under tests/fuzz/corpus/
 fuzz: $(STAMP)

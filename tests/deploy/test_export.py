@@ -44,7 +44,12 @@ def _ort(path, t1, t2):
         None, {"t1": t1.numpy(), "t2": t2.numpy()})[0]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+#: the heavier exports (7-18 s each) run in the slow tier (`make test-slow`, which CI runs too)
+SLOW_FAMILIES = {"changeformer", "ban-in21k", "ban-scd", "dsqnet", "clipformer"}
+
+
+@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f in SLOW_FAMILIES else f
+                                    for f in FAMILIES])
 def test_every_family_exports_and_matches_pytorch_at_two_sizes(family, tmp_path):
     name, kw = FAMILIES[family]
     torch.manual_seed(0)

@@ -20,6 +20,7 @@ def test_eval_sampler_splits_without_duplicates():
     assert eval_sampler(ds, SimpleNamespace(world_size=1, global_rank=0)) is None
 
 
+@pytest.mark.slow  # two gloo processes: ~15 s
 @pytest.mark.timeout(300)
 def test_ddp_two_processes_match_single_process(tmp_path):
     import lightning.pytorch as pl

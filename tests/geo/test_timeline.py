@@ -228,6 +228,7 @@ def test_the_timeline_page_in_a_real_browser(timeline_out, tmp_path, screenshot)
     assert (np.abs(mapped - 32).sum(-1) > 30).mean() > 0.2, "the dates are not drawn"
 
 
+@pytest.mark.slow  # 200 training steps: ~25 s
 def test_a_trained_tiny_model_finds_the_dates_within_tolerance(series, tmp_path):
     """FC-Siam-diff trained for 200 steps on four other series (tests/helpers/timeline_toy.py), on this unseen one: the
     first-change date exact on >= 95 % of the changed pixels, the number of changes on >= 95 %, and false change

@@ -38,6 +38,7 @@ def test_golden_vit_b16_clip_mit_b0():
             assert out.shape == (1, 2, h, w) and torch.isfinite(out).all()
 
 
+@pytest.mark.slow  # full-size L/14 golden: ~11 s
 def test_golden_vit_l14_clip_bit():
     model, g = _golden_model("ban_vit-l14-clip_bit_256", "ban_vit-l14-clip_bit")
     with torch.no_grad():
@@ -76,6 +77,7 @@ def test_parameter_counts(arch):
     assert all(not p.requires_grad for p in model.image_encoder.parameters())
 
 
+@pytest.mark.slow  # every released config at full size: ~15 s
 def test_every_config_builds_and_runs_at_512():
     """Each configs/ban/*.yaml builds its model and runs a forward pass at 512.
 
