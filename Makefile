@@ -22,8 +22,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
-# the slow tier (marker `slow`: full-size goldens and configs, longer learning runs, the heavier exports; about
-# 2.5 minutes); CI runs it after `make test`
+# the slow tier (marker `slow`: full-size goldens and configs, longer learning runs, the heavier exports; about 2
+# minutes); CI runs it after `make test`
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow tests
 
