@@ -30,7 +30,7 @@ from changekit.data.io import read_label
 from changekit.data.sentinel2 import band_grid, read_band_stack, resolve_band_names
 from changekit.errors import DataError
 
-__all__ = ["OscdDataset", "HELDOUT_CITIES", "standardize_date"]
+__all__ = ["OscdDataset", "HELDOUT_CITIES", "STANDARDIZE", "standardize_date"]
 
 IMAGES = "Onera Satellite Change Detection dataset - Images"
 LABELS = ("Onera Satellite Change Detection dataset - Train Labels",
@@ -39,11 +39,18 @@ LABELS = ("Onera Satellite Change Detection dataset - Train Labels",
 HELDOUT_CITIES = ("paris", "bordeaux", "pisa")
 
 
-def standardize_date(a: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """(H, W, C) -> each band at zero mean and unit std over the valid pixels (default: not all bands 0)."""
+#: How a date can be standardised on its own: ``per-date``, each band to zero mean and unit std; ``per-image``, one
+#: mean and std over all bands of the date (Caye Daudt et al.'s OSCD normalisation), which keeps the band ratios.
+STANDARDIZE = ("per-date", "per-image")
+
+
+def standardize_date(a: np.ndarray, valid: np.ndarray | None = None, mode: str = "per-date") -> np.ndarray:
+    """(H, W, C) standardised over the valid pixels (default: not all bands 0): each band (``per-date``) or all
+    bands together (``per-image``) at zero mean and unit std."""
     valid = (a != 0).any(-1) if valid is None else valid
     v = a[valid] if valid.any() else a.reshape(-1, a.shape[-1])
-    mean, std = v.mean(0), v.std(0)
+    axis = 0 if mode == "per-date" else None
+    mean, std = v.mean(axis), v.std(axis)
     return ((a - mean) / np.maximum(std, 1e-6)).astype(np.float32)
 
 
@@ -56,7 +63,9 @@ class OscdDataset(PairDataset):
         label_source: ``"tif"`` (``<city>-cm.tif``, default) or ``"png"`` (``cm.png``).
         standardize: ``"per-date"``: each date's bands to zero mean and unit std over its valid pixels (the whole
             city), which takes out the global level differences between acquisitions (season, sun, atmosphere);
-            ``changekit scene`` does the same over the whole scene for a model trained so.
+            ``"per-image"``: one mean and std over all bands of the date (Caye Daudt et al., ICIP 2018), which
+            takes out the level but keeps the band ratios. ``changekit scene`` does the same over the whole scene
+            for a model trained so.
     """
 
     HEADERS_TELL = False
@@ -64,9 +73,9 @@ class OscdDataset(PairDataset):
     def __init__(self, root, split: str | None = "train", *, band_names: Any = "all", label_source: str = "tif",
                  standardize: str | None = None, **kw):
         self.band_names = resolve_band_names(band_names)
-        if standardize not in (None, "per-date"):
+        if standardize not in (None, *STANDARDIZE):
             raise DataError(f"standardize={standardize!r}: use per-date (each date's bands to zero mean, unit std "
-                            "over the whole city) or leave it out")
+                            "over the whole city), per-image (one mean and std over all its bands) or leave it out")
         self.standardize = standardize
         if label_source not in ("tif", "png"):
             raise DataError(f"label_source={label_source!r}: use tif (<city>-cm.tif) or png (cm.png)")
@@ -156,8 +165,8 @@ class OscdDataset(PairDataset):
         t1, t2 = (self._read_image(d, grid) for d in s.images)
         self._ranges[i] = (float(min(t1.min(), t2.min())), float(max(t1.max(), t2.max())))
         out: dict[str, Any] = {"t1": t1, "t2": t2, "name": s.name}
-        if self.standardize == "per-date":
-            out["t1"], out["t2"] = standardize_date(t1), standardize_date(t2)
+        if self.standardize:
+            out["t1"], out["t2"] = (standardize_date(t, mode=self.standardize) for t in (t1, t2))
         if self._has_labels and s.label is not None:
             lab = self._read_label_for(s, t1.shape[:2])
             nodata = (t1 == 0).all(-1) | (t2 == 0).all(-1)

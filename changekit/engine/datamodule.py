@@ -145,7 +145,7 @@ class ChangeDataModule(pl.LightningDataModule):
         info = {"mean": self.mean, "std": self.std, "bands": self.bands, "in_channels": self.in_channels,
                 "dataset": self.preset.name, "units": self.hparams.get("units")}
         standardize = (self.hparams.get("dataset_args") or {}).get("standardize")
-        if standardize:  # each date standardised on its own before mean/std (OSCD's per-date option)
+        if standardize:  # each date standardised on its own before mean/std (the OSCD preset's option)
             info["standardize"] = standardize
         return info
 

@@ -306,9 +306,10 @@ def _sample(ds, bands: list[int], max_side: int = 1024) -> np.ndarray:
     return data[:, valid]
 
 
-def date_statistics(inputs: SceneInputs, scaling: Scaling) -> list[dict[str, list[float]]]:
-    """Per image, each band's mean and std over its valid pixels (a decimated read, <= 1024 px on the long side),
-    in training units: for models trained on each date standardised on its own (``standardize: per-date``)."""
+def date_statistics(inputs: SceneInputs, scaling: Scaling, mode: str = "per-date") -> list[dict[str, list[float]]]:
+    """Per image, the mean and std of each band (``per-date``) or of all bands together (``per-image``, repeated
+    per band) over its valid pixels (a decimated read, <= 1024 px on the long side), in training units: for models
+    trained on each date standardised on its own (the ``standardize`` of the OSCD preset)."""
     stats = []
     for ds in inputs.images:
         v = _sample(ds, inputs.bands)
@@ -318,7 +319,11 @@ def date_statistics(inputs: SceneInputs, scaling: Scaling) -> list[dict[str, lis
         v = v * g + o
         if scaling.clip is not None:
             v = np.clip(v, *scaling.clip)
-        stats.append({"mean": v.mean(1).tolist(), "std": np.maximum(v.std(1), 1e-6).tolist()})
+        if mode == "per-date":
+            mean, std = v.mean(1), v.std(1)
+        else:
+            mean, std = np.full(len(v), v.mean()), np.full(len(v), v.std())
+        stats.append({"mean": mean.tolist(), "std": np.maximum(std, 1e-6).tolist()})
     return stats
 
 

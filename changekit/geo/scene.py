@@ -221,9 +221,9 @@ def _units(inputs: SceneInputs, mean_v, std_v, info: dict, opts: SceneOptions, w
     check_units(opts.scale, inputs, target, units.get("dtype"))
     scaling = resolve_scaling(opts.scale, inputs, target, units.get("dtype"))
     standardize = info.get("standardize")
-    if standardize not in (None, "per-date"):
+    if standardize not in (None, "per-date", "per-image"):
         raise ConfigError(f"{what}: records standardize={standardize!r}, which this version cannot apply")
-    date_stats = date_statistics(inputs, scaling) if standardize == "per-date" else None
+    date_stats = date_statistics(inputs, scaling, standardize) if standardize else None
     return mean_v, std_v, target, scaling, date_stats
 
 

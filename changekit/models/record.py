@@ -50,7 +50,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "threshold": (lambda v: _num(v) and 0 <= v <= 1, "a probability in 0..1"),
     "units": (_units, "{dtype: ..., range: [min, max]}"),
     "task": (lambda v: v in ("change", "semantic-change", "segmentation"), "change, semantic-change or segmentation"),
-    "standardize": (lambda v: v == "per-date", "per-date"),
+    "standardize": (lambda v: v in ("per-date", "per-image"), "per-date or per-image"),
     "eval": (lambda v: isinstance(v, Mapping), "a mapping of evaluation settings"),
     "class_names": (_strs, "a list of class names"),
     "palette": (lambda v: isinstance(v, list | tuple) and all(_nums(c) and len(c) == 3 for c in v),

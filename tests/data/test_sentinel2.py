@@ -143,6 +143,14 @@ def test_per_date_standardisation_in_training_and_in_scenes(oscd, tmp_path):
     for key in ("t1", "t2"):
         assert np.allclose(item[key].reshape(-1, 13).mean(0), 0, atol=1e-4)
         assert np.allclose(item[key].reshape(-1, 13).std(0), 1, atol=1e-3)
+    # per-image: one mean and std over all bands of a date, so the band ratios survive (one affine map per date)
+    raw = build_dataset("oscd", oscd, "alpha").load_arrays(0)
+    item = build_dataset("oscd", oscd, "alpha", standardize="per-image").load_arrays(0)
+    for key in ("t1", "t2"):
+        assert abs(item[key].mean()) < 1e-4 and abs(item[key].std() - 1) < 1e-3
+        assert not np.allclose(item[key].reshape(-1, 13).std(0), 1, atol=0.05)
+        r = raw[key].astype(np.float64)
+        assert np.allclose(item[key], (r - r.mean()) / r.std(), atol=1e-4)
     with pytest.raises(DataError, match="standardize"):
         build_dataset("oscd", oscd, "alpha", standardize="global")
     # date 2 = date 1 at 1.6 times the brightness (another season, another sun): a difference detector calls it
@@ -156,7 +164,7 @@ def test_per_date_standardisation_in_training_and_in_scenes(oscd, tmp_path):
         with rasterio.open(d2 / f.name, "w", **profile) as dst:
             dst.write((data * 1.6).astype("uint16"))
     runs = {}
-    for standardize in (None, "per-date"):
+    for standardize in (None, "per-date", "per-image"):
         model = DiffModel(4, gain=8.0, bias=2.0)
         model.changekit_info = {"units": {"dtype": "uint16", "range": [0, 10000], "band_names": ["B02", "B03", "B04", "B08"],
                                           "product": "L1C"}, "standardize": standardize,
@@ -169,7 +177,9 @@ def test_per_date_standardisation_in_training_and_in_scenes(oscd, tmp_path):
         runs[standardize] = s["changed_pixels"]
         rec = json.loads((out / "scene.json").read_text())
         assert ("date_stats" in rec) == bool(standardize)
-    assert runs[None] > 0.9 * H * W and runs["per-date"] < 0.01 * H * W
+        if standardize == "per-image":  # one mean and std per date, repeated for each band
+            assert all(len(set(d["mean"])) == 1 and len(set(d["std"])) == 1 for d in rec["date_stats"])
+    assert runs[None] > 0.9 * H * W and runs["per-date"] < 0.01 * H * W and runs["per-image"] < 0.01 * H * W
 
 
 def test_product_level_reads_the_folder_not_the_folders_above(tmp_path):
