@@ -32,17 +32,17 @@ _LABELS = "CC BY-NC-SA 4.0 (OSCD change maps; non-commercial)"
 #: on data never used for training, checkpoint selection or the threshold; ``validation``: what selected them.
 PRETRAINED: dict[str, dict[str, Any]] = {
     "s2-urban-13band": {
-        "arch": "fc_ef", "data": _OSCD, "bands": "13: B01-B12, B8A after B08", "gsd_m": 10, "threshold": 0.65,
+        "arch": "fc_ef", "data": _OSCD, "bands": "13: B01-B12, B8A after B08", "gsd_m": 10, "threshold": 0.40,
         "units": "L1C digital numbers (uint16)", "recipe": "configs/pretrained/s2-urban-13band.yaml",
-        "validation": {"on": "saclay_e + cupertino + hongkong", "f1": 0.505},
-        "heldout": {"on": "paris + bordeaux + pisa", "f1": 0.052, "iou": 0.027, "precision": 0.027, "recall": 0.505},
+        "validation": {"on": "saclay_e + cupertino + hongkong", "f1": 0.549},
+        "heldout": {"on": "paris + bordeaux + pisa", "f1": 0.143, "iou": 0.077, "precision": 0.092, "recall": 0.318},
         "labels_licence": _LABELS, "card": "docs/models_pretrained.md#s2-urban-13band",
     },
     "s2-urban-rgbn": {
-        "arch": "fc_ef", "data": _OSCD, "bands": "4: B02 B03 B04 B08 (the 10 m bands)", "gsd_m": 10, "threshold": 0.65,
+        "arch": "fc_ef", "data": _OSCD, "bands": "4: B02 B03 B04 B08 (the 10 m bands)", "gsd_m": 10, "threshold": 0.45,
         "units": "L1C digital numbers (uint16)", "recipe": "configs/pretrained/s2-urban-rgbn.yaml",
-        "validation": {"on": "saclay_e + cupertino + hongkong", "f1": 0.343},
-        "heldout": {"on": "paris + bordeaux + pisa", "f1": 0.119, "iou": 0.063, "precision": 0.069, "recall": 0.421},
+        "validation": {"on": "saclay_e + cupertino + hongkong", "f1": 0.449},
+        "heldout": {"on": "paris + bordeaux + pisa", "f1": 0.143, "iou": 0.077, "precision": 0.105, "recall": 0.225},
         "labels_licence": _LABELS, "card": "docs/models_pretrained.md#s2-urban-rgbn",
     },
     "aerial-airchange-rgb": {

@@ -20,8 +20,8 @@ from changekit.models.pretrained import PRETRAINED, WEIGHTS_DIR, read_model_file
 #: name -> (input bands, sum of the logits and the first four logit values on the fixed input below), measured
 #: when the weights were made; a damaged or swapped file changes them
 FINGERPRINTS = {
-    "s2-urban-13band": (13, 15.0407, [0.161594, 0.164398, 0.110973, 0.144966]),
-    "s2-urban-rgbn": (4, 2.26266, [0.24115, 0.244387, 0.161224, 0.135851]),
+    "s2-urban-13band": (13, 42.874, [0.854968, 1.121394, 0.996091, 1.079469]),
+    "s2-urban-rgbn": (4, -77.7677, [1.013508, 1.516639, 1.588592, 1.649436]),
     "aerial-airchange-rgb": (3, 24.1262, [0.318031, 0.445077, 0.402997, 0.353144]),
 }
 
