@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from changekit.atomic import write_json
+from changekit.data.oscd import STANDARDIZE
 from changekit.data.presets import class_legend
 from changekit.data.transforms import STATS
 from changekit.errors import ConfigError, DataError
@@ -221,7 +222,7 @@ def _units(inputs: SceneInputs, mean_v, std_v, info: dict, opts: SceneOptions, w
     check_units(opts.scale, inputs, target, units.get("dtype"))
     scaling = resolve_scaling(opts.scale, inputs, target, units.get("dtype"))
     standardize = info.get("standardize")
-    if standardize not in (None, "per-date", "per-image"):
+    if standardize not in (None, *STANDARDIZE):
         raise ConfigError(f"{what}: records standardize={standardize!r}, which this version cannot apply")
     date_stats = date_statistics(inputs, scaling, standardize) if standardize else None
     return mean_v, std_v, target, scaling, date_stats
