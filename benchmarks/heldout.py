@@ -6,6 +6,10 @@ augmentation. Also the unsupervised baseline: change-vector analysis with Otsu's
     .venv/bin/python benchmarks/heldout.py --model s2-urban-13band --preset oscd --root data/OSCD --split heldout
     .venv/bin/python benchmarks/heldout.py --model outputs/run/checkpoints/best.ckpt --preset sztaki --root ... --split test
     .venv/bin/python benchmarks/heldout.py --cva --preset oscd --root data/OSCD --split heldout [--band-names all]
+    .venv/bin/python benchmarks/heldout.py --model A.ckpt --model B.ckpt ... --threshold T   # an ensemble
+
+Several --model options score their ensemble: the mean of the models' change probabilities, each model reading the
+data as it was trained (bands, normalisation), at --threshold (the mean of their own thresholds otherwise).
 
 Prints one row per image and the pooled row; --json for machine-readable output. The OSCD held-out cities
 (paris, bordeaux, pisa) are never used for training, checkpoint selection or thresholds.
@@ -69,15 +73,36 @@ def probability(model: torch.nn.Module, t1: torch.Tensor, t2: torch.Tensor, tta:
     return (prob / len(views))[0, :h, :w]
 
 
+def load_member(name: str, precision: str) -> tuple[torch.nn.Module, float, dict[str, Any]]:
+    """A model, its own decision threshold and the dataset arguments that read data as it was trained."""
+    import changekit
+    from changekit.data.transforms import build_transforms
+
+    model = changekit.load_model(name)
+    info = model.changekit_info
+    kw: dict[str, Any] = {"in_channels": info["in_channels"],
+                          "transforms": build_transforms(train=False, mean=info["mean"], std=info["std"],
+                                                         size_divisor=None)}
+    names = (info.get("units") or {}).get("band_names")
+    if names:
+        kw["band_names"] = names
+    if info.get("standardize"):
+        kw["standardize"] = info["standardize"]
+    return changekit.optimize_for_inference(model, precision), float(info.get("threshold") or 0.5), kw
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="a shipped model name, a .safetensors file or a changekit checkpoint")
+    p.add_argument("--model", action="append",
+                   help="a shipped model name, a .safetensors file or a changekit checkpoint; repeat it to score "
+                        "the ensemble (mean probability)")
     p.add_argument("--cva", action="store_true", help="the unsupervised baseline instead of a model")
     p.add_argument("--preset", required=True, help="dataset preset (oscd, sztaki, ...)")
     p.add_argument("--root", required=True)
     p.add_argument("--split", required=True, help="e.g. heldout (OSCD), test (SZTAKI), or a list of cities")
     p.add_argument("--band-names", help="OSCD bands for --cva (default: the model's, else all)")
-    p.add_argument("--threshold", type=float, help="override the model's decision threshold")
+    p.add_argument("--threshold", type=float,
+                   help="override the model's decision threshold (an ensemble's default: the mean of its models')")
     p.add_argument("--tta", action="store_true", help="average the four flips")
     p.add_argument("--precision", default="fp32",
                    help="run the model through optimize_for_inference in this precision (fp32, bf16, int8, auto): "
@@ -89,40 +114,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     from changekit.data.presets import build_dataset
     from changekit.data.transforms import build_transforms
+    from changekit.metrics import confusion_matrix
 
-    kw: dict[str, Any] = {}
-    threshold, model = 0.5, None
-    if args.model:
-        import changekit
-
-        model = changekit.load_model(args.model)
-        info = model.changekit_info
-        threshold = args.threshold or float(info.get("threshold") or 0.5)
-        names = (info.get("units") or {}).get("band_names")
-        if names:
-            kw["band_names"] = names
-        if info.get("standardize"):
-            kw["standardize"] = info["standardize"]
-        kw["transforms"] = build_transforms(train=False, mean=info["mean"], std=info["std"], size_divisor=None)
-        kw["in_channels"] = info["in_channels"]
-        model = changekit.optimize_for_inference(model, args.precision)
-    elif not args.cva:
+    if not args.model and not args.cva:
         p.error("give --model or --cva")
+    members = [load_member(m, args.precision) for m in args.model or []]
+    threshold = args.threshold or (float(np.mean([t for _, t, _ in members])) if members else 0.5)
+    if members:
+        datasets = [build_dataset(args.preset, args.root, args.split, **kw) for _, _, kw in members]
     else:
-        kw["transforms"] = build_transforms(train=False, mean=None, size_divisor=None)
+        kw = {"transforms": build_transforms(train=False, mean=None, size_divisor=None)}
         if args.band_names:
             kw["band_names"] = args.band_names
-    ds = build_dataset(args.preset, args.root, args.split, **kw)
-    from changekit.metrics import confusion_matrix
+        datasets = [build_dataset(args.preset, args.root, args.split, **kw)]
 
     rows, total = [], torch.zeros(2, 2, dtype=torch.long)
     grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
     sweep = torch.zeros(len(grid), 2, 2, dtype=torch.long)
-    for i in range(len(ds)):
-        item = ds[i]
-        label = item["label"]  # 0/1, 255 ignored
-        if model is not None:
-            prob = probability(model, item["t1"], item["t2"], args.tta)
+    for i in range(len(datasets[0])):
+        items = [ds[i] for ds in datasets]
+        item, label = items[0], items[0]["label"]  # 0/1, 255 ignored
+        if members:
+            prob = sum(probability(m, it["t1"], it["t2"], args.tta) for (m, _, _), it in zip(members, items))
+            prob = prob / len(members)
             pred = prob >= threshold
             for k, t in enumerate(grid):
                 sweep[k] += confusion_matrix((prob >= t).long(), label, 2)
@@ -133,18 +147,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         mat = confusion_matrix(pred.long(), label, 2)
         total += mat
         rows.append({"name": item["name"], **scores(mat)})
-    result = {"model": args.model or "cva+otsu", "split": args.split, "threshold": threshold if model else None,
-              "precision": model.precision if model is not None else None, "tta": args.tta, "images": rows,
+    name = " + ".join(args.model) if members else "cva+otsu"
+    result = {"model": name, "split": args.split, "threshold": threshold if members else None,
+              "precision": members[0][0].precision if members else None, "tta": args.tta, "images": rows,
               "pooled": scores(total)}
-    if args.sweep and model is not None:
+    if args.sweep and members:
         f1s = [scores(c)["f1"] for c in sweep]
         result["sweep"] = {f"{t:.2f}": f for t, f in zip(grid, f1s)}
         result["best_threshold"] = float(grid[int(np.argmax(f1s))])
     if args.json:
         print(json.dumps(result))
     else:
-        if model is not None:
-            print(f"precision {model.precision}, threshold {threshold:.2f}")
+        if members:
+            print(f"precision {result['precision']}, threshold {threshold:.2f}")
         for r in rows + [{"name": "pooled", **result["pooled"]}]:
             print(f"{r['name']:<20} F1 {100 * r['f1']:5.1f}  IoU {100 * r['iou']:5.1f}  P {100 * r['precision']:5.1f}  "
                   f"R {100 * r['recall']:5.1f}")
