@@ -1,6 +1,7 @@
 """``changekit export``: a checkpoint or config to an ONNX graph (:func:`changekit.deploy.export_onnx`), or to a
 ``.safetensors`` file that records its config (:func:`changekit.models.pretrained.write_model_file`: what
-changekit ships its own models as)."""
+changekit ships its own models as). Several checkpoints of one recipe export as one ensemble
+(:class:`changekit.models.ensemble.ChangeEnsemble`: their mean probability)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,35 @@ import json
 from changekit.cli._parser import Parser
 
 
+def _load(models: list[str], weights: str | None):
+    """One model, or the ensemble of several checkpoints (their records must agree)."""
+    from changekit.errors import ConfigError
+    from changekit.models.loading import load_model
+
+    if len(models) == 1:
+        is_config = models[0].endswith((".yaml", ".yml"))
+        return load_model(weights, config=models[0]) if is_config else load_model(models[0])
+    if weights or any(m.endswith((".yaml", ".yml")) for m in models):
+        raise ConfigError("an ensemble is exported from changekit checkpoints (they record their config); give "
+                          "the checkpoints without a YAML config or --weights")
+    from changekit.models.ensemble import ChangeEnsemble, common_record
+
+    members = [load_model(m) for m in models]
+    record = common_record([m.changekit_info for m in members], models)
+    ensemble = ChangeEnsemble(members).eval()
+    ensemble.changekit_info = record
+    return ensemble
+
+
 def main(argv: list[str]) -> int:
     p = Parser(
         prog="changekit export",
         description="Export a model to ONNX: inputs t1, t2 (B, C, H, W, normalised; a segmentation model: image), "
                     "output logits (B, K, H, W); "
                     "dynamic batch, dynamic H/W where the model allows it (checked), metadata for inference.")
-    p.add_argument("model", help="a changekit checkpoint (records its config), or a YAML config (with --weights)")
+    p.add_argument("model", nargs="+",
+                   help="a changekit checkpoint (records its config), or a YAML config (with --weights); several "
+                        "checkpoints of one recipe (e.g. other seeds) export as one ensemble: their mean probability")
     p.add_argument("--weights", help="weights for a config (a changekit, open-cd or plain weights file)")
     p.add_argument("--out", required=True, help="the .onnx file to write, or a .safetensors file (weights plus the "
                                                 "config and normalisation, loadable with changekit.load_model)")
@@ -42,10 +65,8 @@ def main(argv: list[str]) -> int:
         raise ConfigError("--quantize int8 applies to ONNX exports (--out model.int8.onnx); a .safetensors file keeps "
                           "the fp32 weights (changekit scene --precision int8 quantises them at run time)")
     from changekit.deploy import export_onnx
-    from changekit.models.loading import load_model
 
-    is_config = args.model.endswith((".yaml", ".yml"))
-    model = load_model(args.weights, config=args.model) if is_config else load_model(args.model)
+    model = _load(args.model, args.weights)
     if args.out.endswith(".safetensors"):
         from changekit.models.pretrained import write_model_file
 
@@ -55,7 +76,8 @@ def main(argv: list[str]) -> int:
                 raise ConfigError(f"--threshold {args.threshold}: give a probability between 0 and 1")
             info["threshold"] = args.threshold
         path = write_model_file(model, args.out, info)
-        print(f"wrote {path}: {info['arch']}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+        kind = f"ensemble of {info['ensemble']} {info['arch']}" if info.get("ensemble") else info["arch"]
+        print(f"wrote {path}: {kind}, {sum(p.numel() for p in model.parameters()):,} parameters, "
               f"bands {info.get('units', {}) and info['units'].get('band_names') or info.get('bands')}")
         return 0
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None

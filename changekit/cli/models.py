@@ -51,7 +51,8 @@ def main(argv: list[str]) -> int:
             t.add_column(col, justify="right" if col in ("held-out F1", "IoU", "P", "R") else "left", overflow="fold")
         for n in shipped:
             c, h = PRETRAINED[n], PRETRAINED[n]["heldout"]
-            t.add_row(n, c["arch"], c["data"], c["bands"], f"{100 * h['f1']:.1f}", f"{100 * h['iou']:.1f}",
+            arch = f"{c['arch']} x{c['ensemble']} (ensemble)" if c.get("ensemble") else c["arch"]
+            t.add_row(n, arch, c["data"], c["bands"], f"{100 * h['f1']:.1f}", f"{100 * h['iou']:.1f}",
                       f"{100 * h['precision']:.1f}", f"{100 * h['recall']:.1f}", h["on"], c["card"])
         console.print(t)
     table = Table(title="registered models (parameters of the architecture; F1 of the change class, %)",

@@ -5,6 +5,9 @@ with; ``load_model`` reads it safely (``weights_only``), builds the model from t
 weights strictly. Weight files that record no configuration (open-cd checkpoints, plain state dicts) need
 the model's YAML config as well: ``load_model(weights, config="configs/...yaml")``.
 
+A ``.safetensors`` file that records ``ensemble: K`` (``changekit export`` of K checkpoints) loads as a
+:class:`~changekit.models.ensemble.ChangeEnsemble` of K members.
+
 The returned model is in eval mode and carries ``model.changekit_info``: what inference needs besides the
 weights (``arch``, ``arch_args``, ``num_classes``, ``ignore_index``, ``in_channels``, ``mean``, ``std``,
 ``bands``, ``eval``, ``task``); values a file does not record are None.
@@ -20,6 +23,7 @@ import torch.nn as nn
 
 from changekit.checkpoints import CheckpointError, extract_state_dict, load_weights, read_checkpoint
 from changekit.errors import ConfigError
+from changekit.models.ensemble import ChangeEnsemble
 from changekit.models.record import check_model_record
 from changekit.models.registry import build_model, without_weights
 
@@ -81,6 +85,21 @@ def _looks_like_a_name(path: str | os.PathLike) -> bool:
     return not os.path.exists(text) and os.sep not in text and "." not in text
 
 
+def _recorded_model(info: Mapping[str, Any], path: str) -> nn.Module:
+    """The model a ``.safetensors`` record describes (an ensemble of ``info["ensemble"]`` members where it says
+    so), its weights loaded strictly from ``path``."""
+    spec = {"arch": info["arch"], "arch_args": without_weights(info["arch_args"] or {})}
+    members = int(info.get("ensemble") or 0)
+    try:
+        if not members:
+            return build_model(spec, num_classes=int(info["num_classes"] or 2), weights=path)
+        model = ChangeEnsemble([build_model(spec, num_classes=int(info["num_classes"] or 2))
+                                for _ in range(members)])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: {e.args[0] if e.args else e}") from None
+    return load_weights(model, path)
+
+
 def load_model(path: str | os.PathLike | None, config: str | os.PathLike | None = None) -> nn.Module:
     """Rebuild a model from a changekit checkpoint, a shipped model's name (``"s2-urban-..."``, see
     :mod:`changekit.models.pretrained`) or a ``.safetensors`` file that records its config, or from ``config`` plus
@@ -96,11 +115,7 @@ def load_model(path: str | os.PathLike | None, config: str | os.PathLike | None 
                 and str(path).endswith(".safetensors") and os.path.isfile(path) else None)
     if recorded is not None:
         info = {k: None for k in INFO_KEYS} | check_model_record(recorded, str(path))
-        spec = {"arch": info["arch"], "arch_args": without_weights(info["arch_args"] or {})}
-        try:
-            model = build_model(spec, num_classes=int(info["num_classes"] or 2), weights=str(path))
-        except (KeyError, ValueError) as e:
-            raise CheckpointError(f"{path}: {e.args[0] if e.args else e}") from None
+        model = _recorded_model(info, str(path))
     elif config is not None:
         info = _config_info(config)
         try:

@@ -58,6 +58,7 @@ CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fixed_size": (lambda v: isinstance(v, list | tuple) and len(v) == 2 and all(_int(1)(x) for x in v),
                    "[height, width]"),
     "fixed_batch": (_int(1), "a whole number >= 1"),
+    "ensemble": (_int(2), "a whole number >= 2 (the members of an ensemble)"),
 }
 
 
