@@ -18,9 +18,10 @@ from changekit.errors import ConfigError
 from changekit.models.pretrained import PRETRAINED, WEIGHTS_DIR, read_model_file_info
 
 #: name -> (input bands, sum of the logits and the first four logit values on the fixed input below), measured
-#: when the weights were made; a damaged or swapped file changes them
+#: when the weights were made; a damaged or swapped file changes them (an ensemble's "logits" are its log mean
+#: probabilities)
 FINGERPRINTS = {
-    "s2-urban-13band": (13, 42.874, [0.854968, 1.121394, 0.996091, 1.079469]),
+    "s2-urban-13band": (13, -4929.9238, [-0.097385, -0.046634, -0.058224, -0.050199]),
     "s2-urban-rgbn": (4, -77.7677, [1.013508, 1.516639, 1.588592, 1.649436]),
     "aerial-airchange-rgb": (3, 24.1262, [0.318031, 0.445077, 0.402997, 0.353144]),
 }
