@@ -50,6 +50,9 @@ class ChangeEnsemble(ChangekitModel):
 def common_record(records: Sequence[dict[str, Any]], sources: Sequence[str]) -> dict[str, Any]:
     """The record of an ensemble of models with these records: the first one's, once every :data:`SHARED` key
     agrees; a ConfigError naming the first key and file that differ otherwise."""
+    for rec, src in zip(records, sources):
+        if rec.get("ensemble"):
+            raise ConfigError(f"{src} is already an ensemble of {rec['ensemble']}; give its members' checkpoints")
     first = records[0]
     for rec, src in zip(records[1:], sources[1:]):
         for key in SHARED:

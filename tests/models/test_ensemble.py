@@ -84,6 +84,8 @@ def test_members_of_other_recipes_are_refused_in_one_line(exported, capsys):
     assert code == 2 and len(err.splitlines()) == 1
     assert "other.ckpt" in err and "standardize" in err and "one recipe" in err
     assert not list(d.glob("bad.*"))
+    assert cli(["export", str(d / "ens.safetensors"), str(d / "s0.ckpt"), "--out", str(d / "bad.safetensors")]) == 2
+    assert "already an ensemble of 3" in capsys.readouterr().err
     assert cli(["export", "configs/pretrained/s2-urban-rgbn.yaml", str(d / "s0.ckpt"), "--out",
                 str(d / "bad.safetensors")]) == 2
     assert "from changekit checkpoints" in capsys.readouterr().err
