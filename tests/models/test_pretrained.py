@@ -52,6 +52,9 @@ def test_shipped_weights_load_strictly_and_give_a_fixed_output(name):
     info = model.changekit_info
     bands, total, first = FINGERPRINTS[name]
     assert info["in_channels"] == bands and 0 < info["threshold"] < 1
+    card = PRETRAINED[name]  # the card repeats what the file records: they must not drift apart
+    assert (card["arch"], card["threshold"], card.get("ensemble")) == (info["arch"], info["threshold"],
+                                                                       info.get("ensemble"))
     with torch.no_grad():
         out = model(*fixed_input(bands))
     assert out.shape == (1, 2, 32, 32)
